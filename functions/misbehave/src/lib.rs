@@ -1,0 +1,82 @@
+//! `misbehave`: does something bad on request, for the host's failure tests.
+//! Routed by the last path segment:
+//!
+//! | path | behaviour |
+//! | --- | --- |
+//! | `/misbehave/ok` | `200 ok` |
+//! | `/misbehave/panic` | `panic!("deliberate panic for tests")` (a trap) |
+//! | `/misbehave/loop` | spins forever without I/O |
+//! | `/misbehave/oom` | allocates and touches 1 MiB chunks until allocation fails (then aborts) |
+//! | `/misbehave/sleep?ms=N` | `std::thread::sleep` for N ms, then `200 slept N` |
+//! | `/misbehave/print?tag=T` | prints `stdout line T` and `stderr line T`, then `200 printed T` |
+//! | `/misbehave/sandbox` | `200` JSON `{"env_vars": n, "root_dir_readable": b, "preopens": b}` |
+//! | anything else | `404 unknown misbehaviour` |
+
+use std::alloc::Layout;
+use std::time::Duration;
+
+use faas_sdk::{IntoResponse, Request, RequestExt, Response, StatusCode, http_handler, json};
+
+const MIB: usize = 1024 * 1024;
+
+#[http_handler]
+async fn handle(req: Request) -> Response {
+    let action = req
+        .uri()
+        .path()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    match action {
+        "ok" => "ok".into_response(),
+        "panic" => panic!("deliberate panic for tests"),
+        "loop" => spin(),
+        "oom" => exhaust_memory(),
+        "sleep" => match req.query_param("ms").map(|ms| ms.parse::<u64>()) {
+            Some(Ok(ms)) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                format!("slept {ms}").into_response()
+            }
+            _ => (StatusCode::BAD_REQUEST, "expected ?ms=<milliseconds>").into_response(),
+        },
+        "print" => {
+            let tag = req.query_param("tag").unwrap_or_default();
+            println!("stdout line {tag}");
+            eprintln!("stderr line {tag}");
+            format!("printed {tag}").into_response()
+        }
+        "sandbox" => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "env_vars": std::env::vars_os().count(),
+                "root_dir_readable": std::fs::read_dir("/").is_ok(),
+                "preopens": std::fs::read_dir(".").is_ok(),
+            }),
+        ),
+        _ => (StatusCode::NOT_FOUND, "unknown misbehaviour").into_response(),
+    }
+}
+
+/// Spins forever with no I/O; `black_box` keeps the loop from being optimised away.
+fn spin() -> ! {
+    let mut counter: u64 = 0;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Allocates 1 MiB chunks, writing every byte and keeping them all alive, until an
+/// allocation fails; then aborts the way Rust does on out-of-memory (a trap).
+fn exhaust_memory() -> ! {
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk: Vec<u8> = Vec::new();
+        if chunk.try_reserve_exact(MIB).is_err() {
+            eprintln!("misbehave: allocation failed after {} MiB", chunks.len());
+            std::alloc::handle_alloc_error(Layout::new::<[u8; MIB]>());
+        }
+        chunk.resize(MIB, 0xa5);
+        chunks.push(std::hint::black_box(chunk));
+    }
+}

@@ -1,0 +1,120 @@
+//! `/v1/functions`: deploy, list, get, activate (rollback), delete.
+
+use super::Admin;
+use crate::error::ApiError;
+use crate::spec::DeploySpec;
+use crate::store::{FunctionRecord, format_time};
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub async fn list(State(admin): State<Arc<Admin>>) -> Result<impl IntoResponse, ApiError> {
+    let functions = admin.registry.functions().await?;
+    Ok(Json(
+        json!({ "functions": functions.iter().map(summary).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn get(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let function = admin.registry.function(&name).await?;
+    let mut view = summary(&function);
+    view["versions"] = json!(function.versions);
+    Ok(Json(view))
+}
+
+pub async fn delete(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    admin.registry.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn activate(
+    State(admin): State<Arc<Admin>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let version: u32 = version
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_version", format!("`{version}` is not a version number")))?;
+    let record = admin.registry.activate(&name, version).await?;
+    Ok(Json(
+        json!({ "function": name, "active_version": record.version, "sha256": record.sha256 }),
+    ))
+}
+
+/// `multipart/form-data` with a `component` part (the wasm bytes) and an optional `config` part
+/// (JSON [`DeploySpec`]: triggers and limits).
+pub async fn deploy(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut multipart = multipart.map_err(|r| {
+        ApiError::bad_request(
+            "invalid_multipart",
+            format!("{}: send multipart/form-data with a `component` part", r.body_text()),
+        )
+    })?;
+    let mut spec = DeploySpec::default();
+    let mut component = None;
+    while let Some(field) = multipart.next_field().await? {
+        match field.name() {
+            Some("config") => {
+                let text = field.text().await?;
+                spec = serde_json::from_str(&text).map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_spec",
+                        format!("the `config` part is not a valid deploy spec: {e}"),
+                    )
+                })?;
+            }
+            Some("component") => component = Some(field.bytes().await?),
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_multipart",
+                    format!("unexpected part {other:?}; expected `config` and `component`"),
+                ));
+            }
+        }
+    }
+    let component =
+        component.ok_or_else(|| ApiError::bad_request("invalid_multipart", "missing the `component` part"))?;
+    let result = admin.registry.deploy(&name, spec, component.to_vec()).await;
+    let outcome = if result.is_ok() { "ok" } else { "rejected" };
+    admin.metrics.deployments.with_label_values(&[&name, outcome]).inc();
+    let deployed = result?;
+    let status = if deployed.unchanged {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let v = &deployed.version;
+    let body = json!({
+        "function": name,
+        "version": v.version,
+        "sha256": v.sha256,
+        "size_bytes": v.size_bytes,
+        "routes": v.spec.triggers.http,
+        "limits": v.spec.limits,
+        "unchanged": deployed.unchanged,
+    });
+    Ok((status, Json(body)))
+}
+
+/// A function as the API shows it: the active version's routes and limits up front.
+fn summary(function: &FunctionRecord) -> Value {
+    let active = function.active();
+    json!({
+        "name": function.name,
+        "active_version": function.active_version,
+        "latest_version": function.versions.last().map(|v| v.version),
+        "routes": active.map(|v| &v.spec.triggers.http),
+        "limits": active.map(|v| &v.spec.limits),
+        "sha256": active.map(|v| &v.sha256),
+        "size_bytes": active.map(|v| v.size_bytes),
+        "created_at": format_time(function.created_at_ms),
+        "updated_at": format_time(function.updated_at_ms),
+    })
+}

@@ -1,0 +1,64 @@
+//! The control plane ([`router`]): the REST API under `/v1`, its OpenAPI document, Prometheus
+//! `/metrics` and `/healthz`. Everything but `/healthz` needs the admin token when one is set.
+
+mod auth;
+mod functions;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use std::sync::Arc;
+
+/// Multipart framing and the config part on top of the component itself.
+const DEPLOY_OVERHEAD_BYTES: usize = 1 << 20;
+
+/// What the control plane needs.
+pub struct Admin {
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    pub token: Option<String>,
+}
+
+pub fn router(state: Arc<Admin>) -> Router {
+    let deploy_limit = state.registry.max_component_bytes() + DEPLOY_OVERHEAD_BYTES;
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/functions", get(functions::list))
+        .route("/v1/functions/{name}", get(functions::get).delete(functions::delete))
+        .route(
+            "/v1/functions/{name}/versions",
+            post(functions::deploy).layer(DefaultBodyLimit::max(deploy_limit)),
+        )
+        .route(
+            "/v1/functions/{name}/versions/{version}/activate",
+            post(functions::activate),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such control-plane endpoint; see /v1/openapi.json") })
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        admin.metrics.render(),
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}

@@ -1,0 +1,172 @@
+//! The CLI side of the control plane: `faas deploy|list|get|rollback|delete` as calls to a
+//! (possibly remote) server's API.
+
+use crate::limits::{Limits, parse_bytes, parse_duration};
+use crate::spec::{DeploySpec, Triggers};
+use anyhow::{Context as _, anyhow, bail};
+use clap::Args;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// Where the control plane is.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// Base URL of the server's control plane.
+    #[arg(long, env = "FAAS_ADMIN_URL", default_value = "http://127.0.0.1:8081", global = true)]
+    pub admin_url: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "FAAS_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+/// `faas deploy` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// Function name (lowercase letters, digits, dashes).
+    pub name: String,
+    /// The component, built with `cargo build --target wasm32-wasip2`.
+    pub file: PathBuf,
+    /// HTTP route: an exact path (`/hello`) or a subtree (`/hello/...`). Repeatable.
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// Memory limit per instance, e.g. 64MiB.
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory: Option<u64>,
+    /// Wall-clock limit per invocation, e.g. 10s.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Instances of this function running at once.
+    #[arg(long)]
+    pub max_concurrency: Option<u32>,
+    /// Requests that may wait for a free instance before getting 503.
+    #[arg(long)]
+    pub max_queue: Option<u32>,
+    /// Largest request body, e.g. 10MiB.
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_body: Option<u64>,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    remote: Remote,
+}
+
+impl Client {
+    pub fn new(remote: Remote) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            remote,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.remote.admin_url.trim_end_matches('/'))
+    }
+
+    /// Sends a request; a non-2xx answer becomes an error carrying the server's message.
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let request = match &self.remote.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.remote.admin_url))?;
+        let status = response.status();
+        let text = response.text().await.context("reading the response")?;
+        let body: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body["error"]["message"]
+            .as_str()
+            .map_or_else(|| body.to_string(), str::to_owned);
+        Err(anyhow!("{message} (HTTP {status})"))
+    }
+
+    pub async fn deploy(&self, args: DeployArgs) -> anyhow::Result<Value> {
+        let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+        let defaults = Limits::default();
+        let timeout_ms = match args.timeout {
+            Some(t) => u64::try_from(t.as_millis()).context("timeout too large")?,
+            None => defaults.timeout_ms,
+        };
+        let spec = DeploySpec {
+            triggers: Triggers { http: args.routes },
+            limits: Limits {
+                memory_bytes: args.memory.unwrap_or(defaults.memory_bytes),
+                timeout_ms,
+                max_concurrency: args.max_concurrency.unwrap_or(defaults.max_concurrency),
+                max_queue: args.max_queue.unwrap_or(defaults.max_queue),
+                max_body_bytes: args.max_body.unwrap_or(defaults.max_body_bytes),
+            },
+        };
+        let file_name = args
+            .file
+            .file_name()
+            .map_or_else(|| "component.wasm".into(), |n| n.to_string_lossy().into_owned());
+        let form = Form::new().text("config", serde_json::to_string(&spec)?).part(
+            "component",
+            Part::bytes(bytes).file_name(file_name).mime_str("application/wasm")?,
+        );
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/functions/{}/versions", args.name)))
+                .multipart(form),
+        )
+        .await
+    }
+
+    pub async fn list(&self) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.url("/v1/functions"))).await
+    }
+
+    pub async fn get(&self, name: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.url(&format!("/v1/functions/{name}"))))
+            .await
+    }
+
+    pub async fn rollback(&self, name: &str, version: u32) -> anyhow::Result<Value> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/functions/{name}/versions/{version}/activate"))),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/functions/{name}"))))
+            .await
+            .map(drop)
+    }
+}
+
+/// `faas list` as a table: name, active version, routes.
+pub fn format_list(list: &Value) -> anyhow::Result<String> {
+    let Some(functions) = list["functions"].as_array() else {
+        bail!("unexpected answer: {list}")
+    };
+    let mut out = format!("{:<24} {:>7}  ROUTES\n", "NAME", "ACTIVE");
+    for f in functions {
+        let routes: Vec<&str> = f["routes"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let active = f["active_version"]
+            .as_u64()
+            .map_or_else(|| "-".into(), |v| v.to_string());
+        out += &format!(
+            "{:<24} {:>7}  {}\n",
+            f["name"].as_str().unwrap_or("?"),
+            active,
+            routes.join(" ")
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,47 @@
+//! [`ServeConfig`]: the flags of `faas serve`, each also an environment variable `FAAS_*`.
+
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address of the data plane, where functions are invoked.
+    #[arg(long, env = "FAAS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Address of the control plane (deploy API, metrics, health).
+    #[arg(long, env = "FAAS_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
+
+    /// Where the embedded database and the compile cache live.
+    #[arg(long, env = "FAAS_DATA_DIR", default_value = "./.faas")]
+    pub data_dir: PathBuf,
+
+    /// `postgres://…` for PostgreSQL; default: SQLite at `<data-dir>/faas.db`.
+    #[arg(long, env = "FAAS_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Bearer token every control-plane call must carry. Required unless the admin listener is
+    /// on a loopback address.
+    #[arg(long, env = "FAAS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Largest component a deploy accepts, e.g. 50MiB.
+    #[arg(long, env = "FAAS_MAX_COMPONENT_SIZE", default_value = "50MiB", value_parser = crate::limits::parse_bytes)]
+    pub max_component_size: u64,
+
+    /// Component instances alive at once across all functions (the pooling allocator's size).
+    #[arg(long, env = "FAAS_MAX_INSTANCES", default_value_t = 1000)]
+    pub max_instances: u32,
+
+    /// Log format on stderr.
+    #[arg(long, env = "FAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

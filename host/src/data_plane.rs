@@ -1,0 +1,71 @@
+//! The public listener: every request is matched against the route table and run by the
+//! function's active version. Unknown routes get a JSON 404.
+
+use crate::error::ApiError;
+use crate::invoker::Invoker;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Instant;
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// What the data plane needs to serve a request.
+pub struct DataPlane {
+    pub registry: Arc<Registry>,
+    pub invoker: Arc<Invoker>,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: Arc<DataPlane>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Response {
+    let request_id = request_id(&request);
+    let Some(function) = plane.registry.lookup(request.uri().path()) else {
+        let message = format!("no function is routed at `{}`", request.uri().path());
+        return tag(
+            ApiError::not_found(message)
+                .with_request_id(&request_id)
+                .into_response(),
+            &request_id,
+        );
+    };
+    let started = Instant::now();
+    let response = match plane.invoker.serve_http(&function, request, &request_id).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(error) => ApiError::from(error).with_request_id(&request_id).into_response(),
+    };
+    let metrics = &plane.metrics;
+    metrics
+        .duration
+        .with_label_values(&[&*function.name])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .invocations
+        .with_label_values(&[&*function.name, &function.version_label, response.status().as_str()])
+        .inc();
+    tag(response, &request_id)
+}
+
+/// The caller's `x-request-id` when it is a sane token, else a fresh one.
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+}
+
+fn tag(mut response: Response, request_id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}

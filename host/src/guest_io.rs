@@ -1,0 +1,199 @@
+//! What a guest may touch outside its sandbox: its stdout and stderr, which become `tracing`
+//! events tagged with function, version and request id ([`GuestLog`]); and outgoing HTTP, which
+//! is denied ([`DenyOutgoingHttp`]) until a grant exists.
+
+use bytes::Bytes;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// A guest line longer than this is logged in pieces.
+const MAX_LINE: usize = 8 << 10;
+/// Output past this per stream and invocation is dropped (with one warning), so a chatty guest
+/// cannot flood the host's logs.
+const MAX_OUTPUT_PER_INVOCATION: usize = 1 << 20;
+
+/// Who is writing: attached to every line a guest prints.
+#[derive(Debug)]
+pub struct InvocationTags {
+    pub function: Arc<str>,
+    pub version: u32,
+    pub request_id: String,
+}
+
+/// Which of the guest's two output streams.
+#[derive(Debug, Clone, Copy)]
+pub enum GuestStream {
+    Stdout,
+    Stderr,
+}
+
+/// A guest output stream that turns lines into log events. Clones share one buffer, because the
+/// guest may open its stdout more than once.
+#[derive(Clone)]
+pub struct GuestLog {
+    inner: Arc<Mutex<LineBuffer>>,
+}
+
+struct LineBuffer {
+    tags: Arc<InvocationTags>,
+    stream: GuestStream,
+    pending: Vec<u8>,
+    written: usize,
+}
+
+impl GuestLog {
+    pub fn new(tags: Arc<InvocationTags>, stream: GuestStream) -> Self {
+        let buffer = LineBuffer {
+            tags,
+            stream,
+            pending: Vec::new(),
+            written: 0,
+        };
+        Self {
+            inner: Arc::new(Mutex::new(buffer)),
+        }
+    }
+
+    fn write_bytes(&self, bytes: &[u8]) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
+    }
+}
+
+impl LineBuffer {
+    fn push(&mut self, mut bytes: &[u8]) {
+        let room = MAX_OUTPUT_PER_INVOCATION.saturating_sub(self.written);
+        if room == 0 {
+            return;
+        }
+        if bytes.len() > room {
+            bytes = &bytes[..room];
+            self.written = MAX_OUTPUT_PER_INVOCATION;
+            self.pending.extend_from_slice(bytes);
+            self.emit_lines();
+            self.emit_rest();
+            let t = &self.tags;
+            tracing::warn!(function = %t.function, version = t.version, request_id = %t.request_id,
+                "guest output over {MAX_OUTPUT_PER_INVOCATION} bytes; the rest of it is dropped");
+            return;
+        }
+        self.written += bytes.len();
+        self.pending.extend_from_slice(bytes);
+        self.emit_lines();
+        if self.pending.len() >= MAX_LINE {
+            self.emit_rest();
+        }
+    }
+
+    fn emit_lines(&mut self) {
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            self.emit(&line[..end]);
+        }
+    }
+
+    fn emit_rest(&mut self) {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.emit(&rest);
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        let t = &self.tags;
+        match self.stream {
+            GuestStream::Stdout => tracing::info!(target: "guest", function = %t.function, version = t.version,
+                request_id = %t.request_id, stream = "stdout", "{line}"),
+            GuestStream::Stderr => tracing::warn!(target: "guest", function = %t.function, version = t.version,
+                request_id = %t.request_id, stream = "stderr", "{line}"),
+        }
+    }
+}
+
+impl Drop for LineBuffer {
+    /// A last line without a newline is still logged when the instance goes away.
+    fn drop(&mut self) {
+        self.emit_rest();
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for GuestLog {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestLog {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.write_bytes(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        // Always ready: writes only append to a buffer.
+        Ok(MAX_LINE)
+    }
+}
+
+impl AsyncWrite for GuestLog {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.write_bytes(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// `wasi:http` hooks that refuse every outgoing request: guests get no network unless granted.
+#[derive(Default)]
+pub struct DenyOutgoingHttp;
+
+type SendResult = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+>;
+
+impl WasiHttpHooks for DenyOutgoingHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        Box::new(async { Err(HttpError::HttpRequestDenied) })
+    }
+}

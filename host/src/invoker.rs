@@ -1,0 +1,292 @@
+//! The only module that enters wasm. [`Invoker::serve_http`] runs one HTTP request in a fresh
+//! `Store` instantiated from the function's `ProxyPre`, under the function's limits: memory
+//! ([`StoreLimits`]), wall-clock deadline (epoch yields + a timer), and concurrency.
+
+use crate::concurrency::Overloaded;
+use crate::guest_io::{DenyOutgoingHttp, GuestLog, GuestStream, InvocationTags};
+use crate::metrics::Metrics;
+use crate::registry::LoadedFunction;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{Error as HttpError, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Why an invocation produced no response of the guest's own. Mapped to HTTP in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("too many requests are waiting for this function")]
+    Overloaded,
+    #[error("no instance became free within the function's timeout")]
+    QueueTimeout,
+    #[error("the request body is over this function's {limit}-byte limit")]
+    BodyTooLarge { limit: u64 },
+    #[error("the function did not respond within its {timeout_ms} ms timeout")]
+    Timeout { timeout_ms: u64 },
+    #[error("the function failed: {0}")]
+    Trap(String),
+    #[error("the function returned an error instead of a response: {0:?}")]
+    GuestError(ErrorCode),
+    #[error("the function finished without sending a response")]
+    NoResponse,
+    #[error("the request could not be passed to the function: {0}")]
+    BadRequest(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Everything one instance owns. Dropped, with the instance, when the invocation ends.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    hooks: DenyOutgoingHttp,
+}
+
+impl HostState {
+    /// A sandbox with nothing granted: empty environment, no arguments, no preopened directories,
+    /// no sockets, no outgoing HTTP; stdout and stderr go to the logs.
+    fn new(tags: Arc<InvocationTags>, memory_bytes: u64) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdout(GuestLog::new(tags.clone(), GuestStream::Stdout))
+            .stderr(GuestLog::new(tags, GuestStream::Stderr))
+            .build();
+        let limits = StoreLimitsBuilder::new().memory_size(memory_bytes as usize).build();
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits,
+            hooks: DenyOutgoingHttp,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// How the task running the guest ended.
+enum Outcome {
+    Finished,
+    Trapped(String),
+    TimedOut,
+}
+
+/// Runs functions. Holds the linker every component is checked and instantiated against.
+pub struct Invoker {
+    linker: Linker<HostState>,
+    metrics: Metrics,
+}
+
+impl Invoker {
+    /// Links all of WASI 0.2 (Rust's std imports `wasi:cli` beyond the `wasi:http/proxy` set)
+    /// and `wasi:http`.
+    pub fn new(engine: &Engine, metrics: Metrics) -> anyhow::Result<Self> {
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        Ok(Self { linker, metrics })
+    }
+
+    pub fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+
+    /// Runs `request` through the function's `wasi:http/incoming-handler`. Returns as soon as
+    /// the guest has sent response headers; the body streams while the instance keeps running
+    /// (still under the deadline and still holding its concurrency permit).
+    pub async fn serve_http(
+        &self,
+        function: &Arc<LoadedFunction>,
+        request: http::Request<axum::body::Body>,
+        request_id: &str,
+    ) -> Result<http::Response<HyperOutgoingBody>, InvokeError> {
+        let limits = function.limits;
+        let declared_length = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_length.is_some_and(|len| len > limits.max_body_bytes) {
+            return Err(InvokeError::BodyTooLarge {
+                limit: limits.max_body_bytes,
+            });
+        }
+        let deadline = tokio::time::Instant::now() + limits.timeout();
+        let permit = match tokio::time::timeout_at(deadline, function.limiter.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(Overloaded)) => return Err(InvokeError::Overloaded),
+            Err(_elapsed) => return Err(InvokeError::QueueTimeout),
+        };
+
+        let tags = Arc::new(InvocationTags {
+            function: function.name.clone(),
+            version: function.version,
+            request_id: request_id.to_owned(),
+        });
+        let mut store = Store::new(self.linker.engine(), HostState::new(tags.clone(), limits.memory_bytes));
+        store.limiter(|state| &mut state.limits);
+        // Yield to tokio at every epoch tick: a guest spinning in a loop then cannot starve other
+        // requests, and the deadline below can cancel it.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let body_too_large = Arc::new(AtomicBool::new(false));
+        let request = request.map(|body| LimitedBody::new(body, limits.max_body_bytes, body_too_large.clone()));
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (req, out) = {
+            let mut http = store.data_mut().http();
+            let req = http
+                .new_incoming_request(Scheme::Http, request)
+                .map_err(|e| InvokeError::BadRequest(format!("{e:#}")))?;
+            let out = http
+                .new_response_outparam(sender)
+                .map_err(|e| InvokeError::Internal(format!("{e:#}")))?;
+            (req, out)
+        };
+
+        let pre = function.pre.clone();
+        let metrics = self.metrics.clone();
+        let name = function.name.clone();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let active = metrics.active_instances.with_label_values(&[&*name]);
+            active.inc();
+            let run = async {
+                let started = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                metrics
+                    .instantiation
+                    .with_label_values(&[&*name])
+                    .observe(started.elapsed().as_secs_f64());
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            };
+            let outcome = match tokio::time::timeout_at(deadline, run).await {
+                Ok(Ok(())) => Outcome::Finished,
+                Ok(Err(trap)) => Outcome::Trapped(trap_message(&trap)),
+                Err(_elapsed) => Outcome::TimedOut,
+            };
+            drop(store);
+            active.dec();
+            match &outcome {
+                Outcome::Finished => {}
+                Outcome::Trapped(message) => tracing::error!(function = %tags.function, version = tags.version,
+                    request_id = %tags.request_id, trap = %message, "function trapped"),
+                Outcome::TimedOut => tracing::warn!(function = %tags.function, version = tags.version,
+                    request_id = %tags.request_id, timeout_ms = limits.timeout_ms, "function timed out; instance killed"),
+            }
+            outcome
+        });
+
+        let failure = match receiver.await {
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(code)) => InvokeError::GuestError(code),
+            // The guest dropped the response outparam: its task says why.
+            Err(_) => match task.await {
+                Ok(Outcome::Finished) => InvokeError::NoResponse,
+                Ok(Outcome::Trapped(message)) => InvokeError::Trap(message),
+                Ok(Outcome::TimedOut) => InvokeError::Timeout {
+                    timeout_ms: limits.timeout_ms,
+                },
+                Err(join) => InvokeError::Internal(format!("invocation task failed: {join}")),
+            },
+        };
+        if body_too_large.load(Ordering::Acquire) {
+            return Err(InvokeError::BodyTooLarge {
+                limit: limits.max_body_bytes,
+            });
+        }
+        Err(failure)
+    }
+}
+
+/// The first line of a trap: what went wrong in the guest, without host backtraces.
+fn trap_message(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => format!("{error:#}")
+            .lines()
+            .next()
+            .unwrap_or("unknown error")
+            .to_owned(),
+    }
+}
+
+/// The request body as the guest reads it: at most `limit` bytes, then an error (and a flag, so
+/// the caller can answer 413 rather than blame the guest).
+struct LimitedBody {
+    inner: axum::body::Body,
+    remaining: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl LimitedBody {
+    fn new(inner: axum::body::Body, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+        Self {
+            inner,
+            remaining: limit,
+            limit,
+            exceeded,
+        }
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        Poll::Ready(match frame {
+            None => None,
+            Some(Err(_)) => Some(Err(HttpError::ConnectionTerminated)),
+            Some(Ok(frame)) => {
+                let len = frame.data_ref().map_or(0, |data| data.len() as u64);
+                if len > self.remaining {
+                    self.exceeded.store(true, Ordering::Release);
+                    Some(Err(HttpError::HttpRequestBodySize(Some(self.limit))))
+                } else {
+                    self.remaining -= len;
+                    Some(Ok(frame))
+                }
+            }
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

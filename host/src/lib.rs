@@ -1,0 +1,35 @@
+//! `faas`: a WebAssembly function platform. Deploy wasm components over an API; every HTTP request
+//! runs the function's active version in a fresh, limited instance.
+//!
+//! # Layout
+//!
+//! The path of one request reads top to bottom:
+//!
+//! - [`data_plane`]: the public listener; matches the route and hands the request to the invoker.
+//! - [`registry`]: function name → active version ([`registry::LoadedFunction`]) and the route table.
+//! - [`invoker`]: the only module that enters wasm: a fresh `Store` per request, limits, deadline.
+//! - [`guest_io`]: what a guest may touch: its stdout/stderr go to the logs, outgoing HTTP is denied.
+//! - [`store`]: persistence behind the [`store::FunctionStore`] trait (SQLite or PostgreSQL).
+//!
+//! Around it: [`admin`] (the control plane: REST, OpenAPI, metrics, health), [`validate`] (what a
+//! deploy must satisfy), [`engine`] (the one wasmtime `Engine` and the on-disk compile cache),
+//! [`routes`], [`limits`], [`spec`], [`metrics`], [`error`] (every error's HTTP status, in one
+//! place), [`server`] (wires it all and runs it), [`config`] and [`client`] (the CLI side).
+
+pub mod admin;
+pub mod client;
+pub mod concurrency;
+pub mod config;
+pub mod data_plane;
+pub mod engine;
+pub mod error;
+pub mod guest_io;
+pub mod invoker;
+pub mod limits;
+pub mod metrics;
+pub mod registry;
+pub mod routes;
+pub mod server;
+pub mod spec;
+pub mod store;
+pub mod validate;

@@ -1,0 +1,107 @@
+//! `faas`: the server (`faas serve`) and the CLI for its control plane. Parsing only; the work
+//! is in the library.
+
+use clap::{Parser, Subcommand};
+use faas_host::client::{self, Client, DeployArgs, Remote};
+use faas_host::config::{LogFormat, ServeConfig};
+use faas_host::server;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "faas", version, about = "A WebAssembly function platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform: data plane, control plane, and every deployed function.
+    Serve(ServeConfig),
+    /// Deploy a component as a new version of a function and activate it.
+    Deploy {
+        #[command(flatten)]
+        args: DeployArgs,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List functions.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a function: versions, active version, routes, limits, size, sha256.
+    Get {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Activate an older version.
+    Rollback {
+        name: String,
+        version: u32,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a function and all its versions.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(config) => {
+            init_logging(config.log_format);
+            server::run(config, server::shutdown_signal()).await
+        }
+        Command::Deploy { args, remote } => Client::new(remote).deploy(args).await.map(|v| print_json(&v)),
+        Command::List { remote } => Client::new(remote)
+            .list()
+            .await
+            .and_then(|v| client::format_list(&v))
+            .map(|table| print!("{table}")),
+        Command::Get { name, remote } => Client::new(remote).get(&name).await.map(|v| print_json(&v)),
+        Command::Rollback { name, version, remote } => Client::new(remote)
+            .rollback(&name, version)
+            .await
+            .map(|v| print_json(&v)),
+        Command::Delete { name, remote } => Client::new(remote)
+            .delete(&name)
+            .await
+            .map(|()| println!("deleted {name}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("FAAS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal; log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

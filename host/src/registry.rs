@@ -1,0 +1,287 @@
+//! [`Registry`]: function name → active version ([`LoadedFunction`], holding its `ProxyPre`) and
+//! the route table the data plane reads. Deploy, rollback and delete go through here: they persist
+//! first, then swap the in-memory state atomically, so in-flight requests finish on the version
+//! they started with.
+
+use crate::concurrency::ConcurrencyLimiter;
+use crate::engine::CompileCache;
+use crate::invoker::{HostState, Invoker};
+use crate::limits::Limits;
+use crate::routes::{RoutePattern, RouteTable};
+use crate::spec::{DeploySpec, validate_name};
+use crate::store::{FunctionRecord, FunctionStore, NewVersion, StoreError, VersionRecord};
+use crate::validate::{self, ValidationError};
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// 50 MiB: larger than any reasonable handler (a Rust hello is ~100 KiB, a big app a few MiB).
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 50 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    InvalidSpec(String),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("route `{route}` is already served by function `{owner}`")]
+    RouteConflict { route: String, owner: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored component of `{function}` version {version} does not load: {message}")]
+    Load {
+        function: String,
+        version: u32,
+        message: String,
+    },
+}
+
+/// One function's active version, ready to instantiate.
+pub struct LoadedFunction {
+    pub name: Arc<str>,
+    pub version: u32,
+    /// `version` as text, for metrics labels without allocating per request.
+    pub version_label: String,
+    pub sha256: String,
+    pub spec: DeploySpec,
+    pub limits: Limits,
+    pub pre: ProxyPre<HostState>,
+    pub limiter: ConcurrencyLimiter,
+    pub routes: Vec<RoutePattern>,
+}
+
+/// What a deploy did.
+pub struct Deployed {
+    pub version: VersionRecord,
+    /// The same bytes and spec were already active, so no version was created.
+    pub unchanged: bool,
+}
+
+pub struct Registry {
+    store: Arc<dyn FunctionStore>,
+    cache: CompileCache,
+    invoker: Arc<Invoker>,
+    max_component_bytes: usize,
+    /// Writers hold this lock for a whole deploy/rollback/delete, so route checks and the swap
+    /// are consistent. Readers never touch it.
+    active: tokio::sync::Mutex<HashMap<String, Arc<LoadedFunction>>>,
+    routes: ArcSwap<RouteTable<LoadedFunction>>,
+}
+
+impl Registry {
+    /// Loads every function's active version from the store (from the compile cache when
+    /// possible). A function that fails to load is logged and skipped; the rest still serve.
+    pub async fn open(
+        store: Arc<dyn FunctionStore>,
+        cache: CompileCache,
+        invoker: Arc<Invoker>,
+        max_component_bytes: usize,
+    ) -> Result<Self, RegistryError> {
+        let registry = Self {
+            store,
+            cache,
+            invoker,
+            max_component_bytes,
+            active: Default::default(),
+            routes: Default::default(),
+        };
+        let mut active = registry.active.lock().await;
+        for function in registry.store.functions().await? {
+            let Some(version) = function.active() else { continue };
+            match registry.load(&function.name, version).await {
+                Ok(loaded) => {
+                    active.insert(function.name.clone(), loaded);
+                }
+                Err(error) => tracing::error!(function = %function.name, %error, "function not loaded"),
+            }
+        }
+        registry.publish(&active);
+        drop(active);
+        Ok(registry)
+    }
+
+    /// The active function serving `path`, if any. Lock-free.
+    pub fn lookup(&self, path: &str) -> Option<Arc<LoadedFunction>> {
+        self.routes.load().lookup(path).cloned()
+    }
+
+    pub fn max_component_bytes(&self) -> usize {
+        self.max_component_bytes
+    }
+
+    /// Validates, stores and activates a new version: all or nothing.
+    pub async fn deploy(&self, name: &str, spec: DeploySpec, bytes: Vec<u8>) -> Result<Deployed, RegistryError> {
+        validate_name(name).map_err(RegistryError::InvalidName)?;
+        let routes = spec.validate().map_err(RegistryError::InvalidSpec)?;
+        validate::check_bytes(&bytes, self.max_component_bytes)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+
+        let mut active = self.active.lock().await;
+        if let Some(current) = active.get(name).filter(|c| c.sha256 == sha256 && c.spec == spec) {
+            let record = self.store.function(name).await?;
+            if let Some(version) = record
+                .as_ref()
+                .and_then(|r| r.versions.iter().find(|v| v.version == current.version))
+            {
+                return Ok(Deployed {
+                    version: version.clone(),
+                    unchanged: true,
+                });
+            }
+        }
+        check_routes(&active, name, &routes)?;
+        let bytes: Arc<[u8]> = bytes.into();
+        let component = match self.cache.load(&sha256) {
+            Some(component) => component,
+            None => self
+                .cache
+                .compile(bytes.clone())
+                .await
+                .map_err(|e| ValidationError::Invalid(format!("{e:#}")))?,
+        };
+        let pre = validate::check_component(self.invoker.linker(), &component)?;
+        let version = self
+            .store
+            .insert_version(
+                name,
+                NewVersion {
+                    sha256: &sha256,
+                    spec: &spec,
+                    component: &bytes,
+                },
+            )
+            .await?;
+        self.cache.save(&sha256, &component).await;
+        let loaded = LoadedFunction::new(name, &version, pre, routes);
+        active.insert(name.to_owned(), Arc::new(loaded));
+        self.publish(&active);
+        tracing::info!(function = name, version = version.version, sha256 = %sha256, "deployed");
+        Ok(Deployed {
+            version,
+            unchanged: false,
+        })
+    }
+
+    /// Makes an older (or newer) stored version the active one: a rollback.
+    pub async fn activate(&self, name: &str, version: u32) -> Result<VersionRecord, RegistryError> {
+        let mut active = self.active.lock().await;
+        let function = self
+            .store
+            .function(name)
+            .await?
+            .ok_or_else(|| StoreError::FunctionNotFound(name.to_owned()))?;
+        let record =
+            function
+                .versions
+                .iter()
+                .find(|v| v.version == version)
+                .ok_or_else(|| StoreError::VersionNotFound {
+                    function: name.to_owned(),
+                    version,
+                })?;
+        let loaded = self.load(name, record).await?;
+        check_routes(&active, name, &loaded.routes)?;
+        self.store.activate(name, version).await?;
+        active.insert(name.to_owned(), loaded);
+        self.publish(&active);
+        tracing::info!(function = name, version, "activated");
+        Ok(record.clone())
+    }
+
+    /// Deletes a function and all its versions.
+    pub async fn delete(&self, name: &str) -> Result<(), RegistryError> {
+        let mut active = self.active.lock().await;
+        if !self.store.delete(name).await? {
+            return Err(StoreError::FunctionNotFound(name.to_owned()).into());
+        }
+        active.remove(name);
+        self.publish(&active);
+        tracing::info!(function = name, "deleted");
+        Ok(())
+    }
+
+    pub async fn function(&self, name: &str) -> Result<FunctionRecord, RegistryError> {
+        Ok(self
+            .store
+            .function(name)
+            .await?
+            .ok_or_else(|| StoreError::FunctionNotFound(name.to_owned()))?)
+    }
+
+    pub async fn functions(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
+        Ok(self.store.functions().await?)
+    }
+
+    /// A stored version, ready to run: from the compile cache, or compiled from the stored bytes.
+    async fn load(&self, name: &str, version: &VersionRecord) -> Result<Arc<LoadedFunction>, RegistryError> {
+        let load_error = |message: String| RegistryError::Load {
+            function: name.to_owned(),
+            version: version.version,
+            message,
+        };
+        let routes = version.spec.validate().map_err(load_error)?;
+        let component = match self.cache.load(&version.sha256) {
+            Some(component) => component,
+            None => {
+                let bytes: Arc<[u8]> = self.store.component(name, version.version).await?.into();
+                let component = self
+                    .cache
+                    .compile(bytes)
+                    .await
+                    .map_err(|e| load_error(format!("{e:#}")))?;
+                self.cache.save(&version.sha256, &component).await;
+                component
+            }
+        };
+        let pre =
+            validate::check_component(self.invoker.linker(), &component).map_err(|e| load_error(e.to_string()))?;
+        Ok(Arc::new(LoadedFunction::new(name, version, pre, routes)))
+    }
+
+    /// Swaps in a route table built from the active functions.
+    fn publish(&self, active: &HashMap<String, Arc<LoadedFunction>>) {
+        let routes = active
+            .values()
+            .flat_map(|f| f.routes.iter().map(|r| (r.clone(), f.clone())));
+        self.routes.store(Arc::new(RouteTable::new(routes)));
+    }
+}
+
+impl LoadedFunction {
+    fn new(name: &str, version: &VersionRecord, pre: ProxyPre<HostState>, routes: Vec<RoutePattern>) -> Self {
+        let limits = version.spec.limits;
+        Self {
+            name: name.into(),
+            version: version.version,
+            version_label: version.version.to_string(),
+            sha256: version.sha256.clone(),
+            spec: version.spec.clone(),
+            limits,
+            pre,
+            limiter: ConcurrencyLimiter::new(limits.max_concurrency, limits.max_queue),
+            routes,
+        }
+    }
+}
+
+/// An identical pattern may belong to one function only; overlapping wildcards are fine (the
+/// longest prefix wins).
+fn check_routes(
+    active: &HashMap<String, Arc<LoadedFunction>>,
+    name: &str,
+    routes: &[RoutePattern],
+) -> Result<(), RegistryError> {
+    for (owner, function) in active.iter().filter(|(owner, _)| owner.as_str() != name) {
+        if let Some(route) = routes.iter().find(|r| function.routes.contains(r)) {
+            return Err(RegistryError::RouteConflict {
+                route: route.to_string(),
+                owner: owner.clone(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! [`run`]: wires store, engine, registry, invoker and both listeners together and serves until
+//! `shutdown` resolves. `main.rs` only parses the command line and calls this.
+
+use crate::admin::{self, Admin};
+use crate::config::ServeConfig;
+use crate::data_plane::{self, DataPlane};
+use crate::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
+use crate::invoker::Invoker;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store;
+use anyhow::{Context as _, bail};
+use std::io::Write as _;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let token = config.admin_token.clone().filter(|t| !t.is_empty());
+    if token.is_none() && !config.admin_listen.ip().is_loopback() {
+        bail!(
+            "refusing to serve the control plane on non-loopback address {} without a token: set FAAS_ADMIN_TOKEN",
+            config.admin_listen
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let database_url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| store::default_url(&config.data_dir));
+    let store = store::open(&database_url).await.context("opening the database")?;
+
+    let engine = build_engine(PoolSize {
+        instances: config.max_instances,
+    })?;
+    let _ticker = EpochTicker::start(engine.clone());
+    let metrics = Metrics::new();
+    let invoker = Arc::new(Invoker::new(&engine, metrics.clone())?);
+    let cache = CompileCache::new(engine, &config.data_dir.join("cache"))?;
+    let max_component_bytes = usize::try_from(config.max_component_size).context("max component size")?;
+    let registry = Arc::new(Registry::open(store, cache, invoker.clone(), max_component_bytes).await?);
+
+    let data_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", config.admin_listen))?;
+    let data_addr = data_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let data = data_plane::router(Arc::new(DataPlane {
+        registry: registry.clone(),
+        invoker,
+        metrics: metrics.clone(),
+    }));
+    let admin = admin::router(Arc::new(Admin {
+        registry,
+        metrics,
+        token,
+    }));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let data_server = axum::serve(data_listener, data).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin_server = axum::serve(admin_listener, admin).with_graceful_shutdown(stopped(stop_rx));
+
+    tracing::info!(data = %data_addr, admin = %admin_addr, database = %redact(&database_url), "faas serving");
+    // One machine-readable line on stdout, so scripts and tests learn the bound ports.
+    println!("faas ready data=http://{data_addr} admin=http://{admin_addr}");
+    std::io::stdout().flush().ok();
+
+    let (data_result, admin_result) = tokio::join!(data_server.into_future(), admin_server.into_future());
+    data_result.context("data plane")?;
+    admin_result.context("control plane")?;
+    tracing::info!("faas stopped");
+    Ok(())
+}
+
+/// A database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

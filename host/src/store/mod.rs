@@ -1,0 +1,134 @@
+//! Persistence: the [`FunctionStore`] trait and its two implementations, [`sqlite::SqliteStore`]
+//! (the embedded default) and [`postgres::PostgresStore`] (for several nodes). SQL lives here and
+//! nowhere else.
+
+mod functions_sql;
+pub mod postgres;
+pub mod sqlite;
+
+use crate::spec::DeploySpec;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("function `{0}` not found")]
+    FunctionNotFound(String),
+    #[error("function `{function}` has no version {version}")]
+    VersionNotFound { function: String, version: u32 },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// One immutable version of a function, without its bytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRecord {
+    pub version: u32,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub spec: DeploySpec,
+    #[serde(rename = "created_at", serialize_with = "rfc3339")]
+    pub created_at_ms: i64,
+}
+
+/// A function with all its versions, oldest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionRecord {
+    pub name: String,
+    pub active_version: Option<u32>,
+    pub versions: Vec<VersionRecord>,
+    #[serde(rename = "created_at", serialize_with = "rfc3339")]
+    pub created_at_ms: i64,
+    #[serde(rename = "updated_at", serialize_with = "rfc3339")]
+    pub updated_at_ms: i64,
+}
+
+impl FunctionRecord {
+    pub fn active(&self) -> Option<&VersionRecord> {
+        self.versions.iter().find(|v| Some(v.version) == self.active_version)
+    }
+}
+
+/// What a deploy stores.
+pub struct NewVersion<'a> {
+    pub sha256: &'a str,
+    pub spec: &'a DeploySpec,
+    pub component: &'a [u8],
+}
+
+/// Functions and their versions. Every method is one transaction.
+#[async_trait::async_trait]
+pub trait FunctionStore: Send + Sync + 'static {
+    /// Stores a new version (numbered one past the highest this function ever had) and makes it
+    /// the active one, atomically.
+    async fn insert_version(&self, name: &str, new: NewVersion<'_>) -> Result<VersionRecord, StoreError>;
+    /// Makes an existing version the active one.
+    async fn activate(&self, name: &str, version: u32) -> Result<(), StoreError>;
+    /// Deletes a function and all its versions; `false` if there was none.
+    async fn delete(&self, name: &str) -> Result<bool, StoreError>;
+    async fn function(&self, name: &str) -> Result<Option<FunctionRecord>, StoreError>;
+    async fn functions(&self) -> Result<Vec<FunctionRecord>, StoreError>;
+    async fn component(&self, name: &str, version: u32) -> Result<Vec<u8>, StoreError>;
+}
+
+/// Opens the store a database URL names: `postgres://…` or `sqlite://…`.
+pub async fn open(database_url: &str) -> Result<Arc<dyn FunctionStore>, StoreError> {
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::connect(database_url).await?))
+    } else {
+        Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
+    }
+}
+
+/// The default database: SQLite in the data dir.
+pub fn default_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("faas.db").display())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub(crate) fn parse_spec(text: &str) -> Result<DeploySpec, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("stored deploy spec: {e}")))
+}
+
+/// Groups version rows (ordered by function, version) under their function rows.
+pub(crate) fn assemble(
+    functions: Vec<(String, Option<u32>, i64, i64)>,
+    versions: Vec<(String, VersionRecord)>,
+) -> Vec<FunctionRecord> {
+    let mut records: Vec<FunctionRecord> = functions
+        .into_iter()
+        .map(|(name, active_version, created_at_ms, updated_at_ms)| FunctionRecord {
+            name,
+            active_version,
+            versions: Vec::new(),
+            created_at_ms,
+            updated_at_ms,
+        })
+        .collect();
+    for (name, version) in versions {
+        if let Some(record) = records.iter_mut().find(|r| r.name == name) {
+            record.versions.push(version);
+        }
+    }
+    records
+}
+
+/// Milliseconds since the epoch as RFC 3339, as the API shows times.
+pub fn format_time(ms: i64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
+fn rfc3339<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_time(*ms))
+}

@@ -1,0 +1,137 @@
+//! What a deploy must satisfy before anything is stored: real wasm, a component (not a core
+//! module), a handler the platform knows, and only imports the platform provides.
+//! Each failure is a [`ValidationError`] whose message tells the user what to do.
+
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+/// Version + layer of a core module (version 1, layer 0).
+const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+/// The export an HTTP function must have. Any 0.2.x of `wasi:http` is accepted.
+pub const HTTP_HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2";
+/// Import packages the platform links (any 0.2.x version): all of `wasi:cli`, clocks, random,
+/// io, filesystem and sockets (both empty or denied by default), and `wasi:http`.
+const PROVIDED_PACKAGES: &[&str] = &[
+    "wasi:cli",
+    "wasi:clocks",
+    "wasi:random",
+    "wasi:io",
+    "wasi:filesystem",
+    "wasi:sockets",
+    "wasi:http",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationError {
+    #[error("the uploaded file is not WebAssembly (it does not start with the `\\0asm` magic bytes)")]
+    NotWasm,
+    #[error(
+        "the uploaded file is a core WebAssembly module, not a component; build a component with \
+         `cargo build --target wasm32-wasip2` (or convert a module with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("the component is {size} bytes, over the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the component is not valid: {0}")]
+    Invalid(String),
+    #[error(
+        "the component exports no handler the platform knows: expected an export named \
+         `wasi:http/incoming-handler@0.2.x`{}", found_list(.0)
+    )]
+    NoHandler(Vec<String>),
+    #[error("the component imports what the platform cannot provide: {}", .0.join(", "))]
+    UnsatisfiedImports(Vec<String>),
+}
+
+fn found_list(found: &[String]) -> String {
+    if found.is_empty() {
+        " (it exports nothing)".into()
+    } else {
+        format!(" (it exports: {})", found.join(", "))
+    }
+}
+
+/// Cheap checks on the raw bytes, before spending time compiling.
+pub fn check_bytes(bytes: &[u8], max_size: usize) -> Result<(), ValidationError> {
+    if bytes.len() > max_size {
+        return Err(ValidationError::TooLarge {
+            size: bytes.len(),
+            limit: max_size,
+        });
+    }
+    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+        return Err(ValidationError::NotWasm);
+    }
+    if bytes[4..8] == CORE_MODULE_VERSION {
+        return Err(ValidationError::CoreModule);
+    }
+    Ok(())
+}
+
+/// Checks a compiled component's exports and imports against the linker and pre-instantiates it.
+pub fn check_component<T: 'static>(linker: &Linker<T>, component: &Component) -> Result<ProxyPre<T>, ValidationError> {
+    let engine = linker.engine();
+    let ty = component.component_type();
+    let unsatisfied: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| !is_provided(name))
+        .map(str::to_owned)
+        .collect();
+    if !unsatisfied.is_empty() {
+        return Err(ValidationError::UnsatisfiedImports(unsatisfied));
+    }
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+    if !exports.iter().any(|name| name.starts_with(HTTP_HANDLER_EXPORT)) {
+        return Err(ValidationError::NoHandler(exports));
+    }
+    // Names are right; the linker now checks every type, and ProxyPre the handler's signature.
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| ValidationError::UnsatisfiedImports(vec![format!("{e:#}")]))?;
+    ProxyPre::new(pre).map_err(|e| ValidationError::NoHandler(vec![format!("{e:#}")]))
+}
+
+/// `wasi:cli/environment@0.2.12` → is `wasi:cli` at 0.2.x one of ours?
+fn is_provided(import: &str) -> bool {
+    let Some((path, version)) = import.split_once('@') else {
+        return false;
+    };
+    let package = path.split_once('/').map_or(path, |(package, _)| package);
+    PROVIDED_PACKAGES.contains(&package) && version.starts_with("0.2.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_byte_checks() {
+        assert!(matches!(
+            check_bytes(b"hello world", 100),
+            Err(ValidationError::NotWasm)
+        ));
+        assert!(matches!(
+            check_bytes(b"\0asm\x01\0\0\0", 100),
+            Err(ValidationError::CoreModule)
+        ));
+        assert!(matches!(check_bytes(b"\0asm\x0d\0\x01\0", 100), Ok(())));
+        assert!(matches!(
+            check_bytes(&[0; 101], 100),
+            Err(ValidationError::TooLarge { .. })
+        ));
+        let message = ValidationError::CoreModule.to_string();
+        assert!(message.contains("wasm32-wasip2"), "{message}");
+    }
+
+    #[test]
+    fn provided_imports() {
+        assert!(is_provided("wasi:cli/environment@0.2.12"));
+        assert!(is_provided("wasi:http/types@0.2.0"));
+        assert!(!is_provided("wasi:http/types@0.3.0"));
+        assert!(!is_provided("wasi:keyvalue/store@0.2.0"));
+        assert!(!is_provided("acme:thing/api@1.0.0"));
+        assert!(!is_provided("plain-name"));
+    }
+}

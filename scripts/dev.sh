@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs the platform locally with the examples deployed: builds the example functions and the
+# `faas` binary, starts `faas serve` on embedded SQLite under ./.faas/, deploys the examples and
+# prints their URLs. Ctrl-C stops it; the data stays in ./.faas for the next run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_wasm_target
+build_functions
+echo "==> building faas" >&2
+cargo build -p faas-host
+faas=target/debug/faas
+wasm=target/wasm/wasm32-wasip2/release
+
+listen=${FAAS_LISTEN:-127.0.0.1:8080}
+admin=${FAAS_ADMIN_LISTEN:-127.0.0.1:8081}
+"$faas" serve --listen "$listen" --admin-listen "$admin" --data-dir ./.faas &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM
+for _ in $(seq 1 100); do
+  curl -fsS "http://$admin/healthz" >/dev/null 2>&1 && break
+  kill -0 $server 2>/dev/null || { echo "faas serve exited; see the log above" >&2; exit 1; }
+  sleep 0.1
+done
+
+export FAAS_ADMIN_URL="http://$admin"
+"$faas" deploy hello "$wasm/hello.wasm" --route /hello --route '/hello/...' >/dev/null
+"$faas" deploy echo "$wasm/echo.wasm" --route '/echo/...' >/dev/null
+"$faas" deploy raw "$wasm/wasi_raw.wasm" --route /raw >/dev/null
+
+cat <<MSG
+
+faas is running (data plane http://$listen, control plane http://$admin).
+  curl http://$listen/hello/world?greeting=Hi
+  curl -d 'ping' http://$listen/echo/anything
+  curl http://$listen/raw
+  $faas list            # FAAS_ADMIN_URL=http://$admin
+  curl http://$admin/metrics
+Ctrl-C to stop.
+MSG
+wait $server

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: adds the wasm target, installs and starts a
+# private PostgreSQL for the run, builds the example components, then runs `cargo test`.
+# Extra arguments go to `cargo test` (e.g. a test-name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_wasm_target
+
+# --- PostgreSQL: a private cluster on a free port, removed when the run ends -----------------
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+if [ -z "$(pg_bin)" ]; then
+  echo "==> installing PostgreSQL from Debian's packages" >&2
+  if [ "$(id -u)" = 0 ]; then sudo_=""; else sudo_="sudo"; fi
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq postgresql
+fi
+PG_BIN=$(pg_bin)
+PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/faas-test-pg.XXXXXX")
+PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# initdb refuses to run as root; run the cluster as the postgres user then.
+if [ "$(id -u)" = 0 ]; then
+  chown postgres "$PG_DIR"
+  as_pg() { runuser -u postgres -- "$@"; }
+else
+  as_pg() { "$@"; }
+fi
+cleanup() {
+  as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" stop -m immediate >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+}
+trap cleanup EXIT
+echo "==> starting PostgreSQL on 127.0.0.1:$PG_PORT" >&2
+as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync >/dev/null
+as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w \
+  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
+export FAAS_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+
+# --- Build and test ---------------------------------------------------------------------------
+build_functions
+echo "==> cargo test" >&2
+cargo test --workspace --all-targets "$@"

@@ -1,0 +1,219 @@
+//! Deploy → invoke → redeploy → rollback → delete, persistence across restarts, and the CLI.
+
+use crate::backend_tests;
+use crate::support::{Backend, Database, Options, Server, components, error_of, spec};
+use serde_json::json;
+
+backend_tests!(
+    deploy_redeploy_rollback_delete,
+    deployments_survive_a_restart,
+    cli_drives_the_control_plane
+);
+
+async fn deploy_redeploy_rollback_delete(backend: Backend) {
+    let server = Server::start(backend).await;
+    let c = components();
+    let routes = ["/hello", "/hello/..."];
+
+    let v1 = server
+        .deploy_ok("greeter", c.bytes("hello"), spec(&routes, json!({})))
+        .await;
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["unchanged"], false);
+    assert_eq!(server.call("/hello").await, (200, "Hello, world!".into()));
+    assert_eq!(
+        server.call("/hello/alice?greeting=Hi").await,
+        (200, "Hi, alice!".into())
+    );
+
+    // Deploying the same bytes and spec again creates no version.
+    let again = server
+        .deploy_ok("greeter", c.bytes("hello"), spec(&routes, json!({})))
+        .await;
+    assert_eq!(
+        (again["version"].clone(), again["unchanged"].clone()),
+        (json!(1), json!(true))
+    );
+
+    // A new version replaces the old one on the same routes.
+    let v2 = server
+        .deploy_ok(
+            "greeter",
+            c.bytes("wasi-raw"),
+            spec(&routes, json!({"timeout_ms": 5000})),
+        )
+        .await;
+    assert_eq!(v2["version"], 2);
+    assert_eq!(server.call("/hello/alice").await, (200, "raw wasi ok".into()));
+
+    let (status, function) = server.get_json("/v1/functions/greeter").await;
+    assert_eq!(status, 200);
+    assert_eq!(function["active_version"], 2);
+    assert_eq!(function["versions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(function["routes"], json!(routes));
+    assert_eq!(function["limits"]["timeout_ms"], 5000);
+    assert_eq!(function["limits"]["memory_bytes"], 64 << 20);
+    assert_eq!(function["sha256"], v2["sha256"]);
+    assert_eq!(function["size_bytes"].as_u64(), Some(c.bytes("wasi-raw").len() as u64));
+    assert_eq!(function["versions"][0]["sha256"], v1["sha256"]);
+
+    // Rollback to version 1 restores its code and its limits.
+    let response = server
+        .admin_request(reqwest::Method::POST, "/v1/functions/greeter/versions/1/activate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.call("/hello/bob").await, (200, "Hello, bob!".into()));
+    let (_, function) = server.get_json("/v1/functions/greeter").await;
+    assert_eq!(function["active_version"], 1);
+    assert_eq!(function["limits"]["timeout_ms"], 30_000);
+
+    // Activating a version that does not exist is a 404 and changes nothing.
+    let response = server
+        .admin_request(reqwest::Method::POST, "/v1/functions/greeter/versions/9/activate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(server.call("/hello/bob").await.0, 200);
+
+    let (_, list) = server.get_json("/v1/functions").await;
+    assert_eq!(list["functions"][0]["name"], "greeter");
+    assert_eq!(list["functions"][0]["active_version"], 1);
+
+    let response = server
+        .admin_request(reqwest::Method::DELETE, "/v1/functions/greeter")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let (status, body) = server.call("/hello/bob").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = server.get_json("/v1/functions/greeter").await;
+    assert_eq!(status, 404);
+    assert_eq!(error_of(&body).0, "not_found");
+    let (_, list) = server.get_json("/v1/functions").await;
+    assert_eq!(list["functions"], json!([]));
+    let response = server
+        .admin_request(reqwest::Method::DELETE, "/v1/functions/greeter")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+async fn deployments_survive_a_restart(backend: Backend) {
+    let db = Database::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        database_url: db.url.clone(),
+        data_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    };
+    let c = components();
+
+    let mut server = Server::start_with(options.clone()).await;
+    server
+        .deploy_ok("greeter", c.bytes("hello"), spec(&["/hello/..."], json!({})))
+        .await;
+    server
+        .deploy_ok("greeter", c.bytes("wasi-raw"), spec(&["/hello/..."], json!({})))
+        .await;
+    server
+        .deploy_ok("echo", c.bytes("echo"), spec(&["/echo"], json!({"max_concurrency": 7})))
+        .await;
+    server
+        .admin_request(reqwest::Method::POST, "/v1/functions/greeter/versions/1/activate")
+        .send()
+        .await
+        .unwrap();
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("cache")).unwrap().collect();
+    assert!(cached.len() >= 2, "compiled artifacts are cached on disk");
+    // kill -9: nothing is flushed on the way out.
+    server.kill();
+
+    let server = Server::start_with(options).await;
+    assert_eq!(server.call("/hello/carol").await, (200, "Hello, carol!".into()));
+    let (_, function) = server.get_json("/v1/functions/greeter").await;
+    assert_eq!(function["active_version"], 1);
+    assert_eq!(function["versions"].as_array().map(Vec::len), Some(2));
+    let (_, echo) = server.get_json("/v1/functions/echo").await;
+    assert_eq!(echo["limits"]["max_concurrency"], 7);
+    assert!(!server.logs().contains("function not loaded"), "{}", server.logs());
+    // The next deploy continues the version sequence.
+    let v3 = server
+        .deploy_ok("greeter", c.bytes("echo"), spec(&["/hello/..."], json!({})))
+        .await;
+    assert_eq!(v3["version"], 3);
+}
+
+async fn cli_drives_the_control_plane(backend: Backend) {
+    let server = Server::start(backend).await;
+    let c = components();
+    let hello = c.path("hello");
+    let hello = hello.to_str().unwrap();
+
+    let out = server.cli(&[
+        "deploy",
+        "greeter",
+        hello,
+        "--route",
+        "/hello",
+        "--route",
+        "/hello/...",
+        "--memory",
+        "32MiB",
+        "--timeout",
+        "10s",
+        "--max-concurrency",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("deploy prints JSON");
+    assert_eq!(deployed["version"], 1);
+    assert_eq!(deployed["limits"]["memory_bytes"], 32 << 20);
+    assert_eq!(deployed["limits"]["timeout_ms"], 10_000);
+    assert_eq!(deployed["limits"]["max_concurrency"], 5);
+    assert_eq!(server.call("/hello/dave").await, (200, "Hello, dave!".into()));
+
+    let raw = c.path("wasi-raw");
+    let out = server.cli(&["deploy", "greeter", raw.to_str().unwrap(), "--route", "/hello/..."]);
+    assert!(out.status.success());
+
+    let out = server.cli(&["list"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("greeter") && l.contains(" 2 ") && l.contains("/hello/...")),
+        "{table}"
+    );
+
+    let out = server.cli(&["get", "greeter"]);
+    let function: serde_json::Value = serde_json::from_slice(&out.stdout).expect("get prints JSON");
+    assert_eq!(function["versions"].as_array().map(Vec::len), Some(2));
+
+    let out = server.cli(&["rollback", "greeter", "1"]);
+    assert!(out.status.success());
+    assert_eq!(server.call("/hello").await, (200, "Hello, world!".into()));
+
+    // Errors: nonzero exit and the server's message.
+    let out = server.cli(&["rollback", "greeter", "7"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("function `greeter` has no version 7"), "{stderr}");
+    let out = server.cli(&["deploy", "Bad_Name", hello, "--route", "/x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid function name"));
+    let out = server.cli(&["deploy", "x", "/nonexistent.wasm"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.wasm"));
+
+    let out = server.cli(&["delete", "greeter"]);
+    assert!(out.status.success());
+    let out = server.cli(&["get", "greeter"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("function `greeter` not found"));
+}

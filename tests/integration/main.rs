@@ -1,0 +1,14 @@
+//! Integration suite: the real `faas` binary, real components built from `functions/`, real
+//! SQLite and PostgreSQL. Tests that touch the store run once per backend.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod support;
+
+mod compat;
+mod failures;
+mod lifecycle;
+mod limits;
+mod observability;
+mod security;
+mod validation;

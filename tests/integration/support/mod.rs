@@ -1,0 +1,347 @@
+//! Test support: starts the real `faas` binary on free ports, builds the example components from
+//! `functions/` once per run, and provisions a fresh database per test (SQLite in a temp dir, or a
+//! new database on the PostgreSQL server named by `FAAS_TEST_POSTGRES_URL`).
+
+#![allow(dead_code)]
+
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const FAAS: &str = env!("CARGO_BIN_EXE_faas");
+
+/// Which store a server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs one async test body once per backend: `backend_tests!(name)` expects `async fn name(Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Components
+
+/// Paths of the example components, built once per test run into `target/wasm`.
+pub struct Components {
+    dir: PathBuf,
+}
+
+impl Components {
+    pub fn path(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(format!("{}.wasm", name.replace('-', "_")));
+        assert!(path.exists(), "{} was not built", path.display());
+        path
+    }
+
+    pub fn bytes(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).expect("reading component")
+    }
+}
+
+pub fn components() -> &'static Components {
+    static BUILT: OnceLock<Components> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("repo root")
+            .to_owned();
+        let target = root.join("target").join("wasm");
+        // A separate target dir: cargo's lock on the host's target dir is held by whoever
+        // built this test binary.
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root.join("functions"))
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .expect("running cargo to build functions/");
+        assert!(status.success(), "building functions/ for wasm32-wasip2 failed");
+        Components {
+            dir: target.join("wasm32-wasip2").join("release"),
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Databases
+
+/// A fresh database for one test.
+pub struct Database {
+    pub url: Option<String>,
+}
+
+impl Database {
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self { url: None },
+            Backend::Postgres => {
+                let admin_url = std::env::var("FAAS_TEST_POSTGRES_URL").expect(
+                    "FAAS_TEST_POSTGRES_URL is not set: the suite runs every store test on PostgreSQL too. \
+                     Run ./scripts/test.sh, which starts PostgreSQL and sets it.",
+                );
+                let name = format!("faas_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+                    .await
+                    .expect("connecting to PostgreSQL");
+                sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("CREATE DATABASE");
+                let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+                Self {
+                    url: Some(format!("{base}/{name}")),
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+#[derive(Default, Clone)]
+pub struct Options {
+    pub database_url: Option<String>,
+    pub token: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub extra_args: Vec<String>,
+}
+
+/// A running `faas serve`. Killed when dropped.
+pub struct Server {
+    child: Child,
+    pub data: String,
+    pub admin: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub token: Option<String>,
+    pub http: reqwest::Client,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub async fn start(backend: Backend) -> Self {
+        let db = Database::create(backend).await;
+        Self::start_with(Options {
+            database_url: db.url,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let (temp, data_dir) = match &options.data_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let temp = tempfile::tempdir().expect("temp dir");
+                let dir = temp.path().to_owned();
+                (Some(temp), dir)
+            }
+        };
+        let log = data_dir.join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let mut command = Command::new(FAAS);
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .args(&options.extra_args)
+            .env_remove("FAAS_ADMIN_TOKEN")
+            .env_remove("FAAS_DATABASE_URL")
+            .env("FAAS_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(url) = &options.database_url {
+            command.args(["--database-url", url]);
+        }
+        if let Some(token) = &options.token {
+            command.env("FAAS_ADMIN_TOKEN", token);
+        }
+        let mut child = command.spawn().expect("starting faas");
+        let stdout = child.stdout.take().expect("stdout");
+        let ready = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let ready = lines.find_map(|line| line.ok().filter(|l| l.starts_with("faas ready ")));
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            ready
+        });
+        let ready = tokio::time::timeout(Duration::from_secs(120), ready).await;
+        let line = match ready {
+            Ok(Ok(Some(line))) => line,
+            _ => {
+                let _ = child.kill();
+                panic!(
+                    "faas did not start:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {line}"))
+                .to_owned()
+        };
+        Self {
+            data: field("data="),
+            admin: field("admin="),
+            child,
+            data_dir,
+            log,
+            token: options.token.clone(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .expect("client"),
+            _temp: temp,
+        }
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the server's log contains `needle` (logs are written asynchronously).
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the log never contained {needle:?}:\n{}", self.logs());
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops with SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("waiting for faas")
+    }
+
+    pub fn admin_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.admin));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn deploy(&self, name: &str, component: Vec<u8>, spec: Value) -> reqwest::Response {
+        let form = Form::new()
+            .text("config", spec.to_string())
+            .part("component", Part::bytes(component).file_name("f.wasm"));
+        self.admin_request(reqwest::Method::POST, &format!("/v1/functions/{name}/versions"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("deploy request")
+    }
+
+    /// Deploys and asserts success; returns the response body.
+    pub async fn deploy_ok(&self, name: &str, component: Vec<u8>, spec: Value) -> Value {
+        let response = self.deploy(name, component, spec).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("deploy answer is JSON");
+        assert!(status.is_success(), "deploy of {name} failed: {status} {body}");
+        body
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .admin_request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("admin request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET on the data plane: (status, body text).
+    pub async fn call(&self, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.data))
+            .send()
+            .await
+            .expect("data-plane request");
+        (response.status().as_u16(), response.text().await.expect("body"))
+    }
+
+    /// Runs the `faas` CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(FAAS);
+        command
+            .args(args)
+            .env("FAAS_ADMIN_URL", &self.admin)
+            .env_remove("FAAS_ADMIN_TOKEN");
+        if let Some(token) = &self.token {
+            command.env("FAAS_ADMIN_TOKEN", token);
+        }
+        command.output().expect("running the faas CLI")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A spec with HTTP routes and optional limits.
+pub fn spec(routes: &[&str], limits: Value) -> Value {
+    serde_json::json!({ "triggers": { "http": routes }, "limits": limits })
+}
+
+/// Parses a JSON error body and returns (code, message).
+pub fn error_of(body: &Value) -> (String, String) {
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an API error: {body}"))
+        .to_owned();
+    let message = body["error"]["message"].as_str().expect("error message").to_owned();
+    (code, message)
+}
