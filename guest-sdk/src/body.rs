@@ -96,17 +96,13 @@ impl From<String> for Body {
 
 impl From<&'static str> for Body {
     fn from(data: &'static str) -> Self {
-        Self {
-            data: Bytes::from_static(data.as_bytes()),
-        }
+        Self { data: Bytes::from_static(data.as_bytes()) }
     }
 }
 
 impl From<&'static [u8]> for Body {
     fn from(data: &'static [u8]) -> Self {
-        Self {
-            data: Bytes::from_static(data),
-        }
+        Self { data: Bytes::from_static(data) }
     }
 }
 
@@ -198,12 +194,6 @@ mod tests {
         let err = Body::from("nope").json::<Point>().expect_err("invalid");
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        assert!(
-            response
-                .body()
-                .text()
-                .expect("utf-8")
-                .starts_with("body is not valid JSON")
-        );
+        assert!(response.body().text().expect("utf-8").starts_with("body is not valid JSON"));
     }
 }

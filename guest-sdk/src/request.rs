@@ -74,9 +74,7 @@ impl RequestExt for Request {
     }
 
     fn query_param(&self, name: &str) -> Option<String> {
-        query_pairs(self.uri().query()?)
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value)
+        query_pairs(self.uri().query()?).find(|(key, _)| key == name).map(|(_, value)| value)
     }
 
     fn query_pairs(&self) -> Vec<(String, String)> {
@@ -136,10 +134,7 @@ mod tests {
     use super::*;
 
     fn request(uri: &str) -> Request {
-        http::Request::builder()
-            .uri(uri)
-            .body(Body::from("body"))
-            .expect("valid request")
+        http::Request::builder().uri(uri).body(Body::from("body")).expect("valid request")
     }
 
     #[test]

@@ -59,9 +59,7 @@ pub trait IntoResponse {
 fn with_content_type(status: StatusCode, content_type: &'static str, body: Body) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -86,10 +84,9 @@ pub(crate) fn text_response(status: StatusCode, text: impl Into<Body>) -> Respon
 pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(bytes) => with_content_type(status, APPLICATION_JSON, bytes.into()),
-        Err(err) => text_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to serialize JSON response: {err}"),
-        ),
+        Err(err) => {
+            text_response(StatusCode::INTERNAL_SERVER_ERROR, format!("failed to serialize JSON response: {err}"))
+        }
     }
 }
 
@@ -275,13 +272,7 @@ mod tests {
         let bad: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
         let response = Json(bad).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(
-            response
-                .body()
-                .text()
-                .expect("utf-8")
-                .starts_with("failed to serialize JSON response")
-        );
+        assert!(response.body().text().expect("utf-8").starts_with("failed to serialize JSON response"));
     }
 
     #[test]

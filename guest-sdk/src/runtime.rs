@@ -75,9 +75,7 @@ async fn read_request(incoming: IncomingRequest) -> Result<Request, String> {
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(0)
         .min(MAX_PREALLOCATION);
-    let body = incoming
-        .consume()
-        .map_err(|()| "request body already consumed".to_owned())?;
+    let body = incoming.consume().map_err(|()| "request body already consumed".to_owned())?;
     let bytes = read_body(&body, usize::try_from(size_hint).unwrap_or(0)).await?;
     // Trailers are not exposed; finishing releases the body.
     drop(IncomingBody::finish(body));
@@ -105,17 +103,12 @@ fn request_uri(incoming: &IncomingRequest) -> Result<Uri, String> {
         (Some(scheme), Some(authority)) => Uri::builder().scheme(scheme).authority(authority),
         _ => Uri::builder(),
     };
-    builder
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|err| format!("invalid request URI: {err}"))
+    builder.path_and_query(path_and_query).build().map_err(|err| format!("invalid request URI: {err}"))
 }
 
 /// Reads the whole body stream.
 async fn read_body(body: &IncomingBody, capacity: usize) -> Result<Bytes, String> {
-    let stream = body
-        .stream()
-        .map_err(|()| "request body stream already taken".to_owned())?;
+    let stream = body.stream().map_err(|()| "request body stream already taken".to_owned())?;
     let stream = AsyncInputStream::new(stream);
     let mut data = Vec::with_capacity(capacity);
     let mut chunk = vec![0u8; READ_CHUNK];
@@ -155,14 +148,10 @@ async fn send_response(response: Response, response_out: ResponseOutparam) {
     let outgoing = OutgoingResponse::new(fields);
     // `StatusCode` only holds valid codes, which wasi accepts.
     let _ = outgoing.set_status_code(parts.status.as_u16());
-    let Ok(outgoing_body) = outgoing.body() else {
-        unreachable!("the body of a new outgoing-response is taken once")
-    };
+    let Ok(outgoing_body) = outgoing.body() else { unreachable!("the body of a new outgoing-response is taken once") };
     ResponseOutparam::set(response_out, Ok(outgoing));
 
-    let Ok(stream) = outgoing_body.write() else {
-        unreachable!("the stream of a new outgoing-body is taken once")
-    };
+    let Ok(stream) = outgoing_body.write() else { unreachable!("the stream of a new outgoing-body is taken once") };
     let stream = AsyncOutputStream::new(stream);
     let written = async {
         stream.write_all(&body).await?;

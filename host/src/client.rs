@@ -54,10 +54,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(remote: Remote) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            remote,
-        }
+        Self { http: reqwest::Client::new(), remote }
     }
 
     fn url(&self, path: &str) -> String {
@@ -70,23 +67,15 @@ impl Client {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.remote.admin_url))?;
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.remote.admin_url))?;
         let status = response.status();
         let text = response.text().await.context("reading the response")?;
-        let body: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let body: Value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         if status.is_success() {
             return Ok(body);
         }
-        let message = body["error"]["message"]
-            .as_str()
-            .map_or_else(|| body.to_string(), str::to_owned);
+        let message = body["error"]["message"].as_str().map_or_else(|| body.to_string(), str::to_owned);
         Err(anyhow!("{message} (HTTP {status})"))
     }
 
@@ -107,20 +96,12 @@ impl Client {
                 max_body_bytes: args.max_body.unwrap_or(defaults.max_body_bytes),
             },
         };
-        let file_name = args
-            .file
-            .file_name()
-            .map_or_else(|| "component.wasm".into(), |n| n.to_string_lossy().into_owned());
-        let form = Form::new().text("config", serde_json::to_string(&spec)?).part(
-            "component",
-            Part::bytes(bytes).file_name(file_name).mime_str("application/wasm")?,
-        );
-        self.send(
-            self.http
-                .post(self.url(&format!("/v1/functions/{}/versions", args.name)))
-                .multipart(form),
-        )
-        .await
+        let file_name =
+            args.file.file_name().map_or_else(|| "component.wasm".into(), |n| n.to_string_lossy().into_owned());
+        let form = Form::new()
+            .text("config", serde_json::to_string(&spec)?)
+            .part("component", Part::bytes(bytes).file_name(file_name).mime_str("application/wasm")?);
+        self.send(self.http.post(self.url(&format!("/v1/functions/{}/versions", args.name))).multipart(form)).await
     }
 
     pub async fn list(&self) -> anyhow::Result<Value> {
@@ -128,45 +109,27 @@ impl Client {
     }
 
     pub async fn get(&self, name: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(self.url(&format!("/v1/functions/{name}"))))
-            .await
+        self.send(self.http.get(self.url(&format!("/v1/functions/{name}")))).await
     }
 
     pub async fn rollback(&self, name: &str, version: u32) -> anyhow::Result<Value> {
-        self.send(
-            self.http
-                .post(self.url(&format!("/v1/functions/{name}/versions/{version}/activate"))),
-        )
-        .await
+        self.send(self.http.post(self.url(&format!("/v1/functions/{name}/versions/{version}/activate")))).await
     }
 
     pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
-        self.send(self.http.delete(self.url(&format!("/v1/functions/{name}"))))
-            .await
-            .map(drop)
+        self.send(self.http.delete(self.url(&format!("/v1/functions/{name}")))).await.map(drop)
     }
 }
 
 /// `faas list` as a table: name, active version, routes.
 pub fn format_list(list: &Value) -> anyhow::Result<String> {
-    let Some(functions) = list["functions"].as_array() else {
-        bail!("unexpected answer: {list}")
-    };
+    let Some(functions) = list["functions"].as_array() else { bail!("unexpected answer: {list}") };
     let mut out = format!("{:<24} {:>7}  ROUTES\n", "NAME", "ACTIVE");
     for f in functions {
-        let routes: Vec<&str> = f["routes"]
-            .as_array()
-            .map(|r| r.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let active = f["active_version"]
-            .as_u64()
-            .map_or_else(|| "-".into(), |v| v.to_string());
-        out += &format!(
-            "{:<24} {:>7}  {}\n",
-            f["name"].as_str().unwrap_or("?"),
-            active,
-            routes.join(" ")
-        );
+        let routes: Vec<&str> =
+            f["routes"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let active = f["active_version"].as_u64().map_or_else(|| "-".into(), |v| v.to_string());
+        out += &format!("{:<24} {:>7}  {}\n", f["name"].as_str().unwrap_or("?"), active, routes.join(" "));
     }
     Ok(out)
 }

@@ -29,12 +29,7 @@ async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Respon
     let request_id = request_id(&request);
     let Some(function) = plane.registry.lookup(request.uri().path()) else {
         let message = format!("no function is routed at `{}`", request.uri().path());
-        return tag(
-            ApiError::not_found(message)
-                .with_request_id(&request_id)
-                .into_response(),
-            &request_id,
-        );
+        return tag(ApiError::not_found(message).with_request_id(&request_id).into_response(), &request_id);
     };
     let started = Instant::now();
     let response = match plane.invoker.serve_http(&function, request, &request_id).await {
@@ -42,10 +37,7 @@ async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Respon
         Err(error) => ApiError::from(error).with_request_id(&request_id).into_response(),
     };
     let metrics = &plane.metrics;
-    metrics
-        .duration
-        .with_label_values(&[&*function.name])
-        .observe(started.elapsed().as_secs_f64());
+    metrics.duration.with_label_values(&[&*function.name]).observe(started.elapsed().as_secs_f64());
     metrics
         .invocations
         .with_label_values(&[&*function.name, &function.version_label, response.status().as_str()])

@@ -55,9 +55,7 @@ pub fn build_engine(pool: PoolSize) -> anyhow::Result<Engine> {
         .epoch_interruption(true)
         .memory_init_cow(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-    Engine::new(&config)
-        .map_err(anyhow::Error::from)
-        .context("configuring the wasmtime engine")
+    Engine::new(&config).map_err(anyhow::Error::from).context("configuring the wasmtime engine")
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a plain thread (a tokio task could be
@@ -104,11 +102,7 @@ impl CompileCache {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = format!("{:016x}", hasher.finish());
-        Ok(Self {
-            engine,
-            dir: dir.to_owned(),
-            engine_key,
-        })
+        Ok(Self { engine, dir: dir.to_owned(), engine_key })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -139,10 +133,7 @@ impl CompileCache {
 
     /// Writes the artifact atomically (temp file + rename), so a crash never leaves half a file.
     pub fn store(&self, sha256: &str, component: &Component) -> anyhow::Result<()> {
-        let bytes = component
-            .serialize()
-            .map_err(anyhow::Error::from)
-            .context("serializing compiled component")?;
+        let bytes = component.serialize().map_err(anyhow::Error::from).context("serializing compiled component")?;
         let path = self.path(sha256);
         let tmp = path.with_extension(format!("tmp{}", uuid::Uuid::new_v4().simple()));
         std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;

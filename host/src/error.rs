@@ -25,13 +25,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            request_id: None,
-            retry_after: None,
-        }
+        Self { status, code, message: message.into(), request_id: None, retry_after: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -43,21 +37,13 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong `Authorization: Bearer <token>`",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong `Authorization: Bearer <token>`")
     }
 
     /// Logs the cause and answers a generic 500.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the server log",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
     }
 
     pub fn with_request_id(mut self, request_id: &str) -> Self {
@@ -74,9 +60,7 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -122,10 +106,9 @@ impl From<InvokeError> for ApiError {
     fn from(error: InvokeError) -> Self {
         let message = error.to_string();
         match error {
-            InvokeError::Overloaded | InvokeError::QueueTimeout => Self {
-                retry_after: Some(1),
-                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
-            },
+            InvokeError::Overloaded | InvokeError::QueueTimeout => {
+                Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message) }
+            }
             InvokeError::BodyTooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message),
             InvokeError::Timeout { .. } => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message),
             InvokeError::Trap(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "function_trapped", message),
@@ -147,11 +130,7 @@ impl From<JsonRejection> for ApiError {
 impl From<MultipartError> for ApiError {
     fn from(error: MultipartError) -> Self {
         let status = error.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "component_too_large"
-        } else {
-            "invalid_multipart"
-        };
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "component_too_large" } else { "invalid_multipart" };
         Self::new(status, code, error.body_text())
     }
 }

@@ -48,15 +48,8 @@ struct LineBuffer {
 
 impl GuestLog {
     pub fn new(tags: Arc<InvocationTags>, stream: GuestStream) -> Self {
-        let buffer = LineBuffer {
-            tags,
-            stream,
-            pending: Vec::new(),
-            written: 0,
-        };
-        Self {
-            inner: Arc::new(Mutex::new(buffer)),
-        }
+        let buffer = LineBuffer { tags, stream, pending: Vec::new(), written: 0 };
+        Self { inner: Arc::new(Mutex::new(buffer)) }
     }
 
     fn write_bytes(&self, bytes: &[u8]) {
@@ -179,13 +172,7 @@ impl AsyncWrite for GuestLog {
 #[derive(Default)]
 pub struct DenyOutgoingHttp;
 
-type SendResult = Result<
-    (
-        http::Response<WasiBody>,
-        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-    ),
-    HttpError,
->;
+type SendResult = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>;
 
 impl WasiHttpHooks for DenyOutgoingHttp {
     fn send_request(

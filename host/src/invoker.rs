@@ -61,32 +61,19 @@ impl HostState {
             .stderr(GuestLog::new(tags, GuestStream::Stderr))
             .build();
         let limits = StoreLimitsBuilder::new().memory_size(memory_bytes as usize).build();
-        Self {
-            wasi,
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            limits,
-            hooks: DenyOutgoingHttp,
-        }
+        Self { wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), limits, hooks: DenyOutgoingHttp }
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
@@ -126,16 +113,14 @@ impl Invoker {
         request: http::Request<axum::body::Body>,
         request_id: &str,
     ) -> Result<http::Response<HyperOutgoingBody>, InvokeError> {
-        let limits = function.limits;
+        let limits = function.spec.limits;
         let declared_length = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared_length.is_some_and(|len| len > limits.max_body_bytes) {
-            return Err(InvokeError::BodyTooLarge {
-                limit: limits.max_body_bytes,
-            });
+            return Err(InvokeError::BodyTooLarge { limit: limits.max_body_bytes });
         }
         let deadline = tokio::time::Instant::now() + limits.timeout();
         let permit = match tokio::time::timeout_at(deadline, function.limiter.acquire()).await {
@@ -164,9 +149,7 @@ impl Invoker {
             let req = http
                 .new_incoming_request(Scheme::Http, request)
                 .map_err(|e| InvokeError::BadRequest(format!("{e:#}")))?;
-            let out = http
-                .new_response_outparam(sender)
-                .map_err(|e| InvokeError::Internal(format!("{e:#}")))?;
+            let out = http.new_response_outparam(sender).map_err(|e| InvokeError::Internal(format!("{e:#}")))?;
             (req, out)
         };
 
@@ -180,14 +163,8 @@ impl Invoker {
             let run = async {
                 let started = Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
-                metrics
-                    .instantiation
-                    .with_label_values(&[&*name])
-                    .observe(started.elapsed().as_secs_f64());
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
+                metrics.instantiation.with_label_values(&[&*name]).observe(started.elapsed().as_secs_f64());
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             };
             let outcome = match tokio::time::timeout_at(deadline, run).await {
                 Ok(Ok(())) => Outcome::Finished,
@@ -213,16 +190,12 @@ impl Invoker {
             Err(_) => match task.await {
                 Ok(Outcome::Finished) => InvokeError::NoResponse,
                 Ok(Outcome::Trapped(message)) => InvokeError::Trap(message),
-                Ok(Outcome::TimedOut) => InvokeError::Timeout {
-                    timeout_ms: limits.timeout_ms,
-                },
+                Ok(Outcome::TimedOut) => InvokeError::Timeout { timeout_ms: limits.timeout_ms },
                 Err(join) => InvokeError::Internal(format!("invocation task failed: {join}")),
             },
         };
         if body_too_large.load(Ordering::Acquire) {
-            return Err(InvokeError::BodyTooLarge {
-                limit: limits.max_body_bytes,
-            });
+            return Err(InvokeError::BodyTooLarge { limit: limits.max_body_bytes });
         }
         Err(failure)
     }
@@ -232,11 +205,7 @@ impl Invoker {
 fn trap_message(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => format!("wasm trap: {trap}"),
-        None => format!("{error:#}")
-            .lines()
-            .next()
-            .unwrap_or("unknown error")
-            .to_owned(),
+        None => format!("{error:#}").lines().next().unwrap_or("unknown error").to_owned(),
     }
 }
 
@@ -251,12 +220,7 @@ struct LimitedBody {
 
 impl LimitedBody {
     fn new(inner: axum::body::Body, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
-        Self {
-            inner,
-            remaining: limit,
-            limit,
-            exceeded,
-        }
+        Self { inner, remaining: limit, limit, exceeded }
     }
 }
 

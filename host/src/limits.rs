@@ -56,12 +56,7 @@ impl Limits {
     pub fn validate(&self) -> Result<(), String> {
         check("memory_bytes", self.memory_bytes, MIN_MEMORY_BYTES, MAX_MEMORY_BYTES)?;
         check("timeout_ms", self.timeout_ms, 1, MAX_TIMEOUT_MS)?;
-        check(
-            "max_concurrency",
-            self.max_concurrency.into(),
-            1,
-            MAX_CONCURRENCY.into(),
-        )?;
+        check("max_concurrency", self.max_concurrency.into(), 1, MAX_CONCURRENCY.into())?;
         check("max_queue", self.max_queue.into(), 0, MAX_QUEUE.into())?;
         check("max_body_bytes", self.max_body_bytes, 0, MAX_BODY_BYTES)
     }
@@ -84,9 +79,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 64MiB"))?;
+    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a size like 64MiB"))?;
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -97,9 +90,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         other => return Err(format!("unknown size unit `{other}` in `{text}` (use KiB, MiB or GiB)")),
     };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    number.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// Parses a duration such as `10s`, `500ms` or `2m`.
@@ -123,16 +114,10 @@ mod tests {
 
     #[test]
     fn out_of_range_limits_name_the_field() {
-        let limits = Limits {
-            memory_bytes: 10,
-            ..Limits::default()
-        };
+        let limits = Limits { memory_bytes: 10, ..Limits::default() };
         assert!(limits.validate().unwrap_err().contains("limits.memory_bytes"));
         assert!(Limits::default().validate().is_ok());
-        let limits = Limits {
-            max_concurrency: 0,
-            ..Limits::default()
-        };
+        let limits = Limits { max_concurrency: 0, ..Limits::default() };
         assert!(limits.validate().unwrap_err().contains("max_concurrency"));
     }
 }

@@ -61,20 +61,16 @@ async fn main() -> ExitCode {
             server::run(config, server::shutdown_signal()).await
         }
         Command::Deploy { args, remote } => Client::new(remote).deploy(args).await.map(|v| print_json(&v)),
-        Command::List { remote } => Client::new(remote)
-            .list()
-            .await
-            .and_then(|v| client::format_list(&v))
-            .map(|table| print!("{table}")),
+        Command::List { remote } => {
+            Client::new(remote).list().await.and_then(|v| client::format_list(&v)).map(|table| print!("{table}"))
+        }
         Command::Get { name, remote } => Client::new(remote).get(&name).await.map(|v| print_json(&v)),
-        Command::Rollback { name, version, remote } => Client::new(remote)
-            .rollback(&name, version)
-            .await
-            .map(|v| print_json(&v)),
-        Command::Delete { name, remote } => Client::new(remote)
-            .delete(&name)
-            .await
-            .map(|()| println!("deleted {name}")),
+        Command::Rollback { name, version, remote } => {
+            Client::new(remote).rollback(&name, version).await.map(|v| print_json(&v))
+        }
+        Command::Delete { name, remote } => {
+            Client::new(remote).delete(&name).await.map(|()| println!("deleted {name}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,20 +82,14 @@ async fn main() -> ExitCode {
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("FAAS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal; log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

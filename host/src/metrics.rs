@@ -23,38 +23,26 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let invocations = IntCounterVec::new(
-            Opts::new(
-                "faas_invocations_total",
-                "Function invocations by outcome (HTTP status).",
-            ),
+            Opts::new("faas_invocations_total", "Function invocations by outcome (HTTP status)."),
             &["function", "version", "status"],
         )
         .expect("valid metric");
         let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "faas_invocation_duration_seconds",
-                "Time from routing to response headers.",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                30.0,
-            ]),
+            HistogramOpts::new("faas_invocation_duration_seconds", "Time from routing to response headers.").buckets(
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ],
+            ),
             &["function"],
         )
         .expect("valid metric");
-        let active_instances = IntGaugeVec::new(
-            Opts::new("faas_active_instances", "Instances running right now."),
-            &["function"],
-        )
-        .expect("valid metric");
+        let active_instances =
+            IntGaugeVec::new(Opts::new("faas_active_instances", "Instances running right now."), &["function"])
+                .expect("valid metric");
         let instantiation = HistogramVec::new(
-            HistogramOpts::new(
-                "faas_instantiation_duration_seconds",
-                "Time to instantiate a component.",
-            )
-            .buckets(vec![
-                0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01,
-            ]),
+            HistogramOpts::new("faas_instantiation_duration_seconds", "Time to instantiate a component.")
+                .buckets(vec![0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01]),
             &["function"],
         )
         .expect("valid metric");
@@ -72,22 +60,13 @@ impl Metrics {
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        Self {
-            registry,
-            invocations,
-            duration,
-            active_instances,
-            instantiation,
-            deployments,
-        }
+        Self { registry, invocations, duration, active_instances, instantiation, deployments }
     }
 
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("encoding to a Vec cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to a Vec cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
 }

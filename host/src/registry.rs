@@ -6,7 +6,6 @@
 use crate::concurrency::ConcurrencyLimiter;
 use crate::engine::CompileCache;
 use crate::invoker::{HostState, Invoker};
-use crate::limits::Limits;
 use crate::routes::{RoutePattern, RouteTable};
 use crate::spec::{DeploySpec, validate_name};
 use crate::store::{FunctionRecord, FunctionStore, NewVersion, StoreError, VersionRecord};
@@ -33,11 +32,7 @@ pub enum RegistryError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("stored component of `{function}` version {version} does not load: {message}")]
-    Load {
-        function: String,
-        version: u32,
-        message: String,
-    },
+    Load { function: String, version: u32, message: String },
 }
 
 /// One function's active version, ready to instantiate.
@@ -48,7 +43,6 @@ pub struct LoadedFunction {
     pub version_label: String,
     pub sha256: String,
     pub spec: DeploySpec,
-    pub limits: Limits,
     pub pre: ProxyPre<HostState>,
     pub limiter: ConcurrencyLimiter,
     pub routes: Vec<RoutePattern>,
@@ -81,14 +75,8 @@ impl Registry {
         invoker: Arc<Invoker>,
         max_component_bytes: usize,
     ) -> Result<Self, RegistryError> {
-        let registry = Self {
-            store,
-            cache,
-            invoker,
-            max_component_bytes,
-            active: Default::default(),
-            routes: Default::default(),
-        };
+        let registry =
+            Self { store, cache, invoker, max_component_bytes, active: Default::default(), routes: Default::default() };
         let mut active = registry.active.lock().await;
         for function in registry.store.functions().await? {
             let Some(version) = function.active() else { continue };
@@ -119,70 +107,43 @@ impl Registry {
         let routes = spec.validate().map_err(RegistryError::InvalidSpec)?;
         validate::check_bytes(&bytes, self.max_component_bytes)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        // Compile and check before taking the lock: that is the slow part, and it needs no state.
+        let bytes: Arc<[u8]> = bytes.into();
+        let component = match self.cache.load(&sha256) {
+            Some(component) => component,
+            None => self.cache.compile(bytes.clone()).await.map_err(|e| ValidationError::Invalid(format!("{e:#}")))?,
+        };
+        let pre = validate::check_component(self.invoker.linker(), &component)?;
 
         let mut active = self.active.lock().await;
         if let Some(current) = active.get(name).filter(|c| c.sha256 == sha256 && c.spec == spec) {
             let record = self.store.function(name).await?;
-            if let Some(version) = record
-                .as_ref()
-                .and_then(|r| r.versions.iter().find(|v| v.version == current.version))
+            if let Some(version) =
+                record.as_ref().and_then(|r| r.versions.iter().find(|v| v.version == current.version))
             {
-                return Ok(Deployed {
-                    version: version.clone(),
-                    unchanged: true,
-                });
+                return Ok(Deployed { version: version.clone(), unchanged: true });
             }
         }
         check_routes(&active, name, &routes)?;
-        let bytes: Arc<[u8]> = bytes.into();
-        let component = match self.cache.load(&sha256) {
-            Some(component) => component,
-            None => self
-                .cache
-                .compile(bytes.clone())
-                .await
-                .map_err(|e| ValidationError::Invalid(format!("{e:#}")))?,
-        };
-        let pre = validate::check_component(self.invoker.linker(), &component)?;
-        let version = self
-            .store
-            .insert_version(
-                name,
-                NewVersion {
-                    sha256: &sha256,
-                    spec: &spec,
-                    component: &bytes,
-                },
-            )
-            .await?;
+        let version =
+            self.store.insert_version(name, NewVersion { sha256: &sha256, spec: &spec, component: &bytes }).await?;
         self.cache.save(&sha256, &component).await;
         let loaded = LoadedFunction::new(name, &version, pre, routes);
         active.insert(name.to_owned(), Arc::new(loaded));
         self.publish(&active);
         tracing::info!(function = name, version = version.version, sha256 = %sha256, "deployed");
-        Ok(Deployed {
-            version,
-            unchanged: false,
-        })
+        Ok(Deployed { version, unchanged: false })
     }
 
     /// Makes an older (or newer) stored version the active one: a rollback.
     pub async fn activate(&self, name: &str, version: u32) -> Result<VersionRecord, RegistryError> {
         let mut active = self.active.lock().await;
-        let function = self
-            .store
-            .function(name)
-            .await?
-            .ok_or_else(|| StoreError::FunctionNotFound(name.to_owned()))?;
-        let record =
-            function
-                .versions
-                .iter()
-                .find(|v| v.version == version)
-                .ok_or_else(|| StoreError::VersionNotFound {
-                    function: name.to_owned(),
-                    version,
-                })?;
+        let function = self.store.function(name).await?.ok_or_else(|| StoreError::FunctionNotFound(name.to_owned()))?;
+        let record = function
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| StoreError::VersionNotFound { function: name.to_owned(), version })?;
         let loaded = self.load(name, record).await?;
         check_routes(&active, name, &loaded.routes)?;
         self.store.activate(name, version).await?;
@@ -205,11 +166,7 @@ impl Registry {
     }
 
     pub async fn function(&self, name: &str) -> Result<FunctionRecord, RegistryError> {
-        Ok(self
-            .store
-            .function(name)
-            .await?
-            .ok_or_else(|| StoreError::FunctionNotFound(name.to_owned()))?)
+        Ok(self.store.function(name).await?.ok_or_else(|| StoreError::FunctionNotFound(name.to_owned()))?)
     }
 
     pub async fn functions(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
@@ -218,21 +175,14 @@ impl Registry {
 
     /// A stored version, ready to run: from the compile cache, or compiled from the stored bytes.
     async fn load(&self, name: &str, version: &VersionRecord) -> Result<Arc<LoadedFunction>, RegistryError> {
-        let load_error = |message: String| RegistryError::Load {
-            function: name.to_owned(),
-            version: version.version,
-            message,
-        };
+        let load_error =
+            |message: String| RegistryError::Load { function: name.to_owned(), version: version.version, message };
         let routes = version.spec.validate().map_err(load_error)?;
         let component = match self.cache.load(&version.sha256) {
             Some(component) => component,
             None => {
                 let bytes: Arc<[u8]> = self.store.component(name, version.version).await?.into();
-                let component = self
-                    .cache
-                    .compile(bytes)
-                    .await
-                    .map_err(|e| load_error(format!("{e:#}")))?;
+                let component = self.cache.compile(bytes).await.map_err(|e| load_error(format!("{e:#}")))?;
                 self.cache.save(&version.sha256, &component).await;
                 component
             }
@@ -244,9 +194,7 @@ impl Registry {
 
     /// Swaps in a route table built from the active functions.
     fn publish(&self, active: &HashMap<String, Arc<LoadedFunction>>) {
-        let routes = active
-            .values()
-            .flat_map(|f| f.routes.iter().map(|r| (r.clone(), f.clone())));
+        let routes = active.values().flat_map(|f| f.routes.iter().map(|r| (r.clone(), f.clone())));
         self.routes.store(Arc::new(RouteTable::new(routes)));
     }
 }
@@ -260,7 +208,6 @@ impl LoadedFunction {
             version_label: version.version.to_string(),
             sha256: version.sha256.clone(),
             spec: version.spec.clone(),
-            limits,
             pre,
             limiter: ConcurrencyLimiter::new(limits.max_concurrency, limits.max_queue),
             routes,
@@ -277,10 +224,7 @@ fn check_routes(
 ) -> Result<(), RegistryError> {
     for (owner, function) in active.iter().filter(|(owner, _)| owner.as_str() != name) {
         if let Some(route) = routes.iter().find(|r| function.routes.contains(r)) {
-            return Err(RegistryError::RouteConflict {
-                route: route.to_string(),
-                owner: owner.clone(),
-            });
+            return Err(RegistryError::RouteConflict { route: route.to_string(), owner: owner.clone() });
         }
     }
     Ok(())

@@ -25,10 +25,7 @@ impl RoutePattern {
         if text.len() > MAX_ROUTE_LEN {
             return bad("it is longer than 1024 bytes");
         }
-        if text
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
-        {
+        if text.chars().any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#') {
             return bad("it may not contain whitespace, `?` or `#`");
         }
         let (base, wildcard) = match text.strip_suffix(WILDCARD) {
@@ -44,19 +41,15 @@ impl RoutePattern {
         if base.len() > 1 && base.ends_with('/') {
             return bad("drop the trailing `/` (or use `/...` to match a subtree)");
         }
-        Ok(if wildcard {
-            Self::Prefix(base.to_owned())
-        } else {
-            Self::Exact(base.to_owned())
-        })
+        Ok(if wildcard { Self::Prefix(base.to_owned()) } else { Self::Exact(base.to_owned()) })
     }
 
     fn matches(&self, path: &str) -> bool {
         match self {
             Self::Exact(exact) => path == exact,
-            Self::Prefix(prefix) => path
-                .strip_prefix(prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+            Self::Prefix(prefix) => {
+                path.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
         }
     }
 }
@@ -80,10 +73,7 @@ pub struct RouteTable<T> {
 
 impl<T> Default for RouteTable<T> {
     fn default() -> Self {
-        Self {
-            exact: HashMap::new(),
-            prefixes: Vec::new(),
-        }
+        Self { exact: HashMap::new(), prefixes: Vec::new() }
     }
 }
 
@@ -98,17 +88,13 @@ impl<T> RouteTable<T> {
                 prefix => table.prefixes.push((prefix, target)),
             }
         }
-        table
-            .prefixes
-            .sort_by_key(|(p, _)| std::cmp::Reverse(p.to_string().len()));
+        table.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.to_string().len()));
         table
     }
 
     /// An exact route beats a wildcard; among wildcards the longest prefix wins.
     pub fn lookup(&self, path: &str) -> Option<&Arc<T>> {
-        self.exact
-            .get(path)
-            .or_else(|| self.prefixes.iter().find(|(p, _)| p.matches(path)).map(|(_, t)| t))
+        self.exact.get(path).or_else(|| self.prefixes.iter().find(|(p, _)| p.matches(path)).map(|(_, t)| t))
     }
 }
 
@@ -119,10 +105,7 @@ mod tests {
     #[test]
     fn parse_accepts_exact_and_wildcard_routes() {
         assert_eq!(RoutePattern::parse("/hello"), Ok(RoutePattern::Exact("/hello".into())));
-        assert_eq!(
-            RoutePattern::parse("/hello/..."),
-            Ok(RoutePattern::Prefix("/hello".into()))
-        );
+        assert_eq!(RoutePattern::parse("/hello/..."), Ok(RoutePattern::Prefix("/hello".into())));
         assert_eq!(RoutePattern::parse("/..."), Ok(RoutePattern::Prefix(String::new())));
         assert_eq!(RoutePattern::parse("/hello/...").unwrap().to_string(), "/hello/...");
     }
@@ -138,12 +121,7 @@ mod tests {
     #[test]
     fn lookup_prefers_exact_then_longest_prefix() {
         let route = |s: &str, v: u32| (RoutePattern::parse(s).unwrap(), Arc::new(v));
-        let table = RouteTable::new([
-            route("/...", 0),
-            route("/a/...", 1),
-            route("/a/b/...", 2),
-            route("/a/b", 3),
-        ]);
+        let table = RouteTable::new([route("/...", 0), route("/a/...", 1), route("/a/b/...", 2), route("/a/b", 3)]);
         let at = |p: &str| table.lookup(p).map(|v| **v);
         assert_eq!(at("/a/b"), Some(3));
         assert_eq!(at("/a/b/c"), Some(2));

@@ -24,15 +24,10 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let database_url = config
-        .database_url
-        .clone()
-        .unwrap_or_else(|| store::default_url(&config.data_dir));
+    let database_url = config.database_url.clone().unwrap_or_else(|| store::default_url(&config.data_dir));
     let store = store::open(&database_url).await.context("opening the database")?;
 
-    let engine = build_engine(PoolSize {
-        instances: config.max_instances,
-    })?;
+    let engine = build_engine(PoolSize { instances: config.max_instances })?;
     let _ticker = EpochTicker::start(engine.clone());
     let metrics = Metrics::new();
     let invoker = Arc::new(Invoker::new(&engine, metrics.clone())?);
@@ -40,25 +35,15 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
     let max_component_bytes = usize::try_from(config.max_component_size).context("max component size")?;
     let registry = Arc::new(Registry::open(store, cache, invoker.clone(), max_component_bytes).await?);
 
-    let data_listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let admin_listener = TcpListener::bind(config.admin_listen)
-        .await
-        .with_context(|| format!("binding {}", config.admin_listen))?;
+    let data_listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let admin_listener =
+        TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
     let data_addr = data_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let data = data_plane::router(Arc::new(DataPlane {
-        registry: registry.clone(),
-        invoker,
-        metrics: metrics.clone(),
-    }));
-    let admin = admin::router(Arc::new(Admin {
-        registry,
-        metrics,
-        token,
-    }));
+    let data =
+        data_plane::router(Arc::new(DataPlane { registry: registry.clone(), invoker, metrics: metrics.clone() }));
+    let admin = admin::router(Arc::new(Admin { registry, metrics, token }));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -45,9 +45,7 @@ impl DeploySpec {
 pub fn validate_name(name: &str) -> Result<(), String> {
     let valid = (1..=63).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-');
     if valid {
         Ok(())
@@ -79,12 +77,7 @@ mod tests {
 
     #[test]
     fn duplicate_routes_are_rejected() {
-        let spec = DeploySpec {
-            triggers: Triggers {
-                http: vec!["/a".into(), "/a".into()],
-            },
-            ..Default::default()
-        };
+        let spec = DeploySpec { triggers: Triggers { http: vec!["/a".into(), "/a".into()] }, ..Default::default() };
         assert!(spec.validate().unwrap_err().contains("twice"));
     }
 }

@@ -12,15 +12,8 @@ const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 pub const HTTP_HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2";
 /// Import packages the platform links (any 0.2.x version): all of `wasi:cli`, clocks, random,
 /// io, filesystem and sockets (both empty or denied by default), and `wasi:http`.
-const PROVIDED_PACKAGES: &[&str] = &[
-    "wasi:cli",
-    "wasi:clocks",
-    "wasi:random",
-    "wasi:io",
-    "wasi:filesystem",
-    "wasi:sockets",
-    "wasi:http",
-];
+const PROVIDED_PACKAGES: &[&str] =
+    &["wasi:cli", "wasi:clocks", "wasi:random", "wasi:io", "wasi:filesystem", "wasi:sockets", "wasi:http"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValidationError {
@@ -45,20 +38,13 @@ pub enum ValidationError {
 }
 
 fn found_list(found: &[String]) -> String {
-    if found.is_empty() {
-        " (it exports nothing)".into()
-    } else {
-        format!(" (it exports: {})", found.join(", "))
-    }
+    if found.is_empty() { " (it exports nothing)".into() } else { format!(" (it exports: {})", found.join(", ")) }
 }
 
 /// Cheap checks on the raw bytes, before spending time compiling.
 pub fn check_bytes(bytes: &[u8], max_size: usize) -> Result<(), ValidationError> {
     if bytes.len() > max_size {
-        return Err(ValidationError::TooLarge {
-            size: bytes.len(),
-            limit: max_size,
-        });
+        return Err(ValidationError::TooLarge { size: bytes.len(), limit: max_size });
     }
     if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
         return Err(ValidationError::NotWasm);
@@ -73,12 +59,8 @@ pub fn check_bytes(bytes: &[u8], max_size: usize) -> Result<(), ValidationError>
 pub fn check_component<T: 'static>(linker: &Linker<T>, component: &Component) -> Result<ProxyPre<T>, ValidationError> {
     let engine = linker.engine();
     let ty = component.component_type();
-    let unsatisfied: Vec<String> = ty
-        .imports(engine)
-        .map(|(name, _)| name)
-        .filter(|name| !is_provided(name))
-        .map(str::to_owned)
-        .collect();
+    let unsatisfied: Vec<String> =
+        ty.imports(engine).map(|(name, _)| name).filter(|name| !is_provided(name)).map(str::to_owned).collect();
     if !unsatisfied.is_empty() {
         return Err(ValidationError::UnsatisfiedImports(unsatisfied));
     }
@@ -87,9 +69,8 @@ pub fn check_component<T: 'static>(linker: &Linker<T>, component: &Component) ->
         return Err(ValidationError::NoHandler(exports));
     }
     // Names are right; the linker now checks every type, and ProxyPre the handler's signature.
-    let pre = linker
-        .instantiate_pre(component)
-        .map_err(|e| ValidationError::UnsatisfiedImports(vec![format!("{e:#}")]))?;
+    let pre =
+        linker.instantiate_pre(component).map_err(|e| ValidationError::UnsatisfiedImports(vec![format!("{e:#}")]))?;
     ProxyPre::new(pre).map_err(|e| ValidationError::NoHandler(vec![format!("{e:#}")]))
 }
 
@@ -108,19 +89,10 @@ mod tests {
 
     #[test]
     fn raw_byte_checks() {
-        assert!(matches!(
-            check_bytes(b"hello world", 100),
-            Err(ValidationError::NotWasm)
-        ));
-        assert!(matches!(
-            check_bytes(b"\0asm\x01\0\0\0", 100),
-            Err(ValidationError::CoreModule)
-        ));
+        assert!(matches!(check_bytes(b"hello world", 100), Err(ValidationError::NotWasm)));
+        assert!(matches!(check_bytes(b"\0asm\x01\0\0\0", 100), Err(ValidationError::CoreModule)));
         assert!(matches!(check_bytes(b"\0asm\x0d\0\x01\0", 100), Ok(())));
-        assert!(matches!(
-            check_bytes(&[0; 101], 100),
-            Err(ValidationError::TooLarge { .. })
-        ));
+        assert!(matches!(check_bytes(&[0; 101], 100), Err(ValidationError::TooLarge { .. })));
         let message = ValidationError::CoreModule.to_string();
         assert!(message.contains("wasm32-wasip2"), "{message}");
     }

@@ -7,13 +7,9 @@ use std::time::{Duration, Instant};
 async fn start() -> Server {
     let server = Server::start(Backend::Sqlite).await;
     let c = components();
-    server
-        .deploy_ok("hello", c.bytes("hello"), spec(&["/hello/..."], json!({})))
-        .await;
+    server.deploy_ok("hello", c.bytes("hello"), spec(&["/hello/..."], json!({}))).await;
     let limits = json!({"timeout_ms": 1500, "memory_bytes": 32 << 20});
-    server
-        .deploy_ok("misbehave", c.bytes("misbehave"), spec(&["/misbehave/..."], limits))
-        .await;
+    server.deploy_ok("misbehave", c.bytes("misbehave"), spec(&["/misbehave/..."], limits)).await;
     server
 }
 
@@ -39,20 +35,12 @@ async fn panic_is_a_500_with_request_id_and_a_log_line() {
     }
     let logs = server.wait_for_log("function trapped").await;
     let line = logs.lines().find(|l| l.contains("function trapped")).unwrap();
-    for field in [
-        "function=misbehave",
-        "version=1",
-        &format!("request_id={request_id}"),
-        "wasm trap",
-    ] {
+    for field in ["function=misbehave", "version=1", &format!("request_id={request_id}"), "wasm trap"] {
         assert!(line.contains(field), "log line lacks {field}: {line}");
     }
     // The panic message itself went to the guest's stderr, which is in the log too.
     let logs = server.wait_for_log("deliberate panic for tests").await;
-    assert!(
-        logs.lines()
-            .any(|l| l.contains("deliberate panic for tests") && l.contains(&request_id))
-    );
+    assert!(logs.lines().any(|l| l.contains("deliberate panic for tests") && l.contains(&request_id)));
     assert_eq!(server.call("/hello/x").await, (200, "Hello, x!".into()));
 }
 
@@ -68,10 +56,7 @@ async fn infinite_loop_is_a_504_at_the_timeout_while_others_are_served() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 0..20 {
         let t = Instant::now();
-        assert_eq!(
-            server.call(&format!("/hello/n{i}")).await,
-            (200, format!("Hello, n{i}!"))
-        );
+        assert_eq!(server.call(&format!("/hello/n{i}")).await, (200, format!("Hello, n{i}!")));
         assert!(t.elapsed() < Duration::from_millis(500), "starved by the looping guest");
     }
     let response = looping.await.unwrap();
@@ -79,10 +64,7 @@ async fn infinite_loop_is_a_504_at_the_timeout_while_others_are_served() {
     assert_eq!(response.status(), 504);
     let body: Value = response.json().await.unwrap();
     assert_eq!(error_of(&body).0, "timeout");
-    assert!(
-        elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_secs(5),
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_secs(5), "{elapsed:?}");
     let logs = server.wait_for_log("instance killed").await;
     assert!(logs.contains("function=misbehave"));
     // The killed instance released its slot: the function still works.

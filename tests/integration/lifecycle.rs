@@ -4,45 +4,25 @@ use crate::backend_tests;
 use crate::support::{Backend, Database, Options, Server, components, error_of, spec};
 use serde_json::json;
 
-backend_tests!(
-    deploy_redeploy_rollback_delete,
-    deployments_survive_a_restart,
-    cli_drives_the_control_plane
-);
+backend_tests!(deploy_redeploy_rollback_delete, deployments_survive_a_restart, cli_drives_the_control_plane);
 
 async fn deploy_redeploy_rollback_delete(backend: Backend) {
     let server = Server::start(backend).await;
     let c = components();
     let routes = ["/hello", "/hello/..."];
 
-    let v1 = server
-        .deploy_ok("greeter", c.bytes("hello"), spec(&routes, json!({})))
-        .await;
+    let v1 = server.deploy_ok("greeter", c.bytes("hello"), spec(&routes, json!({}))).await;
     assert_eq!(v1["version"], 1);
     assert_eq!(v1["unchanged"], false);
     assert_eq!(server.call("/hello").await, (200, "Hello, world!".into()));
-    assert_eq!(
-        server.call("/hello/alice?greeting=Hi").await,
-        (200, "Hi, alice!".into())
-    );
+    assert_eq!(server.call("/hello/alice?greeting=Hi").await, (200, "Hi, alice!".into()));
 
     // Deploying the same bytes and spec again creates no version.
-    let again = server
-        .deploy_ok("greeter", c.bytes("hello"), spec(&routes, json!({})))
-        .await;
-    assert_eq!(
-        (again["version"].clone(), again["unchanged"].clone()),
-        (json!(1), json!(true))
-    );
+    let again = server.deploy_ok("greeter", c.bytes("hello"), spec(&routes, json!({}))).await;
+    assert_eq!((again["version"].clone(), again["unchanged"].clone()), (json!(1), json!(true)));
 
     // A new version replaces the old one on the same routes.
-    let v2 = server
-        .deploy_ok(
-            "greeter",
-            c.bytes("wasi-raw"),
-            spec(&routes, json!({"timeout_ms": 5000})),
-        )
-        .await;
+    let v2 = server.deploy_ok("greeter", c.bytes("wasi-raw"), spec(&routes, json!({"timeout_ms": 5000}))).await;
     assert_eq!(v2["version"], 2);
     assert_eq!(server.call("/hello/alice").await, (200, "raw wasi ok".into()));
 
@@ -58,11 +38,8 @@ async fn deploy_redeploy_rollback_delete(backend: Backend) {
     assert_eq!(function["versions"][0]["sha256"], v1["sha256"]);
 
     // Rollback to version 1 restores its code and its limits.
-    let response = server
-        .admin_request(reqwest::Method::POST, "/v1/functions/greeter/versions/1/activate")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        server.admin_request(reqwest::Method::POST, "/v1/functions/greeter/versions/1/activate").send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(server.call("/hello/bob").await, (200, "Hello, bob!".into()));
     let (_, function) = server.get_json("/v1/functions/greeter").await;
@@ -70,11 +47,8 @@ async fn deploy_redeploy_rollback_delete(backend: Backend) {
     assert_eq!(function["limits"]["timeout_ms"], 30_000);
 
     // Activating a version that does not exist is a 404 and changes nothing.
-    let response = server
-        .admin_request(reqwest::Method::POST, "/v1/functions/greeter/versions/9/activate")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        server.admin_request(reqwest::Method::POST, "/v1/functions/greeter/versions/9/activate").send().await.unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(server.call("/hello/bob").await.0, 200);
 
@@ -82,11 +56,7 @@ async fn deploy_redeploy_rollback_delete(backend: Backend) {
     assert_eq!(list["functions"][0]["name"], "greeter");
     assert_eq!(list["functions"][0]["active_version"], 1);
 
-    let response = server
-        .admin_request(reqwest::Method::DELETE, "/v1/functions/greeter")
-        .send()
-        .await
-        .unwrap();
+    let response = server.admin_request(reqwest::Method::DELETE, "/v1/functions/greeter").send().await.unwrap();
     assert_eq!(response.status(), 204);
     let (status, body) = server.call("/hello/bob").await;
     assert_eq!(status, 404, "{body}");
@@ -95,39 +65,21 @@ async fn deploy_redeploy_rollback_delete(backend: Backend) {
     assert_eq!(error_of(&body).0, "not_found");
     let (_, list) = server.get_json("/v1/functions").await;
     assert_eq!(list["functions"], json!([]));
-    let response = server
-        .admin_request(reqwest::Method::DELETE, "/v1/functions/greeter")
-        .send()
-        .await
-        .unwrap();
+    let response = server.admin_request(reqwest::Method::DELETE, "/v1/functions/greeter").send().await.unwrap();
     assert_eq!(response.status(), 404);
 }
 
 async fn deployments_survive_a_restart(backend: Backend) {
     let db = Database::create(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        database_url: db.url.clone(),
-        data_dir: Some(dir.path().to_owned()),
-        ..Default::default()
-    };
+    let options = Options { database_url: db.url.clone(), data_dir: Some(dir.path().to_owned()), ..Default::default() };
     let c = components();
 
     let mut server = Server::start_with(options.clone()).await;
-    server
-        .deploy_ok("greeter", c.bytes("hello"), spec(&["/hello/..."], json!({})))
-        .await;
-    server
-        .deploy_ok("greeter", c.bytes("wasi-raw"), spec(&["/hello/..."], json!({})))
-        .await;
-    server
-        .deploy_ok("echo", c.bytes("echo"), spec(&["/echo"], json!({"max_concurrency": 7})))
-        .await;
-    server
-        .admin_request(reqwest::Method::POST, "/v1/functions/greeter/versions/1/activate")
-        .send()
-        .await
-        .unwrap();
+    server.deploy_ok("greeter", c.bytes("hello"), spec(&["/hello/..."], json!({}))).await;
+    server.deploy_ok("greeter", c.bytes("wasi-raw"), spec(&["/hello/..."], json!({}))).await;
+    server.deploy_ok("echo", c.bytes("echo"), spec(&["/echo"], json!({"max_concurrency": 7}))).await;
+    server.admin_request(reqwest::Method::POST, "/v1/functions/greeter/versions/1/activate").send().await.unwrap();
     let cached: Vec<_> = std::fs::read_dir(dir.path().join("cache")).unwrap().collect();
     assert!(cached.len() >= 2, "compiled artifacts are cached on disk");
     // kill -9: nothing is flushed on the way out.
@@ -142,9 +94,7 @@ async fn deployments_survive_a_restart(backend: Backend) {
     assert_eq!(echo["limits"]["max_concurrency"], 7);
     assert!(!server.logs().contains("function not loaded"), "{}", server.logs());
     // The next deploy continues the version sequence.
-    let v3 = server
-        .deploy_ok("greeter", c.bytes("echo"), spec(&["/hello/..."], json!({})))
-        .await;
+    let v3 = server.deploy_ok("greeter", c.bytes("echo"), spec(&["/hello/..."], json!({}))).await;
     assert_eq!(v3["version"], 3);
 }
 
@@ -185,9 +135,7 @@ async fn cli_drives_the_control_plane(backend: Backend) {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(
-        table
-            .lines()
-            .any(|l| l.starts_with("greeter") && l.contains(" 2 ") && l.contains("/hello/...")),
+        table.lines().any(|l| l.starts_with("greeter") && l.contains(" 2 ") && l.contains("/hello/...")),
         "{table}"
     );
 
@@ -216,4 +164,25 @@ async fn cli_drives_the_control_plane(backend: Backend) {
     let out = server.cli(&["get", "greeter"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("function `greeter` not found"));
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_on_the_version_they_started_on() {
+    let server = Server::start(Backend::Sqlite).await;
+    let c = components();
+    server.deploy_ok("app", c.bytes("misbehave"), spec(&["/app/..."], json!({}))).await;
+    let slow = {
+        let (http, url) = (server.http.clone(), format!("{}/app/sleep?ms=1500", server.data));
+        tokio::spawn(async move {
+            let response = http.get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let v2 = server.deploy_ok("app", c.bytes("wasi-raw"), spec(&["/app/..."], json!({}))).await;
+    assert_eq!(v2["version"], 2);
+    // New requests run version 2 at once; the request already running finishes on version 1.
+    assert_eq!(server.call("/app/sleep?ms=1").await, (200, "raw wasi ok".into()));
+    assert!(!slow.is_finished(), "the deploy waited for the in-flight request");
+    assert_eq!(slow.await.unwrap(), (200, "slept 1500".into()));
 }

@@ -8,13 +8,7 @@ use std::time::Duration;
 async fn past_the_queue_requests_get_503_with_retry_after() {
     let server = Server::start(Backend::Sqlite).await;
     let limits = json!({"max_concurrency": 1, "max_queue": 1, "timeout_ms": 10_000});
-    server
-        .deploy_ok(
-            "misbehave",
-            components().bytes("misbehave"),
-            spec(&["/misbehave/..."], limits),
-        )
-        .await;
+    server.deploy_ok("misbehave", components().bytes("misbehave"), spec(&["/misbehave/..."], limits)).await;
 
     let sleeper = |ms: u64| {
         let (http, url) = (server.http.clone(), format!("{}/misbehave/sleep?ms={ms}", server.data));
@@ -29,12 +23,7 @@ async fn past_the_queue_requests_get_503_with_retry_after() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // One running, one queued: the third is refused at once.
-    let response = server
-        .http
-        .get(format!("{}/misbehave/ok", server.data))
-        .send()
-        .await
-        .unwrap();
+    let response = server.http.get(format!("{}/misbehave/ok", server.data)).send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.unwrap();
@@ -43,14 +32,7 @@ async fn past_the_queue_requests_get_503_with_retry_after() {
     assert_eq!(running.await.unwrap(), (200, "slept 1500".into()));
     assert_eq!(queued.await.unwrap(), (200, "slept 10".into()));
     assert_eq!(server.call("/misbehave/ok").await, (200, "ok".into()));
-    let metrics = server
-        .admin_request(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.admin_request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains(r#"faas_invocations_total{function="misbehave",status="503",version="1"} 1"#),
         "{metrics}"
@@ -60,13 +42,7 @@ async fn past_the_queue_requests_get_503_with_retry_after() {
 #[tokio::test]
 async fn request_bodies_over_the_limit_get_413() {
     let server = Server::start(Backend::Sqlite).await;
-    server
-        .deploy_ok(
-            "echo",
-            components().bytes("echo"),
-            spec(&["/echo"], json!({"max_body_bytes": 1024})),
-        )
-        .await;
+    server.deploy_ok("echo", components().bytes("echo"), spec(&["/echo"], json!({"max_body_bytes": 1024}))).await;
     let url = format!("{}/echo", server.data);
 
     let response = server.http.post(&url).body(vec![b'a'; 1024]).send().await.unwrap();
@@ -87,21 +63,11 @@ async fn request_bodies_over_the_limit_get_413() {
     let received = response.bytes().await.map(|b| b.len()).unwrap_or(0);
     // The echo may already have started streaming the first KiB back; either way the function
     // never sees more than 1 KiB.
-    assert!(
-        status == 413 || (status == 200 && received <= 1024),
-        "{status} {received}"
-    );
+    assert!(status == 413 || (status == 200 && received <= 1024), "{status} {received}");
 
     // The default limit is 10 MiB.
-    server
-        .deploy_ok("echo2", components().bytes("echo"), spec(&["/echo2"], json!({})))
-        .await;
-    let response = server
-        .http
-        .post(format!("{}/echo2", server.data))
-        .body(vec![0u8; (10 << 20) + 1])
-        .send()
-        .await
-        .unwrap();
+    server.deploy_ok("echo2", components().bytes("echo"), spec(&["/echo2"], json!({}))).await;
+    let response =
+        server.http.post(format!("{}/echo2", server.data)).body(vec![0u8; (10 << 20) + 1]).send().await.unwrap();
     assert_eq!(response.status(), 413);
 }

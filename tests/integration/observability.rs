@@ -6,13 +6,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn guest_stdout_and_stderr_are_logged_with_function_and_request_id() {
     let server = Server::start(Backend::Sqlite).await;
-    server
-        .deploy_ok(
-            "misbehave",
-            components().bytes("misbehave"),
-            spec(&["/misbehave/..."], json!({})),
-        )
-        .await;
+    server.deploy_ok("misbehave", components().bytes("misbehave"), spec(&["/misbehave/..."], json!({}))).await;
     let response = server
         .http
         .get(format!("{}/misbehave/print?tag=tag-42", server.data))
@@ -24,15 +18,8 @@ async fn guest_stdout_and_stderr_are_logged_with_function_and_request_id() {
     assert_eq!(response.headers()["x-request-id"], "req-abc-123");
     let logs = server.wait_for_log("stderr line tag-42").await;
     for (text, stream) in [("stdout line tag-42", "stdout"), ("stderr line tag-42", "stderr")] {
-        let line = logs
-            .lines()
-            .find(|l| l.contains(text))
-            .unwrap_or_else(|| panic!("{text} not logged:\n{logs}"));
-        for field in [
-            "function=misbehave",
-            "request_id=req-abc-123",
-            &format!("stream=\"{stream}\""),
-        ] {
+        let line = logs.lines().find(|l| l.contains(text)).unwrap_or_else(|| panic!("{text} not logged:\n{logs}"));
+        for field in ["function=misbehave", "request_id=req-abc-123", &format!("stream=\"{stream}\"")] {
             assert!(line.contains(field), "{line} lacks {field}");
         }
     }
@@ -41,20 +28,11 @@ async fn guest_stdout_and_stderr_are_logged_with_function_and_request_id() {
 #[tokio::test]
 async fn metrics_cover_invocations_duration_instances_and_instantiation() {
     let server = Server::start(Backend::Sqlite).await;
-    server
-        .deploy_ok("hello", components().bytes("hello"), spec(&["/hello/..."], json!({})))
-        .await;
+    server.deploy_ok("hello", components().bytes("hello"), spec(&["/hello/..."], json!({}))).await;
     for _ in 0..3 {
         assert_eq!(server.call("/hello").await.0, 200);
     }
-    let metrics = server
-        .admin_request(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.admin_request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     for series in [
         r#"faas_invocations_total{function="hello",status="200",version="1"} 3"#,
         r#"faas_invocation_duration_seconds_count{function="hello"} 3"#,
@@ -64,24 +42,14 @@ async fn metrics_cover_invocations_duration_instances_and_instantiation() {
     ] {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
     }
-    let health = server
-        .http
-        .get(format!("{}/healthz", server.admin))
-        .send()
-        .await
-        .unwrap();
+    let health = server.http.get(format!("{}/healthz", server.admin)).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
 
 #[tokio::test]
 async fn unknown_routes_are_json_404s_and_openapi_is_served() {
     let server = Server::start(Backend::Sqlite).await;
-    let response = server
-        .http
-        .get(format!("{}/nothing/here", server.data))
-        .send()
-        .await
-        .unwrap();
+    let response = server.http.get(format!("{}/nothing/here", server.data)).send().await.unwrap();
     assert_eq!(response.status(), 404);
     assert!(response.headers().contains_key("x-request-id"));
     let body: Value = response.json().await.unwrap();

@@ -6,11 +6,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn the_admin_token_is_enforced() {
     let token = "s3cret-token";
-    let server = Server::start_with(Options {
-        token: Some(token.into()),
-        ..Default::default()
-    })
-    .await;
+    let server = Server::start_with(Options { token: Some(token.into()), ..Default::default() }).await;
     let hello = components().bytes("hello");
 
     for path in ["/v1/functions", "/metrics", "/v1/openapi.json", "/v1/functions/x"] {
@@ -24,25 +20,11 @@ async fn the_admin_token_is_enforced() {
     }
     // Deploying without the token stores nothing.
     let form = reqwest::multipart::Form::new().part("component", reqwest::multipart::Part::bytes(hello.clone()));
-    let response = server
-        .http
-        .post(format!("{}/v1/functions/f/versions", server.admin))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        server.http.post(format!("{}/v1/functions/f/versions", server.admin)).multipart(form).send().await.unwrap();
     assert_eq!(response.status(), 401);
     // Health checks stay open.
-    assert_eq!(
-        server
-            .http
-            .get(format!("{}/healthz", server.admin))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(server.http.get(format!("{}/healthz", server.admin)).send().await.unwrap().status(), 200);
 
     // With the token everything works, through the API and the CLI.
     server.deploy_ok("hello", hello, spec(&["/hello"], json!({}))).await;
@@ -62,14 +44,7 @@ async fn the_admin_token_is_enforced() {
 async fn refuses_a_public_admin_listener_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(FAAS)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "0.0.0.0:0",
-            "--data-dir",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path())
         .env_remove("FAAS_ADMIN_TOKEN")
         .output()
@@ -83,13 +58,7 @@ async fn refuses_a_public_admin_listener_without_a_token() {
 async fn guests_get_no_environment_files_or_network() {
     // The host's own environment must not leak into guests.
     let server = Server::start(Backend::Sqlite).await;
-    server
-        .deploy_ok(
-            "misbehave",
-            components().bytes("misbehave"),
-            spec(&["/misbehave/..."], json!({})),
-        )
-        .await;
+    server.deploy_ok("misbehave", components().bytes("misbehave"), spec(&["/misbehave/..."], json!({}))).await;
     let (status, body) = server.call("/misbehave/sandbox").await;
     assert_eq!(status, 200, "{body}");
     let sandbox: Value = serde_json::from_str(&body).unwrap();

@@ -100,36 +100,11 @@ async fn bad_names_routes_and_specs() {
     let server = Server::start(Backend::Sqlite).await;
     let hello = components().bytes("hello");
     let cases = [
-        (
-            "Bad_Name",
-            spec(&["/f"], json!({})),
-            "invalid_name",
-            "invalid function name",
-        ),
-        (
-            "f",
-            spec(&["no-slash"], json!({})),
-            "invalid_spec",
-            "must start with `/`",
-        ),
-        (
-            "f",
-            spec(&["/a/.../b"], json!({})),
-            "invalid_spec",
-            "only allowed as the last segment",
-        ),
-        (
-            "f",
-            spec(&["/f"], json!({"memory_bytes": 10})),
-            "invalid_spec",
-            "limits.memory_bytes",
-        ),
-        (
-            "f",
-            json!({"triggers": {"http": ["/f"]}, "bogus": 1}),
-            "invalid_spec",
-            "unknown field `bogus`",
-        ),
+        ("Bad_Name", spec(&["/f"], json!({})), "invalid_name", "invalid function name"),
+        ("f", spec(&["no-slash"], json!({})), "invalid_spec", "must start with `/`"),
+        ("f", spec(&["/a/.../b"], json!({})), "invalid_spec", "only allowed as the last segment"),
+        ("f", spec(&["/f"], json!({"memory_bytes": 10})), "invalid_spec", "limits.memory_bytes"),
+        ("f", json!({"triggers": {"http": ["/f"]}, "bogus": 1}), "invalid_spec", "unknown field `bogus`"),
     ];
     for (name, spec, expected_code, expected_message) in cases {
         let (status, code, message) = rejected(&server, name, hello.clone(), spec).await;
@@ -138,12 +113,8 @@ async fn bad_names_routes_and_specs() {
     }
     // Missing the component part.
     let form = reqwest::multipart::Form::new().text("config", "{}");
-    let response = server
-        .admin_request(reqwest::Method::POST, "/v1/functions/f/versions")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        server.admin_request(reqwest::Method::POST, "/v1/functions/f/versions").multipart(form).send().await.unwrap();
     assert_eq!(response.status(), 400);
     nothing_deployed(&server).await;
 }
@@ -152,20 +123,12 @@ async fn bad_names_routes_and_specs() {
 async fn a_route_belongs_to_one_function() {
     let server = Server::start(Backend::Sqlite).await;
     let hello = components().bytes("hello");
-    server
-        .deploy_ok("one", hello.clone(), spec(&["/shared/..."], json!({})))
-        .await;
+    server.deploy_ok("one", hello.clone(), spec(&["/shared/..."], json!({}))).await;
     let (status, code, message) = rejected(&server, "two", hello.clone(), spec(&["/shared/..."], json!({}))).await;
     assert_eq!((status, code.as_str()), (409, "route_conflict"));
     assert!(message.contains("`one`"), "{message}");
     // A more specific wildcard is fine, and wins for its subtree.
-    server
-        .deploy_ok(
-            "two",
-            components().bytes("wasi-raw"),
-            spec(&["/shared/raw/..."], json!({})),
-        )
-        .await;
+    server.deploy_ok("two", components().bytes("wasi-raw"), spec(&["/shared/raw/..."], json!({}))).await;
     assert_eq!(server.call("/shared/raw/x").await, (200, "raw wasi ok".into()));
     assert_eq!(server.call("/shared/x").await.0, 200);
 }

@@ -13,10 +13,7 @@ use wstd::http::{Body, BodyExt, Error, HeaderName, Request, Response, StatusCode
 #[wstd::http_server]
 async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
     let (parts, body) = request.into_parts();
-    let uri = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |path_and_query| path_and_query.as_str());
+    let uri = parts.uri.path_and_query().map_or("/", |path_and_query| path_and_query.as_str());
 
     let mut response = Response::builder()
         .status(StatusCode::OK)

@@ -22,11 +22,7 @@ fn greet(path: &str, greeting: Option<&str>) -> String {
         segments.next();
     }
     let name: Vec<String> = segments.map(percent_decode).collect();
-    let name = if name.is_empty() {
-        "world".to_owned()
-    } else {
-        name.join("/")
-    };
+    let name = if name.is_empty() { "world".to_owned() } else { name.join("/") };
     format!("{greeting}, {name}!")
 }
 

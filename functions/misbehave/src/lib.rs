@@ -21,13 +21,7 @@ const MIB: usize = 1024 * 1024;
 
 #[http_handler]
 async fn handle(req: Request) -> Response {
-    let action = req
-        .uri()
-        .path()
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or_default();
+    let action = req.uri().path().trim_end_matches('/').rsplit('/').next().unwrap_or_default();
     match action {
         "ok" => "ok".into_response(),
         "panic" => panic!("deliberate panic for tests"),

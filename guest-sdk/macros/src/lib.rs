@@ -132,11 +132,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
 
 /// Span of the first token of `tokens`, or the call site if there is none.
 fn first_token_span(tokens: &TokenStream2) -> Span {
-    tokens
-        .clone()
-        .into_iter()
-        .next()
-        .map_or_else(Span::call_site, |tt| tt.span())
+    tokens.clone().into_iter().next().map_or_else(Span::call_site, |tt| tt.span())
 }
 
 /// Checks everything the generated export relies on, collecting every problem.
@@ -145,10 +141,8 @@ fn check_signature(func: &ItemFn) -> syn::Result<()> {
     let mut errors: Vec<syn::Error> = Vec::new();
 
     if let Some(constness) = &sig.constness {
-        errors.push(syn::Error::new_spanned(
-            constness,
-            "`#[http_handler]` functions cannot be `const`: remove `const`",
-        ));
+        errors
+            .push(syn::Error::new_spanned(constness, "`#[http_handler]` functions cannot be `const`: remove `const`"));
     }
     if let Some(unsafety) = &sig.unsafety {
         errors.push(syn::Error::new_spanned(
@@ -260,11 +254,7 @@ fn generate(func: &ItemFn) -> TokenStream2 {
     // Spanned so that a wrong argument type is reported on the argument, and a
     // return type that is not `IntoResponse` on the return type.
     let call = quote_spanned!(arg_span=> #name(__faas_sdk_request));
-    let call = if func.sig.asyncness.is_some() {
-        quote!(#call.await)
-    } else {
-        call
-    };
+    let call = if func.sig.asyncness.is_some() { quote!(#call.await) } else { call };
     let respond = quote_spanned!(output_span=> ::faas_sdk::__private::into_response(#call));
 
     quote! {
@@ -311,11 +301,7 @@ mod tests {
     fn assert_single_error(item: TokenStream2, needle: &str) {
         let errors = errors_of(item);
         assert_eq!(errors.len(), 1, "expected one error, got {errors:#?}");
-        assert!(
-            errors[0].contains(needle),
-            "error {:?} does not contain {needle:?}",
-            errors[0]
-        );
+        assert!(errors[0].contains(needle), "error {:?} does not contain {needle:?}", errors[0]);
     }
 
     #[test]
@@ -533,10 +519,7 @@ mod tests {
             ),
         )
         .expect_err("arguments are rejected");
-        assert_eq!(
-            err.to_string(),
-            "`#[http_handler]` takes no arguments: write `#[http_handler]` on its own"
-        );
+        assert_eq!(err.to_string(), "`#[http_handler]` takes no arguments: write `#[http_handler]` on its own");
     }
 
     #[test]

@@ -14,9 +14,7 @@ use std::sync::Arc;
 
 pub async fn list(State(admin): State<Arc<Admin>>) -> Result<impl IntoResponse, ApiError> {
     let functions = admin.registry.functions().await?;
-    Ok(Json(
-        json!({ "functions": functions.iter().map(summary).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(json!({ "functions": functions.iter().map(summary).collect::<Vec<_>>() })))
 }
 
 pub async fn get(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
@@ -39,9 +37,7 @@ pub async fn activate(
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_version", format!("`{version}` is not a version number")))?;
     let record = admin.registry.activate(&name, version).await?;
-    Ok(Json(
-        json!({ "function": name, "active_version": record.version, "sha256": record.sha256 }),
-    ))
+    Ok(Json(json!({ "function": name, "active_version": record.version, "sha256": record.sha256 })))
 }
 
 /// `multipart/form-data` with a `component` part (the wasm bytes) and an optional `config` part
@@ -64,10 +60,7 @@ pub async fn deploy(
             Some("config") => {
                 let text = field.text().await?;
                 spec = serde_json::from_str(&text).map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_spec",
-                        format!("the `config` part is not a valid deploy spec: {e}"),
-                    )
+                    ApiError::bad_request("invalid_spec", format!("the `config` part is not a valid deploy spec: {e}"))
                 })?;
             }
             Some("component") => component = Some(field.bytes().await?),
@@ -85,11 +78,7 @@ pub async fn deploy(
     let outcome = if result.is_ok() { "ok" } else { "rejected" };
     admin.metrics.deployments.with_label_values(&[&name, outcome]).inc();
     let deployed = result?;
-    let status = if deployed.unchanged {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let status = if deployed.unchanged { StatusCode::OK } else { StatusCode::CREATED };
     let v = &deployed.version;
     let body = json!({
         "function": name,

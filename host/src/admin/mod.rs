@@ -30,14 +30,8 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/functions", get(functions::list))
         .route("/v1/functions/{name}", get(functions::get).delete(functions::delete))
-        .route(
-            "/v1/functions/{name}/versions",
-            post(functions::deploy).layer(DefaultBodyLimit::max(deploy_limit)),
-        )
-        .route(
-            "/v1/functions/{name}/versions/{version}/activate",
-            post(functions::activate),
-        )
+        .route("/v1/functions/{name}/versions", post(functions::deploy).layer(DefaultBodyLimit::max(deploy_limit)))
+        .route("/v1/functions/{name}/versions/{version}/activate", post(functions::activate))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such control-plane endpoint; see /v1/openapi.json") })
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
@@ -50,15 +44,9 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        admin.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], admin.metrics.render())
 }
 
 async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json"))
 }

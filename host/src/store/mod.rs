@@ -92,9 +92,7 @@ pub fn default_url(data_dir: &Path) -> String {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 pub(crate) fn parse_spec(text: &str) -> Result<DeploySpec, StoreError> {

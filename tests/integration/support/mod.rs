@@ -67,10 +67,7 @@ impl Components {
 pub fn components() -> &'static Components {
     static BUILT: OnceLock<Components> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("repo root")
-            .to_owned();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_owned();
         let target = root.join("target").join("wasm");
         // A separate target dir: cargo's lock on the host's target dir is held by whoever
         // built this test binary.
@@ -84,9 +81,7 @@ pub fn components() -> &'static Components {
             .status()
             .expect("running cargo to build functions/");
         assert!(status.success(), "building functions/ for wasm32-wasip2 failed");
-        Components {
-            dir: target.join("wasm32-wasip2").join("release"),
-        }
+        Components { dir: target.join("wasm32-wasip2").join("release") }
     })
 }
 
@@ -115,9 +110,7 @@ impl Database {
                     .await
                     .expect("CREATE DATABASE");
                 let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
-                Self {
-                    url: Some(format!("{base}/{name}")),
-                }
+                Self { url: Some(format!("{base}/{name}")) }
             }
         }
     }
@@ -149,11 +142,7 @@ pub struct Server {
 impl Server {
     pub async fn start(backend: Backend) -> Self {
         let db = Database::create(backend).await;
-        Self::start_with(Options {
-            database_url: db.url,
-            ..Default::default()
-        })
-        .await
+        Self::start_with(Options { database_url: db.url, ..Default::default() }).await
     }
 
     pub async fn start_with(options: Options) -> Self {
@@ -169,14 +158,7 @@ impl Server {
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let mut command = Command::new(FAAS);
         command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(&options.extra_args)
             .env_remove("FAAS_ADMIN_TOKEN")
@@ -204,10 +186,7 @@ impl Server {
             Ok(Ok(Some(line))) => line,
             _ => {
                 let _ = child.kill();
-                panic!(
-                    "faas did not start:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
+                panic!("faas did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
             }
         };
         let field = |key: &str| {
@@ -223,10 +202,7 @@ impl Server {
             data_dir,
             log,
             token: options.token.clone(),
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(256)
-                .build()
-                .expect("client"),
+            http: reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client"),
             _temp: temp,
         }
     }
@@ -255,10 +231,7 @@ impl Server {
 
     /// Stops with SIGTERM and returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         self.child.wait().expect("waiting for faas")
     }
 
@@ -271,9 +244,8 @@ impl Server {
     }
 
     pub async fn deploy(&self, name: &str, component: Vec<u8>, spec: Value) -> reqwest::Response {
-        let form = Form::new()
-            .text("config", spec.to_string())
-            .part("component", Part::bytes(component).file_name("f.wasm"));
+        let form =
+            Form::new().text("config", spec.to_string()).part("component", Part::bytes(component).file_name("f.wasm"));
         self.admin_request(reqwest::Method::POST, &format!("/v1/functions/{name}/versions"))
             .multipart(form)
             .send()
@@ -291,33 +263,21 @@ impl Server {
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .admin_request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .expect("admin request");
+        let response = self.admin_request(reqwest::Method::GET, path).send().await.expect("admin request");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// GET on the data plane: (status, body text).
     pub async fn call(&self, path: &str) -> (u16, String) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.data))
-            .send()
-            .await
-            .expect("data-plane request");
+        let response = self.http.get(format!("{}{path}", self.data)).send().await.expect("data-plane request");
         (response.status().as_u16(), response.text().await.expect("body"))
     }
 
     /// Runs the `faas` CLI against this server.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut command = Command::new(FAAS);
-        command
-            .args(args)
-            .env("FAAS_ADMIN_URL", &self.admin)
-            .env_remove("FAAS_ADMIN_TOKEN");
+        command.args(args).env("FAAS_ADMIN_URL", &self.admin).env_remove("FAAS_ADMIN_TOKEN");
         if let Some(token) = &self.token {
             command.env("FAAS_ADMIN_TOKEN", token);
         }
@@ -338,10 +298,7 @@ pub fn spec(routes: &[&str], limits: Value) -> Value {
 
 /// Parses a JSON error body and returns (code, message).
 pub fn error_of(body: &Value) -> (String, String) {
-    let code = body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not an API error: {body}"))
-        .to_owned();
+    let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an API error: {body}")).to_owned();
     let message = body["error"]["message"].as_str().expect("error message").to_owned();
     (code, message)
 }

@@ -1,0 +1,198 @@
+//! The cost of one invocation of `hello`, without HTTP or sockets: `cargo bench -p faas-bench`.
+//!
+//! - `invoke/faas/{current_thread,multi_thread}`: through the real path a request takes after the
+//!   data plane has accepted it: `Registry::lookup` + `Invoker::serve_http` (fresh `Store`, limits,
+//!   concurrency permit, spawned task, instantiate from the pooling engine, call
+//!   `wasi:http/incoming-handler`) and reading the response body to its end. Set up with the public
+//!   API only, the way `server::run` does (SQLite store in a temp dir, `build_engine`, epoch ticker).
+//! - `invoke/wasmtime/{pooling,default}`: the same component called with bare wasmtime: a
+//!   `ProxyPre` and a minimal store on the faas engine (pooling allocator) and on a default engine
+//!   (on-demand allocation, as `wasmtime serve` without `-O pooling-allocator`), inline on the
+//!   benchmark's task. What faas adds on top of wasmtime is the difference.
+//! - `instantiate-only/...`: `ProxyPre::instantiate_async` alone, no call.
+//!
+//! The component is `target/wasm/wasm32-wasip2/release/hello.wasm` (override with
+//! `FAAS_BENCH_WASM`); build it with `cd functions && cargo build --release --target
+//! wasm32-wasip2 --target-dir ../target/wasm`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use faas_host::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
+use faas_host::guest_io::DenyOutgoingHttp;
+use faas_host::invoker::Invoker;
+use faas_host::metrics::Metrics;
+use faas_host::registry::{DEFAULT_MAX_COMPONENT_BYTES, Registry};
+use faas_host::spec::{DeploySpec, Triggers};
+use http_body_util::BodyExt as _;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::runtime::Runtime;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+const EXPECTED: &[u8] = b"Hello, world!";
+
+fn wasm() -> Vec<u8> {
+    let path = std::env::var_os("FAAS_BENCH_WASM").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm/wasm32-wasip2/release/hello.wasm"),
+        PathBuf::from,
+    );
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "reading {}: {e}; build it with `cd functions && cargo build --release --target wasm32-wasip2 --target-dir ../target/wasm`",
+            path.display()
+        )
+    })
+}
+
+fn request() -> http::Request<axum::body::Body> {
+    http::Request::get("/hello")
+        .header(http::header::HOST, "localhost")
+        .body(axum::body::Body::empty())
+        .expect("a valid request")
+}
+
+/// faas as `server::run` wires it, minus the listeners.
+struct Faas {
+    registry: Registry,
+    invoker: Arc<Invoker>,
+    _ticker: EpochTicker,
+    _dir: tempfile::TempDir,
+}
+
+impl Faas {
+    async fn new(wasm: Vec<u8>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = faas_host::store::open(&format!("sqlite://{}/b.db", dir.path().display()))
+            .await
+            .expect("opening the store");
+        let engine = build_engine(PoolSize::default()).expect("engine");
+        let ticker = EpochTicker::start(engine.clone());
+        let invoker = Arc::new(Invoker::new(&engine, Metrics::new()).expect("invoker"));
+        let cache = CompileCache::new(engine, &dir.path().join("cache")).expect("cache");
+        let registry =
+            Registry::open(store, cache, invoker.clone(), DEFAULT_MAX_COMPONENT_BYTES).await.expect("registry");
+        let spec = DeploySpec { triggers: Triggers { http: vec!["/hello".into()] }, ..Default::default() };
+        registry.deploy("hello", spec, wasm).await.expect("deploying hello");
+        Self { registry, invoker, _ticker: ticker, _dir: dir }
+    }
+
+    async fn invoke(&self) {
+        let function = self.registry.lookup("/hello").expect("hello is routed");
+        let response = self.invoker.serve_http(&function, request(), "bench").await.expect("hello answers");
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body, EXPECTED);
+    }
+}
+
+/// The least a wasi:http host needs: what `wasmtime serve` gives each request, minus stdio.
+struct Bare {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: DenyOutgoingHttp,
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for Bare {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+fn bare_store(engine: &Engine) -> Store<Bare> {
+    let mut store = Store::new(
+        engine,
+        Bare {
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: DenyOutgoingHttp,
+        },
+    );
+    // The faas engine has epoch interruption on (nothing advances the epoch here); without a
+    // deadline the guest would be interrupted at once. No effect on the default engine.
+    store.set_epoch_deadline(1 << 40);
+    store
+}
+
+fn bare_pre(engine: &Engine, wasm: &[u8]) -> ProxyPre<Bare> {
+    let component = Component::new(engine, wasm).expect("compiling hello");
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("linking wasi");
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).expect("linking wasi:http");
+    ProxyPre::new(linker.instantiate_pre(&component).expect("instance pre")).expect("a wasi:http proxy")
+}
+
+/// One request through bare wasmtime, inline: instantiate, call the handler, read the body.
+async fn bare_invoke(engine: &Engine, pre: &ProxyPre<Bare>) {
+    let mut store = bare_store(engine);
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let mut http = store.data_mut().http();
+    let req = http.new_incoming_request(Scheme::Http, request()).expect("request");
+    let out = http.new_response_outparam(sender).expect("outparam");
+    let proxy = pre.instantiate_async(&mut store).await.expect("instantiate");
+    proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await.expect("handle");
+    let response = receiver.await.expect("a response").expect("not an error code");
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body, EXPECTED);
+}
+
+fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+fn multi_thread() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime")
+}
+
+fn invoke(c: &mut Criterion) {
+    let wasm = wasm();
+    let mut group = c.benchmark_group("invoke");
+
+    for (label, rt) in [("current_thread", current_thread()), ("multi_thread", multi_thread())] {
+        let faas = rt.block_on(Faas::new(wasm.clone()));
+        rt.block_on(faas.invoke());
+        group.bench_function(format!("faas/{label}"), |b| b.to_async(&rt).iter(|| faas.invoke()));
+        // Drop the registry (and its pooled instances) inside the runtime that made it.
+        rt.block_on(async move { drop(faas) });
+    }
+
+    let rt = current_thread();
+    let pooling = build_engine(PoolSize::default()).expect("engine");
+    for (label, engine) in [("pooling", pooling), ("default", Engine::default())] {
+        let pre = bare_pre(&engine, &wasm);
+        rt.block_on(bare_invoke(&engine, &pre));
+        group.bench_function(format!("wasmtime/{label}"), |b| b.to_async(&rt).iter(|| bare_invoke(&engine, &pre)));
+    }
+    group.finish();
+}
+
+fn instantiate_only(c: &mut Criterion) {
+    let wasm = wasm();
+    let rt = current_thread();
+    let mut group = c.benchmark_group("instantiate-only");
+    let pooling = build_engine(PoolSize::default()).expect("engine");
+    for (label, engine) in [("pooling", pooling), ("default", Engine::default())] {
+        let pre = bare_pre(&engine, &wasm);
+        group.bench_function(label, |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut store = bare_store(&engine);
+                black_box(pre.instantiate_async(&mut store).await.expect("instantiate"));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, invoke, instantiate_only);
+criterion_main!(benches);

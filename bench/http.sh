@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# The HTTP comparison, in one run with one load generator (wrk): the `hello` function served by
+#   1. native axum (bench/src/bin/native-hello.rs): the upper bound,
+#   2. `wasmtime serve -S cli` at its defaults,
+#   3. `wasmtime serve -S cli` with the pooling allocator keeping memory and tables resident,
+#   4. `faas serve` (release build), hello deployed at /hello/...,
+# then deploy → first 200 latency against the same faas server (src/bin/deploy-latency.rs).
+# Every contender gets the machine alone, is warmed up, then loaded with
+#   wrk -t$BENCH_THREADS -c$BENCH_CONNECTIONS -d$BENCH_DURATION --latency http://…/hello/world
+#
+# Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_THREADS (1), BENCH_WARMUP (2s),
+# BENCH_DEPLOY_SAMPLES (20), BENCH_PERF=1 to add a `perf record` of faas under load (a separate,
+# unmeasured wrk run). Results are also written to bench/results/http-<timestamp>.txt.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${BENCH_DURATION:-10s}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-1}
+WARMUP=${BENCH_WARMUP:-2s}
+DEPLOY_SAMPLES=${BENCH_DEPLOY_SAMPLES:-20}
+WASMTIME_VERSION=48.0.8
+TOOLS=$ROOT/bench/.tools
+WASMTIME=$TOOLS/bin/wasmtime
+HELLO=$ROOT/target/wasm/wasm32-wasip2/release/hello.wasm
+FAAS=$ROOT/target/release/faas
+URL_PATH=/hello/world
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/faas-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools and builds ---------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+    log "installing wrk"
+    if [ "$(id -u)" = 0 ]; then apt-get install -y wrk >&2; else sudo apt-get install -y wrk >&2; fi
+fi
+command -v curl >/dev/null || die "curl is needed"
+
+log "building faas and the bench binaries (release)"
+cargo build --release -p faas-host -p faas-bench >&2
+
+if [ ! -f "$HELLO" ]; then
+    log "building the example functions"
+    rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2 >&2
+    (cd functions && cargo build --release --target wasm32-wasip2 --target-dir ../target/wasm >&2)
+fi
+
+if [ ! -x "$WASMTIME" ] || ! "$WASMTIME" --version | grep -q " $WASMTIME_VERSION "; then
+    log "building wasmtime-cli $WASMTIME_VERSION into bench/.tools (takes a while)"
+    cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked --root "$TOOLS" >&2
+fi
+
+# --- servers ------------------------------------------------------------------------------------
+# start NAME CMD...: runs CMD in the background (RUST_BACKTRACE unset: it costs ~15%), output to
+# $WORK/NAME.log.
+start() {
+    local name=$1
+    shift
+    env -u RUST_BACKTRACE "$@" >"$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    LAST_PID=$!
+}
+
+# stop PID: stops one server started above.
+stop() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# wait_for NAME PID REGEX: waits until the server's log has a line matching REGEX (whose first
+# http://host:port it prints), or fails with the log.
+wait_for() {
+    local name=$1 pid=$2 regex=$3 line
+    for _ in $(seq 1 300); do
+        line=$(grep -E -m1 "$regex" "$WORK/$name.log" || true)
+        if [ -n "$line" ]; then
+            grep -oE 'http://[0-9.]+:[0-9]+' <<<"$line" | head -n1
+            return
+        fi
+        kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.log" >&2; die "$name exited"; }
+        sleep 0.1
+    done
+    cat "$WORK/$name.log" >&2
+    die "$name did not become ready"
+}
+
+# check URL: the contender must answer `Hello, world!` before it is measured.
+check() {
+    local body
+    body=$(curl -fsS "$1$URL_PATH") || die "$1$URL_PATH failed"
+    [ "$body" = "Hello, world!" ] || die "$1$URL_PATH answered '$body'"
+}
+
+# to_ms VALUE: wrk's latency (e.g. 812.00us, 1.23ms, 2.01s) in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+        printf "%.2f", n }'
+}
+
+declare -A RPS P50 P99 ERRORS
+NAMES=()
+# measure NAME URL: warm-up, then the measured wrk run; records req/s, p50, p99, errors.
+measure() {
+    local name=$1 url=$2 out
+    check "$url"
+    log "$name: warm-up $WARMUP, then wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency $url$URL_PATH"
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$url$URL_PATH" >/dev/null
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url$URL_PATH")
+    printf '%s\n' "$out" >"$WORK/$name.wrk"
+    RPS[$name]=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
+    P50[$name]=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+    P99[$name]=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+    ERRORS[$name]=$(awk '/Non-2xx or 3xx responses:/ { n += $NF } /Socket errors:/ { n += $4 + $6 + $8 + $10 }
+        END { print n + 0 }' <<<"$out")
+    NAMES+=("$name")
+}
+
+# 1. native axum
+start native "$ROOT/target/release/native-hello" 127.0.0.1:0
+pid=$LAST_PID
+url=$(wait_for native "$pid" 'native-hello ready')
+measure native "$url"
+stop "$pid"
+
+# 2. wasmtime serve at its defaults (-S cli: Rust's std imports wasi:cli beyond wasi:http/proxy)
+start wasmtime-default "$WASMTIME" serve -S cli --addr 127.0.0.1:0 "$HELLO"
+pid=$LAST_PID
+url=$(wait_for wasmtime-default "$pid" 'Serving HTTP on')
+measure wasmtime-default "$url"
+stop "$pid"
+
+# 3. wasmtime serve, tuned as faas's engine is: memory and tables stay resident between instances
+#    (`serve` turns the pooling allocator on by default where 42 bits of address space can be
+#    reserved, as on any x86-64 Linux)
+start wasmtime-tuned "$WASMTIME" serve -S cli \
+    -O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536 --addr 127.0.0.1:0 "$HELLO"
+pid=$LAST_PID
+url=$(wait_for wasmtime-tuned "$pid" 'Serving HTTP on')
+measure wasmtime-tuned "$url"
+stop "$pid"
+
+# 4. faas serve, hello deployed with the README's command
+start faas "$FAAS" serve --data-dir "$WORK/faas-data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
+faas_pid=$LAST_PID
+wait_for faas "$faas_pid" 'faas ready' >/dev/null
+faas_ready=$(grep -E -m1 'faas ready' "$WORK/faas.log")
+DATA_URL=$(sed -E 's/.*data=(http:[^ ]+).*/\1/' <<<"$faas_ready")
+ADMIN_URL=$(sed -E 's/.*admin=(http:[^ ]+).*/\1/' <<<"$faas_ready")
+env -u RUST_BACKTRACE "$FAAS" deploy hello "$HELLO" --route /hello --route '/hello/...' \
+    --admin-url "$ADMIN_URL" >"$WORK/deploy.json"
+measure faas "$DATA_URL"
+
+if [ "${BENCH_PERF:-0}" = 1 ]; then
+    if perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
+        log "faas: perf record (cpu-clock) during a further ${DURATION} of load (not measured)"
+        perf record -e cpu-clock -F 999 -p "$faas_pid" -o "$WORK/perf.data" -- sleep 5 >/dev/null 2>&1 &
+        perf_pid=$!
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d6s "$DATA_URL$URL_PATH" >/dev/null
+        wait "$perf_pid" || true
+        perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
+            grep -v '^#' | grep -v '^$' | head -n 40 >"$WORK/perf.txt" || true
+    else
+        log "perf record does not work here; skipping the profile"
+    fi
+fi
+
+log "deploy → first 200 ($DEPLOY_SAMPLES samples per variant)"
+env -u RUST_BACKTRACE "$ROOT/target/release/deploy-latency" "$ADMIN_URL" "$DATA_URL" \
+    --wasm "$HELLO" -n "$DEPLOY_SAMPLES" >"$WORK/deploy-latency.txt"
+
+# --- report -------------------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
+report() {
+    echo "# HTTP: hello, GET $URL_PATH, wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency"
+    echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(uname -srm), wasmtime-cli $WASMTIME_VERSION"
+    printf '%-18s %10s %10s %10s %8s\n' contender req/s p50_ms p99_ms errors
+    for name in "${NAMES[@]}"; do
+        printf '%-18s %10s %10s %10s %8s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "${ERRORS[$name]}"
+    done
+    echo
+    echo "faas / wasmtime-default: $(ratio "${RPS[faas]}" "${RPS[wasmtime-default]}")   (goal >= 1.5x)"
+    echo "faas / wasmtime-tuned:   $(ratio "${RPS[faas]}" "${RPS[wasmtime-tuned]}")   (goal >= 1.2x)"
+    echo "faas / native:           $(ratio "${RPS[faas]}" "${RPS[native]}")"
+    echo
+    cat "$WORK/deploy-latency.txt"
+    echo "(goal: deploy → first 200 <= 100 ms)"
+    if [ -s "$WORK/perf.txt" ]; then
+        echo
+        echo "# perf record -e cpu-clock of faas under the same load, top entries"
+        cat "$WORK/perf.txt"
+    fi
+}
+mkdir -p "$ROOT/bench/results"
+RESULT=$ROOT/bench/results/http-$(date -u +%Y%m%dT%H%M%SZ).txt
+report | tee "$RESULT"
+log "written to ${RESULT#"$ROOT"/}"
