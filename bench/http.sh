@@ -61,7 +61,7 @@ if [ ! -f "$HELLO" ]; then
     (cd functions && cargo build --release --target wasm32-wasip2 --target-dir ../target/wasm >&2)
 fi
 
-if [ ! -x "$WASMTIME" ] || ! "$WASMTIME" --version | grep -q " $WASMTIME_VERSION "; then
+if [ ! -x "$WASMTIME" ] || [ "$("$WASMTIME" --version | awk '{ print $2 }')" != "$WASMTIME_VERSION" ]; then
     log "building wasmtime-cli $WASMTIME_VERSION into bench/.tools (takes a while)"
     cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked --root "$TOOLS" >&2
 fi
@@ -133,6 +133,9 @@ measure() {
     NAMES+=("$name")
 }
 
+# Other work on the machine skews everything below; the report shows how busy it was.
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # 1. native axum
 start native "$ROOT/target/release/native-hello" 127.0.0.1:0
 pid=$LAST_PID
@@ -176,7 +179,7 @@ if [ "${BENCH_PERF:-0}" = 1 ]; then
         wrk -t"$THREADS" -c"$CONNECTIONS" -d6s "$DATA_URL$URL_PATH" >/dev/null
         wait "$perf_pid" || true
         perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
-            grep -v '^#' | grep -v '^$' | head -n 40 >"$WORK/perf.txt" || true
+            grep -v -e '^#' -e '^$' | sed -E 's/[[:space:]-]+$//' | cut -c1-160 | head -n 40 >"$WORK/perf.txt" || true
     else
         log "perf record does not work here; skipping the profile"
     fi
@@ -191,6 +194,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
 report() {
     echo "# HTTP: hello, GET $URL_PATH, wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency"
     echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(uname -srm), wasmtime-cli $WASMTIME_VERSION"
+    echo "# load average before the first contender: $LOAD_BEFORE"
     printf '%-18s %10s %10s %10s %8s\n' contender req/s p50_ms p99_ms errors
     for name in "${NAMES[@]}"; do
         printf '%-18s %10s %10s %10s %8s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "${ERRORS[$name]}"

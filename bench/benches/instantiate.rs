@@ -6,23 +6,27 @@
 //!   `wasi:http/incoming-handler`) and reading the response body to its end. Set up with the public
 //!   API only, the way `server::run` does (SQLite store in a temp dir, `build_engine`, epoch ticker).
 //! - `invoke/wasmtime/{pooling,default}`: the same component called with bare wasmtime: a
-//!   `ProxyPre` and a minimal store on the faas engine (pooling allocator) and on a default engine
-//!   (on-demand allocation, as `wasmtime serve` without `-O pooling-allocator`), inline on the
-//!   benchmark's task. What faas adds on top of wasmtime is the difference.
-//! - `instantiate-only/...`: `ProxyPre::instantiate_async` alone, no call.
+//!   `ProxyPre` and a minimal store on the faas engine (`build_engine`: pooling allocator, memory
+//!   kept resident) and on `Engine::default()` (on-demand allocation, wasmtime's default for
+//!   embedders), inline on the benchmark's task. What faas adds on top of wasmtime is the
+//!   difference between `invoke/faas/current_thread` and `invoke/wasmtime/pooling`.
+//! - `instantiate-only/{pooling,default}`: a fresh store + `ProxyPre::instantiate_async` (and
+//!   dropping both), no call: the floor of any instance-per-request design with this component.
 //!
 //! The component is `target/wasm/wasm32-wasip2/release/hello.wasm` (override with
 //! `FAAS_BENCH_WASM`); build it with `cd functions && cargo build --release --target
 //! wasm32-wasip2 --target-dir ../target/wasm`.
 
+use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use faas_host::capabilities::{Capabilities, EventNotifier};
 use faas_host::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
 use faas_host::guest_io::DenyOutgoingHttp;
 use faas_host::invoker::Invoker;
 use faas_host::metrics::Metrics;
 use faas_host::registry::{DEFAULT_MAX_COMPONENT_BYTES, Registry};
-use faas_host::spec::{DeploySpec, Triggers};
-use http_body_util::BodyExt as _;
+use faas_host::spec::DeploySpec;
+use http_body_util::{BodyExt as _, Empty};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,11 +53,9 @@ fn wasm() -> Vec<u8> {
     })
 }
 
-fn request() -> http::Request<axum::body::Body> {
-    http::Request::get("/hello")
-        .header(http::header::HOST, "localhost")
-        .body(axum::body::Body::empty())
-        .expect("a valid request")
+/// `GET /hello` with an empty body of type `B`.
+fn request<B>(body: B) -> http::Request<B> {
+    http::Request::get("/hello").header(http::header::HOST, "localhost").body(body).expect("a valid request")
 }
 
 /// faas as `server::run` wires it, minus the listeners.
@@ -67,23 +69,31 @@ struct Faas {
 impl Faas {
     async fn new(wasm: Vec<u8>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = faas_host::store::open(&format!("sqlite://{}/b.db", dir.path().display()))
+        let stores = faas_host::store::open(&format!("sqlite://{}/b.db", dir.path().display()))
             .await
             .expect("opening the store");
         let engine = build_engine(PoolSize::default()).expect("engine");
         let ticker = EpochTicker::start(engine.clone());
-        let invoker = Arc::new(Invoker::new(&engine, Metrics::new()).expect("invoker"));
+        let capabilities = Arc::new(Capabilities { stores: stores.clone(), notifier: EventNotifier::new() });
+        let invoker = Arc::new(Invoker::new(&engine, Metrics::new(), capabilities).expect("invoker"));
         let cache = CompileCache::new(engine, &dir.path().join("cache")).expect("cache");
-        let registry =
-            Registry::open(store, cache, invoker.clone(), DEFAULT_MAX_COMPONENT_BYTES).await.expect("registry");
-        let spec = DeploySpec { triggers: Triggers { http: vec!["/hello".into()] }, ..Default::default() };
+        let registry = Registry::open(stores.functions.clone(), cache, invoker.clone(), DEFAULT_MAX_COMPONENT_BYTES)
+            .await
+            .expect("registry");
+        // Parsed as the API parses it, so spec fields added later keep their defaults.
+        let spec: DeploySpec =
+            serde_json::from_value(serde_json::json!({ "triggers": { "http": ["/hello"] } })).expect("a valid spec");
         registry.deploy("hello", spec, wasm).await.expect("deploying hello");
         Self { registry, invoker, _ticker: ticker, _dir: dir }
     }
 
     async fn invoke(&self) {
         let function = self.registry.lookup("/hello").expect("hello is routed");
-        let response = self.invoker.serve_http(&function, request(), "bench").await.expect("hello answers");
+        let response = self
+            .invoker
+            .serve_http(&function, request(axum::body::Body::empty()), "bench")
+            .await
+            .expect("hello answers");
         let body = response.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(body, EXPECTED);
     }
@@ -138,7 +148,7 @@ async fn bare_invoke(engine: &Engine, pre: &ProxyPre<Bare>) {
     let mut store = bare_store(engine);
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let mut http = store.data_mut().http();
-    let req = http.new_incoming_request(Scheme::Http, request()).expect("request");
+    let req = http.new_incoming_request(Scheme::Http, request(Empty::<Bytes>::new())).expect("request");
     let out = http.new_response_outparam(sender).expect("outparam");
     let proxy = pre.instantiate_async(&mut store).await.expect("instantiate");
     proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await.expect("handle");

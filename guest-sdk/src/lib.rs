@@ -1,10 +1,12 @@
-//! Write HTTP functions for the faas platform as plain Rust functions.
+//! Write functions for the faas platform as plain Rust functions.
 //!
-//! A function is a WebAssembly component exporting
+//! A function is a WebAssembly component. An HTTP function exports
 //! `wasi:http/incoming-handler@0.2` (the `wasi:http/proxy` world, as run by
 //! `wasmtime serve`). This crate hides that: annotate one function with
 //! [`macro@http_handler`], take a [`Request`] and return anything that
-//! implements [`IntoResponse`].
+//! implements [`IntoResponse`]. Functions may also use the platform's
+//! [`event_store`] and [`kv`] store, and handle the events of a subscription
+//! with [`macro@event_handler`].
 //!
 //! ```no_run
 //! use faas_sdk::{http_handler, BodyError, Json, Request, RequestExt};
@@ -37,6 +39,30 @@
 //! # fn main() {}
 //! ```
 //!
+//! # Events and read models
+//!
+//! [`event_store`] appends to and reads event streams (optimistic concurrency,
+//! idempotent appends); [`kv`] keeps read models. A function deployed with a
+//! subscription receives batches of events in an [`macro@event_handler`]; the
+//! same component may also have an [`macro@http_handler`]:
+//!
+//! ```no_run
+//! use faas_sdk::event_store::RecordedEvent;
+//! use faas_sdk::{event_handler, kv};
+//!
+//! /// Counts events per type. `Err` makes the host retry the batch.
+//! #[event_handler]
+//! fn handle(events: Vec<RecordedEvent>) -> Result<(), kv::KvError> {
+//!     for event in events {
+//!         let key = format!("count/{}", event.event_type);
+//!         let count: u64 = kv::get_json(&key)?.unwrap_or(0);
+//!         kv::set_json(&key, &(count + 1))?;
+//!     }
+//!     Ok(())
+//! }
+//! # fn main() {}
+//! ```
+//!
 //! Build a function as a `cdylib` for `wasm32-wasip2`; the output is a component:
 //!
 //! ```toml
@@ -54,10 +80,11 @@
 //! # Layout
 //!
 //! - `lib.rs` (this file): crate docs and re-exports, plus the hidden
-//!   `__private` module that the macro's expansion calls into.
-//! - [`macro@http_handler`] comes from the `faas-sdk-macros` crate
-//!   (`guest-sdk/macros`), which checks the handler's signature at compile time
-//!   and generates the `wasi:http/incoming-handler` export.
+//!   `__private` module that the macros' expansions call into.
+//! - [`macro@http_handler`] and [`macro@event_handler`] come from the
+//!   `faas-sdk-macros` crate (`guest-sdk/macros`), which checks the handler's
+//!   signature at compile time and generates the component export
+//!   (`wasi:http/incoming-handler`, `faas:platform/event-handler`).
 //! - `body`: [`Body`], the complete request or response body, with
 //!   [`Body::bytes`], [`Body::text`] and [`Body::json`], and [`BodyError`].
 //! - `request`: [`Request`] (`http::Request<Body>`), the [`RequestExt`]
@@ -65,30 +92,55 @@
 //!   [`percent_decode`].
 //! - `response`: [`Response`] (`http::Response<Body>`), [`IntoResponse`] and its
 //!   implementations, [`Json`] and [`json()`].
-//! - `runtime` (private): the bridge to wasi. For each request it starts
+//! - `runtime` (private): the bridge to wasi:http. For each request it starts
 //!   `wstd::runtime::block_on`, reads the whole request body, awaits the
 //!   handler, then sends the response head and body (adding `content-length`).
+//! - [`event_store`]: typed wrappers of `faas:platform/event-store`
+//!   ([`event_store::append`], [`event_store::read_stream`],
+//!   [`event_store::read_all`], [`event_store::read_stream_all`], ...),
+//!   [`event_store::NewEvent`], [`event_store::RecordedEvent`], the error types and
+//!   the id helpers [`event_store::new_id`] and [`event_store::deterministic_id`].
+//! - [`kv`]: typed wrappers of `faas:platform/kv`, with JSON helpers.
+//! - `handler` (private but for [`EventHandlerResult`]): the bridge from
+//!   `faas:platform/event-handler` to `#[event_handler]` functions.
+//! - `native` (native targets only) and [`testing`]: the in-memory event store
+//!   and kv store that stand in for the platform in unit tests.
+//! - `bindings` (private, reached through `__private::bindings`): what
+//!   `wit-bindgen` generates from `../wit` for the `event-function` world, its
+//!   WASI imports mapped onto the `wasip2` crate.
 //!
 //! # Behaviour worth knowing
 //!
 //! - The whole request body is read into memory before the handler runs.
-//! - A panic in the handler aborts the instance (wasm has no unwinding); the
-//!   host turns the trap into an error response.
+//! - A panic in a handler aborts the instance (wasm has no unwinding); the
+//!   host turns the trap into an error response (HTTP) or a failed delivery
+//!   that it retries (events).
 //! - Response headers the host forbids (e.g. `connection`) are dropped with a
 //!   message on stderr; a `content-length` is added unless the response sets
 //!   one or its status has no body.
-//! - A crate may contain only one `#[http_handler]`.
+//! - A crate may contain only one `#[http_handler]` and one `#[event_handler]`.
+//! - Events are delivered at least once: an event handler must tolerate seeing
+//!   an event again (compare its version or id with what it stored).
 //! - On native targets everything compiles (so handler logic can be unit
-//!   tested with `cargo test`), but only wasm32 builds can serve requests.
+//!   tested with `cargo test`), but only wasm32 builds can serve requests. There
+//!   [`event_store`] and [`kv`] use an in-memory store per thread: see
+//!   [`testing`].
 
 #![warn(missing_docs)]
 
+mod bindings;
 mod body;
+pub mod event_store;
+mod handler;
+pub mod kv;
+#[cfg(not(target_arch = "wasm32"))]
+mod native;
 mod request;
 mod response;
 mod runtime;
 
 pub use body::{Body, BodyError};
+pub use handler::EventHandlerResult;
 pub use request::{Request, RequestExt, percent_decode};
 pub use response::{IntoResponse, Json, Response, json};
 
@@ -99,6 +151,14 @@ pub use response::{IntoResponse, Json, Response, json};
 /// compile error that says what to change.
 pub use faas_sdk_macros::http_handler;
 
+/// Marks the function that handles the events of a subscription; see the [crate docs](crate).
+///
+/// The function must look like `fn NAME(events: Vec<faas_sdk::event_store::RecordedEvent>) ->
+/// Result<(), E>` (or `async fn`), with any `E: Display`; anything else is a compile error that
+/// says what to change. It receives a batch of events in global order and returns `Ok(())`
+/// when it is handled or `Err` to have the host retry it. Delivery is at least once.
+pub use faas_sdk_macros::event_handler;
+
 /// The `bytes` crate's [`Bytes`], returned by [`Body::into_bytes`].
 pub use bytes::Bytes;
 /// The `http` crate (1.x), whose types [`Request`] and [`Response`] are built on.
@@ -106,7 +166,40 @@ pub use http;
 /// HTTP status codes, re-exported from [`http`] for convenience.
 pub use http::StatusCode;
 
-/// Implementation details used by the code `#[http_handler]` generates.
+/// Native targets only: control the in-memory stores that stand in for the platform.
+///
+/// On native targets, [`event_store`] and [`kv`] work on an in-memory event store and kv store
+/// of the current thread, which model the host's documented behaviour (versions, positions,
+/// expected versions, idempotent appends, limits) for the function's own namespace. That lets
+/// `cargo test` exercise a function's commands, queries and projections end to end:
+///
+/// ```
+/// use faas_sdk::event_store::{self, ExpectedVersion, NewEvent};
+///
+/// faas_sdk::testing::reset();
+/// faas_sdk::testing::set_clock(Some(1_700_000_000_000));
+/// let placed = NewEvent::new("Placed", b"{}".to_vec());
+/// let outcome = event_store::append("order-1", ExpectedVersion::NoStream, vec![placed]).unwrap();
+/// assert_eq!((outcome.last_version, outcome.last_position), (0, 1));
+/// // Feed what was appended to an `#[event_handler]` function as the host would:
+/// let batch = event_store::read_all(1, 100).unwrap();
+/// assert_eq!(batch[0].recorded_at, 1_700_000_000_000);
+/// ```
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing {
+    /// Empties the current thread's event store and kv store and resets the clock.
+    pub fn reset() {
+        crate::native::reset();
+    }
+
+    /// Sets the `recorded_at` (milliseconds since the Unix epoch) of events appended from now
+    /// on in the current thread; `None` goes back to the system clock.
+    pub fn set_clock(now_ms: Option<u64>) {
+        crate::native::set_clock(now_ms);
+    }
+}
+
+/// Implementation details used by the code `#[http_handler]` and `#[event_handler]` generate.
 /// Not part of the public API: may change in any release.
 #[doc(hidden)]
 pub mod __private {
@@ -116,7 +209,36 @@ pub mod __private {
     pub use wasip2::exports::http::incoming_handler::Guest;
     pub use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
-    use crate::{IntoResponse, Request, Response};
+    use crate::event_store::RecordedEvent;
+    use crate::{EventHandlerResult, IntoResponse, Request, Response};
+
+    /// The generated `faas:platform` bindings; `export_event_function!` expects them here.
+    pub mod bindings {
+        pub use crate::bindings::*;
+    }
+
+    /// Generates the `faas:platform/event-handler` export for a type implementing
+    /// [`EventHandlerGuest`]: `export_event_function!(T with_types_in ::faas_sdk::__private::bindings)`.
+    pub use crate::bindings::export_event_function;
+    /// The trait of the `faas:platform/event-handler` export.
+    pub use crate::bindings::exports::faas::platform::event_handler::Guest as EventHandlerGuest;
+    /// A recorded event as the generated bindings receive it.
+    pub use crate::bindings::faas::platform::event_store::RecordedEvent as WitRecordedEvent;
+
+    /// Converts the delivered events into the SDK's [`RecordedEvent`]s.
+    pub fn recorded_events(events: Vec<WitRecordedEvent>) -> Vec<RecordedEvent> {
+        crate::handler::recorded_events(events)
+    }
+
+    /// Converts an event handler's return value; spanned on the return type by the macro.
+    pub fn into_handler_result<R: EventHandlerResult>(value: R) -> Result<(), String> {
+        value.into_handler_result()
+    }
+
+    /// Runs an async event handler to completion.
+    pub fn block_on<F: Future>(future: F) -> F::Output {
+        crate::handler::block_on(future)
+    }
 
     /// Converts a handler's return value; spanned on the return type by the macro.
     pub fn into_response<R: IntoResponse>(value: R) -> Response {

@@ -2,7 +2,7 @@
 //! (possibly remote) server's API.
 
 use crate::limits::{Limits, parse_bytes, parse_duration};
-use crate::spec::{DeploySpec, Triggers};
+use crate::spec::{DeploySpec, Grants, StartFrom, SubscriptionSpec, Triggers};
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use reqwest::multipart::{Form, Part};
@@ -45,6 +45,22 @@ pub struct DeployArgs {
     /// Largest request body, e.g. 10MiB.
     #[arg(long, value_parser = parse_bytes)]
     pub max_body: Option<u64>,
+    /// Deliver events of a stream (`account-1`) or category (`account-*`) to the function's
+    /// event handler. Repeatable.
+    #[arg(long = "subscribe")]
+    pub subscriptions: Vec<String>,
+    /// Where new subscriptions start.
+    #[arg(long, value_enum, default_value = "start")]
+    pub subscribe_from: SubscribeFrom,
+    /// Let the function read another namespace's streams. Repeatable.
+    #[arg(long = "grant-read")]
+    pub read_namespaces: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SubscribeFrom {
+    Start,
+    Now,
 }
 
 pub struct Client {
@@ -87,7 +103,21 @@ impl Client {
             None => defaults.timeout_ms,
         };
         let spec = DeploySpec {
-            triggers: Triggers { http: args.routes },
+            triggers: Triggers {
+                http: args.routes,
+                subscriptions: args
+                    .subscriptions
+                    .iter()
+                    .map(|stream| SubscriptionSpec {
+                        from: match args.subscribe_from {
+                            SubscribeFrom::Start => StartFrom::Start,
+                            SubscribeFrom::Now => StartFrom::Now,
+                        },
+                        ..SubscriptionSpec::new(stream)
+                    })
+                    .collect(),
+            },
+            grants: Grants { read_namespaces: args.read_namespaces },
             limits: Limits {
                 memory_bytes: args.memory.unwrap_or(defaults.memory_bytes),
                 timeout_ms,

@@ -112,7 +112,7 @@ impl From<InvokeError> for ApiError {
             InvokeError::BodyTooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message),
             InvokeError::Timeout { .. } => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message),
             InvokeError::Trap(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "function_trapped", message),
-            InvokeError::GuestError(_) | InvokeError::NoResponse => {
+            InvokeError::GuestError(_) | InvokeError::NoResponse | InvokeError::HandlerFailed(_) => {
                 Self::new(StatusCode::BAD_GATEWAY, "function_error", message)
             }
             InvokeError::BadRequest(_) => Self::bad_request("bad_request", message),

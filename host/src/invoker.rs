@@ -2,6 +2,8 @@
 //! `Store` instantiated from the function's `ProxyPre`, under the function's limits: memory
 //! ([`StoreLimits`]), wall-clock deadline (epoch yields + a timer), and concurrency.
 
+use crate::bindings::exports::faas::platform::event_handler::RecordedEvent;
+use crate::capabilities::{Capabilities, PlatformCtx};
 use crate::concurrency::Overloaded;
 use crate::guest_io::{DenyOutgoingHttp, GuestLog, GuestStream, InvocationTags};
 use crate::metrics::Metrics;
@@ -35,6 +37,8 @@ pub enum InvokeError {
     Trap(String),
     #[error("the function returned an error instead of a response: {0:?}")]
     GuestError(ErrorCode),
+    #[error("the event handler failed: {0}")]
+    HandlerFailed(String),
     #[error("the function finished without sending a response")]
     NoResponse,
     #[error("the request could not be passed to the function: {0}")]
@@ -45,6 +49,7 @@ pub enum InvokeError {
 
 /// Everything one instance owns. Dropped, with the instance, when the invocation ends.
 pub struct HostState {
+    platform: PlatformCtx,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -55,13 +60,18 @@ pub struct HostState {
 impl HostState {
     /// A sandbox with nothing granted: empty environment, no arguments, no preopened directories,
     /// no sockets, no outgoing HTTP; stdout and stderr go to the logs.
-    fn new(tags: Arc<InvocationTags>, memory_bytes: u64) -> Self {
+    fn new(tags: Arc<InvocationTags>, memory_bytes: u64, platform: PlatformCtx) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestLog::new(tags.clone(), GuestStream::Stdout))
             .stderr(GuestLog::new(tags, GuestStream::Stderr))
             .build();
         let limits = StoreLimitsBuilder::new().memory_size(memory_bytes as usize).build();
-        Self { wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), limits, hooks: DenyOutgoingHttp }
+        Self { platform, wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), limits, hooks: DenyOutgoingHttp }
+    }
+
+    /// The caller's capabilities and access, for the `faas:platform` imports.
+    pub fn platform(&self) -> &PlatformCtx {
+        &self.platform
     }
 }
 
@@ -88,16 +98,73 @@ enum Outcome {
 pub struct Invoker {
     linker: Linker<HostState>,
     metrics: Metrics,
+    capabilities: Arc<Capabilities>,
 }
 
 impl Invoker {
     /// Links all of WASI 0.2 (Rust's std imports `wasi:cli` beyond the `wasi:http/proxy` set)
     /// and `wasi:http`.
-    pub fn new(engine: &Engine, metrics: Metrics) -> anyhow::Result<Self> {
+    pub fn new(engine: &Engine, metrics: Metrics, capabilities: Arc<Capabilities>) -> anyhow::Result<Self> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        Ok(Self { linker, metrics })
+        crate::capabilities::add_to_linker(&mut linker)?;
+        Ok(Self { linker, metrics, capabilities })
+    }
+
+    /// A fresh store for one invocation of `function`, with its memory limit and an epoch
+    /// deadline that yields at every tick (so a spinning guest neither starves other work nor
+    /// escapes its timeout).
+    fn new_store(&self, function: &LoadedFunction, tags: Arc<InvocationTags>) -> Store<HostState> {
+        let platform = PlatformCtx { caps: self.capabilities.clone(), access: function.access.clone() };
+        let state = HostState::new(tags, function.spec.limits.memory_bytes, platform);
+        let mut store = Store::new(self.linker.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
+
+    /// Runs one batch of events through the function's `event-handler` export.
+    pub async fn handle_events(
+        &self,
+        function: &Arc<LoadedFunction>,
+        events: &[RecordedEvent],
+        delivery_id: &str,
+    ) -> Result<(), InvokeError> {
+        let Some(pre) = &function.handlers.events else {
+            return Err(InvokeError::Internal(format!("function `{}` exports no event handler", function.name)));
+        };
+        let limits = function.spec.limits;
+        let deadline = tokio::time::Instant::now() + limits.timeout();
+        let _permit = match tokio::time::timeout_at(deadline, function.limiter.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(Overloaded)) => return Err(InvokeError::Overloaded),
+            Err(_elapsed) => return Err(InvokeError::QueueTimeout),
+        };
+        let tags = Arc::new(InvocationTags {
+            function: function.name.clone(),
+            version: function.version,
+            request_id: delivery_id.to_owned(),
+        });
+        let mut store = self.new_store(function, tags);
+        let active = self.metrics.active_instances.with_label_values(&[&*function.name]);
+        active.inc();
+        let run = async {
+            let started = Instant::now();
+            let instance = pre.instantiate_async(&mut store).await?;
+            self.metrics.instantiation.with_label_values(&[&*function.name]).observe(started.elapsed().as_secs_f64());
+            instance.faas_platform_event_handler().call_handle(&mut store, events).await
+        };
+        let outcome = tokio::time::timeout_at(deadline, run).await;
+        drop(store);
+        active.dec();
+        match outcome {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(message))) => Err(InvokeError::HandlerFailed(message)),
+            Ok(Err(trap)) => Err(InvokeError::Trap(trap_message(&trap))),
+            Err(_elapsed) => Err(InvokeError::Timeout { timeout_ms: limits.timeout_ms }),
+        }
     }
 
     pub fn linker(&self) -> &Linker<HostState> {
@@ -134,12 +201,7 @@ impl Invoker {
             version: function.version,
             request_id: request_id.to_owned(),
         });
-        let mut store = Store::new(self.linker.engine(), HostState::new(tags.clone(), limits.memory_bytes));
-        store.limiter(|state| &mut state.limits);
-        // Yield to tokio at every epoch tick: a guest spinning in a loop then cannot starve other
-        // requests, and the deadline below can cancel it.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        let mut store = self.new_store(function, tags.clone());
 
         let body_too_large = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| LimitedBody::new(body, limits.max_body_bytes, body_too_large.clone()));
@@ -153,7 +215,9 @@ impl Invoker {
             (req, out)
         };
 
-        let pre = function.pre.clone();
+        let Some(pre) = function.handlers.http.clone() else {
+            return Err(InvokeError::Internal(format!("function `{}` exports no HTTP handler", function.name)));
+        };
         let metrics = self.metrics.clone();
         let name = function.name.clone();
         let task = tokio::spawn(async move {

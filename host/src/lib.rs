@@ -17,6 +17,8 @@
 //! place), [`server`] (wires it all and runs it), [`config`] and [`client`] (the CLI side).
 
 pub mod admin;
+pub mod bindings;
+pub mod capabilities;
 pub mod client;
 pub mod concurrency;
 pub mod config;
@@ -32,4 +34,5 @@ pub mod routes;
 pub mod server;
 pub mod spec;
 pub mod store;
+pub mod subscriptions;
 pub mod validate;

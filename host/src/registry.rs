@@ -3,18 +3,18 @@
 //! first, then swap the in-memory state atomically, so in-flight requests finish on the version
 //! they started with.
 
+use crate::capabilities::Access;
 use crate::concurrency::ConcurrencyLimiter;
 use crate::engine::CompileCache;
 use crate::invoker::{HostState, Invoker};
 use crate::routes::{RoutePattern, RouteTable};
 use crate::spec::{DeploySpec, validate_name};
 use crate::store::{FunctionRecord, FunctionStore, NewVersion, StoreError, VersionRecord};
-use crate::validate::{self, ValidationError};
+use crate::validate::{self, Handlers, ValidationError};
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// 50 MiB: larger than any reasonable handler (a Rust hello is ~100 KiB, a big app a few MiB).
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 50 << 20;
@@ -43,7 +43,9 @@ pub struct LoadedFunction {
     pub version_label: String,
     pub sha256: String,
     pub spec: DeploySpec,
-    pub pre: ProxyPre<HostState>,
+    pub handlers: Handlers<HostState>,
+    /// The namespaces its capabilities may touch.
+    pub access: Arc<Access>,
     pub limiter: ConcurrencyLimiter,
     pub routes: Vec<RoutePattern>,
 }
@@ -63,7 +65,11 @@ pub struct Registry {
     /// Writers hold this lock for a whole deploy/rollback/delete, so route checks and the swap
     /// are consistent. Readers never touch it.
     active: tokio::sync::Mutex<HashMap<String, Arc<LoadedFunction>>>,
+    /// Lock-free copies of `active` for readers: the route table and the map by name.
     routes: ArcSwap<RouteTable<LoadedFunction>>,
+    snapshot: ArcSwap<HashMap<String, Arc<LoadedFunction>>>,
+    /// Bumped on every change, so subscriptions can start and stop consumers.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Registry {
@@ -75,8 +81,16 @@ impl Registry {
         invoker: Arc<Invoker>,
         max_component_bytes: usize,
     ) -> Result<Self, RegistryError> {
-        let registry =
-            Self { store, cache, invoker, max_component_bytes, active: Default::default(), routes: Default::default() };
+        let registry = Self {
+            store,
+            cache,
+            invoker,
+            max_component_bytes,
+            active: Default::default(),
+            routes: Default::default(),
+            snapshot: Default::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        };
         let mut active = registry.active.lock().await;
         for function in registry.store.functions().await? {
             let Some(version) = function.active() else { continue };
@@ -97,6 +111,21 @@ impl Registry {
         self.routes.load().lookup(path).cloned()
     }
 
+    /// The active version of a function. Lock-free.
+    pub fn active(&self, name: &str) -> Option<Arc<LoadedFunction>> {
+        self.snapshot.load().get(name).cloned()
+    }
+
+    /// Every active function. Lock-free.
+    pub fn all_active(&self) -> Vec<Arc<LoadedFunction>> {
+        self.snapshot.load().values().cloned().collect()
+    }
+
+    /// Changes whenever a function is deployed, activated or deleted.
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     pub fn max_component_bytes(&self) -> usize {
         self.max_component_bytes
     }
@@ -104,7 +133,7 @@ impl Registry {
     /// Validates, stores and activates a new version: all or nothing.
     pub async fn deploy(&self, name: &str, spec: DeploySpec, bytes: Vec<u8>) -> Result<Deployed, RegistryError> {
         validate_name(name).map_err(RegistryError::InvalidName)?;
-        let routes = spec.validate().map_err(RegistryError::InvalidSpec)?;
+        let routes = spec.validate(name).map_err(RegistryError::InvalidSpec)?;
         validate::check_bytes(&bytes, self.max_component_bytes)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         // Compile and check before taking the lock: that is the slow part, and it needs no state.
@@ -113,7 +142,8 @@ impl Registry {
             Some(component) => component,
             None => self.cache.compile(bytes.clone()).await.map_err(|e| ValidationError::Invalid(format!("{e:#}")))?,
         };
-        let pre = validate::check_component(self.invoker.linker(), &component)?;
+        let handlers = validate::check_component(self.invoker.linker(), &component)?;
+        check_triggers(&spec, &handlers).map_err(RegistryError::InvalidSpec)?;
 
         let mut active = self.active.lock().await;
         if let Some(current) = active.get(name).filter(|c| c.sha256 == sha256 && c.spec == spec) {
@@ -128,7 +158,7 @@ impl Registry {
         let version =
             self.store.insert_version(name, NewVersion { sha256: &sha256, spec: &spec, component: &bytes }).await?;
         self.cache.save(&sha256, &component).await;
-        let loaded = LoadedFunction::new(name, &version, pre, routes);
+        let loaded = LoadedFunction::new(name, &version, handlers, routes);
         active.insert(name.to_owned(), Arc::new(loaded));
         self.publish(&active);
         tracing::info!(function = name, version = version.version, sha256 = %sha256, "deployed");
@@ -177,7 +207,7 @@ impl Registry {
     async fn load(&self, name: &str, version: &VersionRecord) -> Result<Arc<LoadedFunction>, RegistryError> {
         let load_error =
             |message: String| RegistryError::Load { function: name.to_owned(), version: version.version, message };
-        let routes = version.spec.validate().map_err(load_error)?;
+        let routes = version.spec.validate(name).map_err(load_error)?;
         let component = match self.cache.load(&version.sha256) {
             Some(component) => component,
             None => {
@@ -196,11 +226,13 @@ impl Registry {
     fn publish(&self, active: &HashMap<String, Arc<LoadedFunction>>) {
         let routes = active.values().flat_map(|f| f.routes.iter().map(|r| (r.clone(), f.clone())));
         self.routes.store(Arc::new(RouteTable::new(routes)));
+        self.snapshot.store(Arc::new(active.clone()));
+        self.changes.send_modify(|generation| *generation += 1);
     }
 }
 
 impl LoadedFunction {
-    fn new(name: &str, version: &VersionRecord, pre: ProxyPre<HostState>, routes: Vec<RoutePattern>) -> Self {
+    fn new(name: &str, version: &VersionRecord, handlers: Handlers<HostState>, routes: Vec<RoutePattern>) -> Self {
         let limits = version.spec.limits;
         Self {
             name: name.into(),
@@ -208,11 +240,28 @@ impl LoadedFunction {
             version_label: version.version.to_string(),
             sha256: version.sha256.clone(),
             spec: version.spec.clone(),
-            pre,
+            handlers,
+            access: Arc::new(Access {
+                namespace: name.to_owned(),
+                read_namespaces: version.spec.grants.read_namespaces.clone(),
+            }),
             limiter: ConcurrencyLimiter::new(limits.max_concurrency, limits.max_queue),
             routes,
         }
     }
+}
+
+/// Each trigger needs its export: routes the HTTP handler, subscriptions the event handler.
+fn check_triggers(spec: &DeploySpec, handlers: &Handlers<HostState>) -> Result<(), String> {
+    if !spec.triggers.http.is_empty() && handlers.http.is_none() {
+        return Err("the deploy has HTTP routes but the component does not export `wasi:http/incoming-handler`".into());
+    }
+    if !spec.triggers.subscriptions.is_empty() && handlers.events.is_none() {
+        return Err(
+            "the deploy has event subscriptions but the component does not export `faas:platform/event-handler`".into(),
+        );
+    }
+    Ok(())
 }
 
 /// An identical pattern may belong to one function only; overlapping wildcards are fine (the

@@ -2,6 +2,7 @@
 //! `shutdown` resolves. `main.rs` only parses the command line and calls this.
 
 use crate::admin::{self, Admin};
+use crate::capabilities::{Capabilities, EventNotifier};
 use crate::config::ServeConfig;
 use crate::data_plane::{self, DataPlane};
 use crate::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
@@ -9,6 +10,7 @@ use crate::invoker::Invoker;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store;
+use crate::subscriptions::{Subscriptions, listen_for_remote_appends};
 use anyhow::{Context as _, bail};
 use std::io::Write as _;
 use std::sync::Arc;
@@ -25,15 +27,21 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let database_url = config.database_url.clone().unwrap_or_else(|| store::default_url(&config.data_dir));
-    let store = store::open(&database_url).await.context("opening the database")?;
+    let stores = store::open(&database_url).await.context("opening the database")?;
 
     let engine = build_engine(PoolSize { instances: config.max_instances })?;
     let _ticker = EpochTicker::start(engine.clone());
     let metrics = Metrics::new();
-    let invoker = Arc::new(Invoker::new(&engine, metrics.clone())?);
+    let notifier = EventNotifier::new();
+    let capabilities = Arc::new(Capabilities { stores: stores.clone(), notifier: notifier.clone() });
+    let invoker = Arc::new(Invoker::new(&engine, metrics.clone(), capabilities)?);
     let cache = CompileCache::new(engine, &config.data_dir.join("cache"))?;
     let max_component_bytes = usize::try_from(config.max_component_size).context("max component size")?;
-    let registry = Arc::new(Registry::open(store, cache, invoker.clone(), max_component_bytes).await?);
+    let registry =
+        Arc::new(Registry::open(stores.functions.clone(), cache, invoker.clone(), max_component_bytes).await?);
+    let subscriptions = Subscriptions::new(registry.clone(), invoker.clone(), stores.clone(), notifier.clone());
+    let subscription_tasks = subscriptions.start();
+    let remote_appends = stores.postgres_url.clone().map(|url| listen_for_remote_appends(url, notifier));
 
     let data_listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let admin_listener =
@@ -43,7 +51,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
 
     let data =
         data_plane::router(Arc::new(DataPlane { registry: registry.clone(), invoker, metrics: metrics.clone() }));
-    let admin = admin::router(Arc::new(Admin { registry, metrics, token }));
+    let admin = admin::router(Arc::new(Admin { registry, metrics, token, subscriptions, stores }));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -62,6 +70,10 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
     std::io::stdout().flush().ok();
 
     let (data_result, admin_result) = tokio::join!(data_server.into_future(), admin_server.into_future());
+    subscription_tasks.abort();
+    if let Some(task) = remote_appends {
+        task.abort();
+    }
     data_result.context("data plane")?;
     admin_result.context("control plane")?;
     tracing::info!("faas stopped");

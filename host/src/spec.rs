@@ -1,8 +1,10 @@
 //! [`DeploySpec`]: what a deploy says about a function besides its bytes: triggers and limits.
 //! It is stored with each version, so a rollback restores routes and limits too.
 
+use crate::capabilities::validate_stream_name;
 use crate::limits::Limits;
 use crate::routes::RoutePattern;
+use crate::store::events::StreamFilter;
 use serde::{Deserialize, Serialize};
 
 /// The configuration half of a deploy (the other half is the component).
@@ -13,6 +15,17 @@ pub struct DeploySpec {
     pub triggers: Triggers,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+/// Access beyond the function's own namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Namespaces whose streams this function may read (and subscribe to).
+    #[serde(default)]
+    pub read_namespaces: Vec<String>,
 }
 
 /// How a function is invoked. Only HTTP exists today; Kafka topics and event subscriptions will
@@ -23,12 +36,106 @@ pub struct Triggers {
     /// Route patterns: exact paths (`/hello`) or trailing wildcards (`/hello/...`).
     #[serde(default)]
     pub http: Vec<String>,
+    /// Event subscriptions, delivered to the `event-handler` export.
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionSpec>,
+}
+
+/// One event subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSpec {
+    /// A stream (`account-1`), a category prefix ending in `*` (`account-*`; `*` alone is every
+    /// stream), optionally in a granted namespace (`bank/account-*`).
+    pub stream: String,
+    /// Where a new subscription starts: the beginning of history, or events appended from now on.
+    #[serde(default)]
+    pub from: StartFrom,
+    /// Events per handler call.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Attempts per event before it is parked.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    #[default]
+    Start,
+    Now,
+}
+
+fn default_batch_size() -> u32 {
+    100
+}
+
+fn default_max_attempts() -> u32 {
+    5
+}
+
+impl SubscriptionSpec {
+    pub fn new(stream: &str) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            from: StartFrom::Start,
+            batch_size: default_batch_size(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+
+    /// The namespace (own when not given) and the stream filter.
+    pub fn target<'a>(&'a self, own: &'a str) -> Result<(&'a str, StreamFilter), String> {
+        let (namespace, pattern) = self.stream.split_once('/').unwrap_or((own, &self.stream));
+        validate_name(namespace).map_err(|_| format!("invalid namespace in subscription `{}`", self.stream))?;
+        let filter = match pattern.strip_suffix('*') {
+            Some("") => StreamFilter::Prefix(String::new()),
+            Some(prefix) => {
+                validate_stream_name(prefix).map_err(|e| format!("subscription `{}`: {e}", self.stream))?;
+                StreamFilter::Prefix(prefix.to_owned())
+            }
+            None => {
+                validate_stream_name(pattern).map_err(|e| format!("subscription `{}`: {e}", self.stream))?;
+                StreamFilter::Stream(pattern.to_owned())
+            }
+        };
+        Ok((namespace, filter))
+    }
 }
 
 impl DeploySpec {
-    /// Validates limits and parses routes; the message names what is wrong.
-    pub fn validate(&self) -> Result<Vec<RoutePattern>, String> {
+    /// Validates limits, grants and subscriptions, and parses routes; the message names what is
+    /// wrong. `name` is the function's (and so its namespace's) name.
+    pub fn validate(&self, name: &str) -> Result<Vec<RoutePattern>, String> {
         self.limits.validate()?;
+        for namespace in &self.grants.read_namespaces {
+            validate_name(namespace).map_err(|e| format!("grants.read_namespaces: {e}"))?;
+        }
+        for subscription in &self.triggers.subscriptions {
+            let (namespace, _) = subscription.target(name)?;
+            if namespace != name && !self.grants.read_namespaces.iter().any(|n| n == namespace) {
+                return Err(format!(
+                    "subscription `{}` reads namespace `{namespace}`, which is not in grants.read_namespaces",
+                    subscription.stream
+                ));
+            }
+            if !(1..=1000).contains(&subscription.batch_size) || !(1..=100).contains(&subscription.max_attempts) {
+                return Err(format!(
+                    "subscription `{}`: batch_size is 1-1000, max_attempts 1-100",
+                    subscription.stream
+                ));
+            }
+        }
+        if self
+            .triggers
+            .subscriptions
+            .iter()
+            .enumerate()
+            .any(|(i, s)| self.triggers.subscriptions[..i].iter().any(|t| t.stream == s.stream))
+        {
+            return Err("a subscription is listed twice".into());
+        }
         let mut routes = Vec::with_capacity(self.triggers.http.len());
         for text in &self.triggers.http {
             let route = RoutePattern::parse(text)?;
@@ -70,6 +177,20 @@ mod tests {
     }
 
     #[test]
+    fn subscriptions_need_grants_outside_the_own_namespace() {
+        let mut spec = DeploySpec::default();
+        spec.triggers.subscriptions.push(SubscriptionSpec::new("bank/account-*"));
+        assert!(spec.validate("audit").unwrap_err().contains("not in grants"));
+        spec.grants.read_namespaces.push("bank".into());
+        assert!(spec.validate("audit").is_ok());
+        let sub = SubscriptionSpec::new("account-*");
+        assert_eq!(sub.target("bank").unwrap(), ("bank", StreamFilter::Prefix("account-".into())));
+        assert_eq!(SubscriptionSpec::new("*").target("x").unwrap(), ("x", StreamFilter::Prefix(String::new())));
+        assert_eq!(SubscriptionSpec::new("a-1").target("x").unwrap(), ("x", StreamFilter::Stream("a-1".into())));
+        assert!(SubscriptionSpec::new("bad name*").target("x").is_err());
+    }
+
+    #[test]
     fn unknown_spec_fields_are_rejected() {
         let err = serde_json::from_str::<DeploySpec>(r#"{"triggers":{"kafka":["t"]}}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `kafka`"));
@@ -77,7 +198,10 @@ mod tests {
 
     #[test]
     fn duplicate_routes_are_rejected() {
-        let spec = DeploySpec { triggers: Triggers { http: vec!["/a".into(), "/a".into()] }, ..Default::default() };
-        assert!(spec.validate().unwrap_err().contains("twice"));
+        let spec = DeploySpec {
+            triggers: Triggers { http: vec!["/a".into(), "/a".into()], ..Default::default() },
+            ..Default::default()
+        };
+        assert!(spec.validate("f").unwrap_err().contains("twice"));
     }
 }

@@ -2,6 +2,7 @@
 //! module), a handler the platform knows, and only imports the platform provides.
 //! Each failure is a [`ValidationError`] whose message tells the user what to do.
 
+use crate::bindings::EventFunctionPre;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -10,10 +11,21 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 /// The export an HTTP function must have. Any 0.2.x of `wasi:http` is accepted.
 pub const HTTP_HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2";
-/// Import packages the platform links (any 0.2.x version): all of `wasi:cli`, clocks, random,
-/// io, filesystem and sockets (both empty or denied by default), and `wasi:http`.
-const PROVIDED_PACKAGES: &[&str] =
-    &["wasi:cli", "wasi:clocks", "wasi:random", "wasi:io", "wasi:filesystem", "wasi:sockets", "wasi:http"];
+/// The export of a function fed by event subscriptions.
+pub const EVENT_HANDLER_EXPORT: &str = "faas:platform/event-handler@0.1";
+/// Import packages the platform links, with the version prefix it accepts: all of WASI 0.2
+/// (`wasi:cli`, clocks, random, io, filesystem and sockets, empty or denied by default, and
+/// `wasi:http`) and our own `faas:platform` 0.1.
+const PROVIDED_PACKAGES: &[(&str, &str)] = &[
+    ("wasi:cli", "0.2."),
+    ("wasi:clocks", "0.2."),
+    ("wasi:random", "0.2."),
+    ("wasi:io", "0.2."),
+    ("wasi:filesystem", "0.2."),
+    ("wasi:sockets", "0.2."),
+    ("wasi:http", "0.2."),
+    ("faas:platform", "0.1."),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValidationError {
@@ -30,7 +42,7 @@ pub enum ValidationError {
     Invalid(String),
     #[error(
         "the component exports no handler the platform knows: expected an export named \
-         `wasi:http/incoming-handler@0.2.x`{}", found_list(.0)
+         `wasi:http/incoming-handler@0.2.x` or `faas:platform/event-handler@0.1.x`{}", found_list(.0)
     )]
     NoHandler(Vec<String>),
     #[error("the component imports what the platform cannot provide: {}", .0.join(", "))]
@@ -55,8 +67,14 @@ pub fn check_bytes(bytes: &[u8], max_size: usize) -> Result<(), ValidationError>
     Ok(())
 }
 
+/// The entry points a component offers, each pre-instantiated.
+pub struct Handlers<T: 'static> {
+    pub http: Option<ProxyPre<T>>,
+    pub events: Option<EventFunctionPre<T>>,
+}
+
 /// Checks a compiled component's exports and imports against the linker and pre-instantiates it.
-pub fn check_component<T: 'static>(linker: &Linker<T>, component: &Component) -> Result<ProxyPre<T>, ValidationError> {
+pub fn check_component<T: 'static>(linker: &Linker<T>, component: &Component) -> Result<Handlers<T>, ValidationError> {
     let engine = linker.engine();
     let ty = component.component_type();
     let unsatisfied: Vec<String> =
@@ -65,13 +83,19 @@ pub fn check_component<T: 'static>(linker: &Linker<T>, component: &Component) ->
         return Err(ValidationError::UnsatisfiedImports(unsatisfied));
     }
     let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
-    if !exports.iter().any(|name| name.starts_with(HTTP_HANDLER_EXPORT)) {
+    let exports_http = exports.iter().any(|name| name.starts_with(HTTP_HANDLER_EXPORT));
+    let exports_events = exports.iter().any(|name| name.starts_with(EVENT_HANDLER_EXPORT));
+    if !exports_http && !exports_events {
         return Err(ValidationError::NoHandler(exports));
     }
-    // Names are right; the linker now checks every type, and ProxyPre the handler's signature.
+    // Names are right; the linker now checks every type, and the typed wrappers each handler's
+    // signature.
     let pre =
         linker.instantiate_pre(component).map_err(|e| ValidationError::UnsatisfiedImports(vec![format!("{e:#}")]))?;
-    ProxyPre::new(pre).map_err(|e| ValidationError::NoHandler(vec![format!("{e:#}")]))
+    let wrong_type = |e: wasmtime::Error| ValidationError::NoHandler(vec![format!("{e:#}")]);
+    let http = exports_http.then(|| ProxyPre::new(pre.clone())).transpose().map_err(wrong_type)?;
+    let events = exports_events.then(|| EventFunctionPre::new(pre)).transpose().map_err(wrong_type)?;
+    Ok(Handlers { http, events })
 }
 
 /// `wasi:cli/environment@0.2.12` → is `wasi:cli` at 0.2.x one of ours?
@@ -80,7 +104,7 @@ fn is_provided(import: &str) -> bool {
         return false;
     };
     let package = path.split_once('/').map_or(path, |(package, _)| package);
-    PROVIDED_PACKAGES.contains(&package) && version.starts_with("0.2.")
+    PROVIDED_PACKAGES.iter().any(|(p, v)| *p == package && version.starts_with(v))
 }
 
 #[cfg(test)]
@@ -105,5 +129,7 @@ mod tests {
         assert!(!is_provided("wasi:keyvalue/store@0.2.0"));
         assert!(!is_provided("acme:thing/api@1.0.0"));
         assert!(!is_provided("plain-name"));
+        assert!(is_provided("faas:platform/event-store@0.1.0"));
+        assert!(!is_provided("faas:platform/event-store@0.2.0"));
     }
 }

@@ -6,6 +6,7 @@
 mod support;
 
 mod compat;
+mod cqrs;
 mod failures;
 mod lifecycle;
 mod limits;

@@ -10,6 +10,7 @@
 //! | `/misbehave/sleep?ms=N` | `std::thread::sleep` for N ms, then `200 slept N` |
 //! | `/misbehave/print?tag=T` | prints `stdout line T` and `stderr line T`, then `200 printed T` |
 //! | `/misbehave/sandbox` | `200` JSON `{"env_vars": n, "root_dir_readable": b, "preopens": b}` |
+//! | `/misbehave/outbound` | `GET http://127.0.0.1:9/` through raw `wasi:http/outgoing-handler`: `200 allowed` if a response arrives, else `200 denied: {error:?}` (the host should answer `HttpRequestDenied`) |
 //! | anything else | `404 unknown misbehaviour` |
 
 use std::alloc::Layout;
@@ -48,7 +49,35 @@ async fn handle(req: Request) -> Response {
                 "preopens": std::fs::read_dir(".").is_ok(),
             }),
         ),
+        "outbound" => match outbound_request() {
+            Ok(status) => {
+                println!("misbehave: outbound request answered {status}");
+                "allowed".into_response()
+            }
+            Err(error) => format!("denied: {error}").into_response(),
+        },
         _ => (StatusCode::NOT_FOUND, "unknown misbehaviour").into_response(),
+    }
+}
+
+/// Sends `GET http://127.0.0.1:9/` with the raw `wasi:http/outgoing-handler` bindings and
+/// waits for the response head: its status, or the error (`{:?}` of the wasi `error-code`).
+fn outbound_request() -> Result<u16, String> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
+
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_method(&Method::Get).map_err(|()| "could not set the method".to_owned())?;
+    request.set_scheme(Some(&Scheme::Http)).map_err(|()| "could not set the scheme".to_owned())?;
+    request.set_authority(Some("127.0.0.1:9")).map_err(|()| "could not set the authority".to_owned())?;
+    request.set_path_with_query(Some("/")).map_err(|()| "could not set the path".to_owned())?;
+    let response = outgoing_handler::handle(request, None).map_err(|code| format!("{code:?}"))?;
+    response.subscribe().block();
+    match response.get() {
+        Some(Ok(Ok(response))) => Ok(response.status()),
+        Some(Ok(Err(code))) => Err(format!("{code:?}")),
+        Some(Err(())) => Err("the response was already taken".to_owned()),
+        None => Err("no response after it was ready".to_owned()),
     }
 }
 

@@ -1,41 +1,49 @@
 //! Procedural macros for [`faas-sdk`](https://docs.rs/faas-sdk).
 //!
-//! This crate provides one attribute, [`macro@http_handler`], which turns a plain
-//! Rust function into the `wasi:http/incoming-handler` export of a WebAssembly
-//! component. Use it through the re-export `faas_sdk::http_handler`; the
-//! generated code refers to `::faas_sdk`, so this crate is not meant to be used
-//! on its own.
+//! This crate provides two attributes, [`macro@http_handler`] and [`macro@event_handler`],
+//! which turn a plain Rust function into an export of a WebAssembly component: the
+//! `wasi:http/incoming-handler` export and the `faas:platform/event-handler` export. Use them
+//! through the re-exports `faas_sdk::http_handler` and `faas_sdk::event_handler`; the
+//! generated code refers to `::faas_sdk`, so this crate is not meant to be used on its own.
 //!
 //! ```ignore
-//! use faas_sdk::{http_handler, IntoResponse, Request};
+//! use faas_sdk::event_store::RecordedEvent;
+//! use faas_sdk::{event_handler, http_handler, IntoResponse, Request};
 //!
 //! #[http_handler]
 //! fn handle(req: Request) -> impl IntoResponse {
 //!     format!("you asked for {}", req.uri().path())
 //! }
+//!
+//! #[event_handler]
+//! fn on_events(events: Vec<RecordedEvent>) -> Result<(), String> {
+//!     println!("{} events", events.len());
+//!     Ok(())
+//! }
 //! ```
 //!
 //! # Layout
 //!
-//! - [`macro@http_handler`] is the thin `proc_macro` entry point. It hands the
-//!   tokens to `expand` and, on error, emits the `compile_error!` together with
-//!   the untouched function so that rustc does not pile unrelated errors on top.
-//! - `expand(attr, item) -> syn::Result<TokenStream2>` does all the work on
+//! - [`macro@http_handler`] and [`macro@event_handler`] are thin `proc_macro` entry points.
+//!   They hand the tokens to `expand` with their [`Kind`] and, on error, emit the
+//!   `compile_error!` together with the untouched function so that rustc does not pile
+//!   unrelated errors on top.
+//! - `expand(kind, attr, item) -> syn::Result<TokenStream2>` does all the work on
 //!   `proc_macro2` tokens, so it runs in ordinary unit tests:
-//!   - `check_signature` validates the signature (exactly one by-value
-//!     argument, no `self`, no generics, a return type, not `const`/`unsafe`/
-//!     `extern`/variadic) and reports every problem it finds, each as a
-//!     [`syn::Error`] pointing at the offending tokens;
-//!   - `generate` emits the function unchanged plus a hidden `const _: () = {..}`
-//!     block holding the `wasi:http/incoming-handler` export, which calls
-//!     `faas_sdk::__private::serve`.
-//! - The `tests` module (native `cargo test`) checks the message of each
-//!   rejected signature and that correct sync and async handlers expand.
+//!   - `check_signature` validates the signature (exactly one by-value argument, no `self`,
+//!     no generics, a return type, not `const`/`unsafe`/`extern`/variadic) and reports every
+//!     problem it finds, each as a [`syn::Error`] pointing at the offending tokens, in the
+//!     words of the attribute at hand;
+//!   - `generate_http` / `generate_events` emit the function unchanged plus a hidden
+//!     `const _: () = {..}` block holding the export, which calls into
+//!     `faas_sdk::__private`.
+//! - The `tests` module (native `cargo test`) checks the message of each rejected signature,
+//!   for both attributes, and that correct sync and async handlers expand.
 //!
-//! # What the expansion looks like
+//! # What the expansions look like
 //!
-//! For `#[http_handler] fn handle(req: Request) -> impl IntoResponse { .. }` the
-//! macro emits the function as written, then roughly:
+//! For `#[http_handler] fn handle(req: Request) -> impl IntoResponse { .. }` the macro emits
+//! the function as written, then roughly:
 //!
 //! ```ignore
 //! const _: () = {
@@ -53,7 +61,25 @@
 //! };
 //! ```
 //!
-//! For an `async fn` the call becomes `handle(req).await`.
+//! For `#[event_handler] fn on_events(events: Vec<RecordedEvent>) -> Result<(), String>`:
+//!
+//! ```ignore
+//! const _: () = {
+//!     struct __FaasSdkEventHandler;
+//!     impl ::faas_sdk::__private::EventHandlerGuest for __FaasSdkEventHandler {
+//!         fn handle(events: Vec<WitRecordedEvent>) -> Result<(), String> {
+//!             let events = ::faas_sdk::__private::recorded_events(events);
+//!             ::faas_sdk::__private::into_handler_result(on_events(events))
+//!         }
+//!     }
+//!     ::faas_sdk::__private::export_event_function!(
+//!         __FaasSdkEventHandler with_types_in ::faas_sdk::__private::bindings
+//!     );
+//! };
+//! ```
+//!
+//! For an `async fn` the call becomes `handle(req).await` (HTTP) or
+//! `::faas_sdk::__private::block_on(async move { .. on_events(events).await .. })` (events).
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -61,8 +87,47 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, ReturnType, Type};
 
-/// The signature every handler must follow, quoted in error messages.
-const EXPECTED: &str = "`fn handle(req: faas_sdk::Request) -> impl IntoResponse`";
+/// What differs between the attributes: their name, the export, and the words of their errors.
+struct Kind {
+    /// The attribute's name, as in `#[http_handler]`.
+    attr: &'static str,
+    /// The signature every handler must follow, quoted in error messages.
+    expected: &'static str,
+    /// The export the macro generates, named in the `extern` error.
+    export: &'static str,
+    /// What the one argument is, for the argument-count error.
+    argument: &'static str,
+    /// The by-value argument to write instead of a reference.
+    by_value: &'static str,
+    /// The error for a missing return type.
+    missing_return: &'static str,
+    /// Emits the checked function plus its export.
+    generate: fn(&ItemFn) -> TokenStream2,
+}
+
+/// `#[http_handler]`.
+const HTTP: Kind = Kind {
+    attr: "http_handler",
+    expected: "`fn handle(req: faas_sdk::Request) -> impl IntoResponse`",
+    export: "wasi:http",
+    argument: "the request",
+    by_value: "the request by value: write `req: faas_sdk::Request`",
+    missing_return: "must return a response: add a return type such as `-> impl IntoResponse`, \
+                     `-> String` or `-> Json<T>`",
+    generate: generate_http,
+};
+
+/// `#[event_handler]`.
+const EVENTS: Kind = Kind {
+    attr: "event_handler",
+    expected: "`fn handle(events: Vec<faas_sdk::event_store::RecordedEvent>) -> Result<(), String>`",
+    export: "faas:platform/event-handler",
+    argument: "the batch of events",
+    by_value: "the events by value: write `events: Vec<faas_sdk::event_store::RecordedEvent>`",
+    missing_return: "must return `Result<(), E>` with `E: Display`: add a return type such as \
+                     `-> Result<(), String>`; an `Err` makes the host retry the batch",
+    generate: generate_events,
+};
 
 /// Turns a function into the HTTP entry point of a wasm component.
 ///
@@ -96,8 +161,42 @@ const EXPECTED: &str = "`fn handle(req: faas_sdk::Request) -> impl IntoResponse`
 /// [`faas_sdk::Request`]: https://docs.rs/faas-sdk
 #[proc_macro_attribute]
 pub fn http_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    entry_point(&HTTP, attr, item)
+}
+
+/// Turns a function into the event handler of a wasm component: the
+/// `faas:platform/event-handler` export, called with the batches of a subscription.
+///
+/// The function takes the batch, `Vec<faas_sdk::event_store::RecordedEvent>` (in global
+/// order), and returns `Result<(), E>` for any `E: Display`: `Ok(())` when the batch is
+/// handled, `Err` to have the host retry it. It may be `async`:
+///
+/// ```ignore
+/// use faas_sdk::event_handler;
+/// use faas_sdk::event_store::RecordedEvent;
+///
+/// #[event_handler]
+/// fn project(events: Vec<RecordedEvent>) -> Result<(), String> {
+///     for event in &events {
+///         println!("{} {} v{}", event.stream, event.event_type, event.version);
+///     }
+///     Ok(())
+/// }
+/// ```
+///
+/// The signature is checked at compile time like that of `#[http_handler]`: exactly one
+/// argument taken by value, no `self`, no generic parameters, a return type, and no `const`,
+/// `unsafe` or `extern`. The attribute takes no arguments. A crate may contain only one
+/// `#[event_handler]`, and may contain an `#[http_handler]` as well.
+#[proc_macro_attribute]
+pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    entry_point(&EVENTS, attr, item)
+}
+
+/// Expands, or emits the errors followed by the untouched item.
+fn entry_point(kind: &Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
     let item = TokenStream2::from(item);
-    match expand(attr.into(), item.clone()) {
+    match expand(kind, attr.into(), item.clone()) {
         Ok(tokens) => tokens.into(),
         Err(err) => {
             let mut tokens = err.to_compile_error();
@@ -107,27 +206,25 @@ pub fn http_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-/// Expands `#[http_handler]`: validates `item` and generates the export.
+/// Expands `#[http_handler]` or `#[event_handler]`: validates `item` and generates the export.
 ///
 /// Kept free of `proc_macro` types so that it can be unit-tested natively.
-fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
+fn expand(kind: &Kind, attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
+    let name = kind.attr;
     if !attr.is_empty() {
         return Err(syn::Error::new_spanned(
             attr,
-            "`#[http_handler]` takes no arguments: write `#[http_handler]` on its own",
+            format!("`#[{name}]` takes no arguments: write `#[{name}]` on its own"),
         ));
     }
     let func: ItemFn = syn::parse2(item.clone()).map_err(|_| {
         syn::Error::new(
             first_token_span(&item),
-            format!(
-                "`#[http_handler]` can only be applied to a function, \
-                 such as {EXPECTED}"
-            ),
+            format!("`#[{name}]` can only be applied to a function, such as {}", kind.expected),
         )
     })?;
-    check_signature(&func)?;
-    Ok(generate(&func))
+    check_signature(kind, &func)?;
+    Ok((kind.generate)(&func))
 }
 
 /// Span of the first token of `tokens`, or the call site if there is none.
@@ -136,34 +233,42 @@ fn first_token_span(tokens: &TokenStream2) -> Span {
 }
 
 /// Checks everything the generated export relies on, collecting every problem.
-fn check_signature(func: &ItemFn) -> syn::Result<()> {
+fn check_signature(kind: &Kind, func: &ItemFn) -> syn::Result<()> {
     let sig = &func.sig;
+    let (attr, expected) = (kind.attr, kind.expected);
     let mut errors: Vec<syn::Error> = Vec::new();
 
     if let Some(constness) = &sig.constness {
-        errors
-            .push(syn::Error::new_spanned(constness, "`#[http_handler]` functions cannot be `const`: remove `const`"));
+        errors.push(syn::Error::new_spanned(
+            constness,
+            format!("`#[{attr}]` functions cannot be `const`: remove `const`"),
+        ));
     }
     if let Some(unsafety) = &sig.unsafety {
         errors.push(syn::Error::new_spanned(
             unsafety,
-            "`#[http_handler]` functions cannot be `unsafe`: the platform calls them \
-             like any safe function; remove `unsafe`",
+            format!(
+                "`#[{attr}]` functions cannot be `unsafe`: the platform calls them \
+                 like any safe function; remove `unsafe`"
+            ),
         ));
     }
     if let Some(abi) = &sig.abi {
         errors.push(syn::Error::new_spanned(
             abi,
-            "`#[http_handler]` functions cannot declare an ABI: remove the `extern`, \
-             the macro generates the wasi:http export itself",
+            format!(
+                "`#[{attr}]` functions cannot declare an ABI: remove the `extern`, \
+                 the macro generates the {} export itself",
+                kind.export
+            ),
         ));
     }
     if !sig.generics.params.is_empty() {
         errors.push(syn::Error::new_spanned(
             &sig.generics,
             format!(
-                "`#[http_handler]` functions cannot be generic: remove the generic \
-                 parameters, the handler must be {EXPECTED}"
+                "`#[{attr}]` functions cannot be generic: remove the generic \
+                 parameters, the handler must be {expected}"
             ),
         ));
     }
@@ -171,15 +276,15 @@ fn check_signature(func: &ItemFn) -> syn::Result<()> {
         errors.push(syn::Error::new_spanned(
             where_clause,
             format!(
-                "`#[http_handler]` functions cannot have a `where` clause: \
-                 the handler must be {EXPECTED}"
+                "`#[{attr}]` functions cannot have a `where` clause: \
+                 the handler must be {expected}"
             ),
         ));
     }
     if let Some(variadic) = &sig.variadic {
         errors.push(syn::Error::new_spanned(
             variadic,
-            format!("`#[http_handler]` functions cannot be variadic: use {EXPECTED}"),
+            format!("`#[{attr}]` functions cannot be variadic: use {expected}"),
         ));
     }
 
@@ -190,8 +295,8 @@ fn check_signature(func: &ItemFn) -> syn::Result<()> {
             errors.push(syn::Error::new_spanned(
                 receiver,
                 format!(
-                    "`#[http_handler]` functions cannot take `self`: write a free \
-                     function outside any `impl` block, such as {EXPECTED}"
+                    "`#[{attr}]` functions cannot take `self`: write a free \
+                     function outside any `impl` block, such as {expected}"
                 ),
             ));
         }
@@ -199,8 +304,9 @@ fn check_signature(func: &ItemFn) -> syn::Result<()> {
     let count = sig.inputs.len();
     if !has_receiver && count != 1 {
         let message = format!(
-            "`#[http_handler]` functions take exactly one argument, the request: \
-             {EXPECTED} (found {count} arguments)"
+            "`#[{attr}]` functions take exactly one argument, {}: \
+             {expected} (found {count} arguments)",
+            kind.argument
         );
         if count == 0 {
             errors.push(syn::Error::new(sig.paren_token.span.join(), message));
@@ -214,16 +320,14 @@ fn check_signature(func: &ItemFn) -> syn::Result<()> {
     {
         errors.push(syn::Error::new_spanned(
             reference,
-            "`#[http_handler]` functions take the request by value: write \
-             `req: faas_sdk::Request`, not a reference",
+            format!("`#[{attr}]` functions take {}, not a reference", kind.by_value),
         ));
     }
 
     if let ReturnType::Default = sig.output {
         errors.push(syn::Error::new(
             sig.paren_token.span.join(),
-            "`#[http_handler]` functions must return a response: add a return type \
-             such as `-> impl IntoResponse`, `-> String` or `-> Json<T>`",
+            format!("`#[{attr}]` functions {}", kind.missing_return),
         ));
     }
 
@@ -239,9 +343,8 @@ fn check_signature(func: &ItemFn) -> syn::Result<()> {
     }
 }
 
-/// Emits the function unchanged plus the hidden wasi:http export calling it.
-fn generate(func: &ItemFn) -> TokenStream2 {
-    let name = &func.sig.ident;
+/// Spans of the first argument's type and of the return type (the call site if absent).
+fn signature_spans(func: &ItemFn) -> (Span, Span) {
     let arg_span = func.sig.inputs.first().map_or_else(Span::call_site, |arg| match arg {
         FnArg::Typed(typed) => typed.ty.span(),
         FnArg::Receiver(receiver) => receiver.span(),
@@ -250,6 +353,13 @@ fn generate(func: &ItemFn) -> TokenStream2 {
         ReturnType::Type(_, ty) => ty.span(),
         ReturnType::Default => Span::call_site(),
     };
+    (arg_span, output_span)
+}
+
+/// Emits the function unchanged plus the hidden wasi:http export calling it.
+fn generate_http(func: &ItemFn) -> TokenStream2 {
+    let name = &func.sig.ident;
+    let (arg_span, output_span) = signature_spans(func);
 
     // Spanned so that a wrong argument type is reported on the argument, and a
     // return type that is not `IntoResponse` on the return type.
@@ -285,28 +395,91 @@ fn generate(func: &ItemFn) -> TokenStream2 {
     }
 }
 
+/// Emits the function unchanged plus the hidden faas:platform/event-handler export calling it.
+fn generate_events(func: &ItemFn) -> TokenStream2 {
+    let name = &func.sig.ident;
+    let (arg_span, output_span) = signature_spans(func);
+
+    // Spanned so that a wrong argument type is reported on the argument, and a
+    // return type that is not `EventHandlerResult` on the return type.
+    let call = quote_spanned!(arg_span=> #name(__faas_sdk_events));
+    let body = if func.sig.asyncness.is_some() {
+        let result = quote_spanned!(output_span=> ::faas_sdk::__private::into_handler_result(#call.await));
+        quote!(::faas_sdk::__private::block_on(async move { #result }))
+    } else {
+        quote_spanned!(output_span=> ::faas_sdk::__private::into_handler_result(#call))
+    };
+
+    quote! {
+        #func
+
+        #[doc(hidden)]
+        const _: () = {
+            #[doc(hidden)]
+            struct __FaasSdkEventHandler;
+
+            impl ::faas_sdk::__private::EventHandlerGuest for __FaasSdkEventHandler {
+                fn handle(
+                    events: ::std::vec::Vec<::faas_sdk::__private::WitRecordedEvent>,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    let __faas_sdk_events = ::faas_sdk::__private::recorded_events(events);
+                    #body
+                }
+            }
+
+            ::faas_sdk::__private::export_event_function!(
+                __FaasSdkEventHandler with_types_in ::faas_sdk::__private::bindings
+            );
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Expands `item` with no attribute arguments and returns every error message.
-    fn errors_of(item: TokenStream2) -> Vec<String> {
-        match expand(TokenStream2::new(), item) {
+    /// Expands `item` as `kind` with no attribute arguments and returns every error message.
+    fn kind_errors_of(kind: &Kind, item: TokenStream2) -> Vec<String> {
+        match expand(kind, TokenStream2::new(), item) {
             Ok(tokens) => panic!("expected an error, got an expansion: {tokens}"),
             Err(err) => err.into_iter().map(|e| e.to_string()).collect(),
         }
     }
 
-    /// Asserts that expanding `item` fails with exactly one error containing `needle`.
-    fn assert_single_error(item: TokenStream2, needle: &str) {
-        let errors = errors_of(item);
+    /// Expands `item` as `#[http_handler]` and returns every error message.
+    fn errors_of(item: TokenStream2) -> Vec<String> {
+        kind_errors_of(&HTTP, item)
+    }
+
+    /// Asserts that expanding `item` as `kind` fails with exactly one error containing `needle`.
+    fn assert_kind_single_error(kind: &Kind, item: TokenStream2, needle: &str) {
+        let errors = kind_errors_of(kind, item);
         assert_eq!(errors.len(), 1, "expected one error, got {errors:#?}");
         assert!(errors[0].contains(needle), "error {:?} does not contain {needle:?}", errors[0]);
+    }
+
+    /// Asserts that expanding `item` as `#[http_handler]` fails with one error containing `needle`.
+    fn assert_single_error(item: TokenStream2, needle: &str) {
+        assert_kind_single_error(&HTTP, item, needle);
+    }
+
+    /// Asserts that expanding `item` as `#[event_handler]` fails with one error containing `needle`.
+    fn assert_event_error(item: TokenStream2, needle: &str) {
+        assert_kind_single_error(&EVENTS, item, needle);
+    }
+
+    /// Expands a correct `#[event_handler]` and returns the tokens as a string.
+    fn expand_event_handler(item: TokenStream2) -> String {
+        let tokens = expand(&EVENTS, TokenStream2::new(), item).expect("a correct event handler expands").to_string();
+        // The expansion must itself be valid Rust items.
+        syn::parse2::<syn::File>(tokens.parse().expect("tokens")).expect("valid items");
+        tokens
     }
 
     #[test]
     fn sync_handler_expands() {
         let tokens = expand(
+            &HTTP,
             TokenStream2::new(),
             quote! {
                 fn handle(req: Request) -> impl IntoResponse {
@@ -328,6 +501,7 @@ mod tests {
     #[test]
     fn async_handler_expands() {
         let tokens = expand(
+            &HTTP,
             TokenStream2::new(),
             quote! {
                 pub async fn serve_it(mut request: faas_sdk::Request) -> Result<String, StatusCode> {
@@ -346,6 +520,7 @@ mod tests {
     #[test]
     fn handler_keeps_attributes_and_patterns() {
         let tokens = expand(
+            &HTTP,
             TokenStream2::new(),
             quote! {
                 /// Docs.
@@ -511,6 +686,7 @@ mod tests {
     #[test]
     fn rejects_attribute_arguments() {
         let err = expand(
+            &HTTP,
             quote!(path = "/x"),
             quote!(
                 fn handle(req: Request) -> String {
@@ -530,6 +706,191 @@ mod tests {
             ),
             "`#[http_handler]` can only be applied to a function, such as \
              `fn handle(req: faas_sdk::Request) -> impl IntoResponse`",
+        );
+    }
+
+    // `#[event_handler]`: the same checks in its own words, and its expansion.
+
+    #[test]
+    fn sync_event_handler_expands() {
+        let tokens = expand_event_handler(quote! {
+            fn project(events: Vec<RecordedEvent>) -> Result<(), String> {
+                Ok(())
+            }
+        });
+        assert!(tokens.contains("fn project (events : Vec < RecordedEvent >) -> Result < () , String >"));
+        assert!(tokens.contains(":: faas_sdk :: __private :: EventHandlerGuest for __FaasSdkEventHandler"));
+        assert!(tokens.contains(":: faas_sdk :: __private :: recorded_events (events)"));
+        assert!(tokens.contains(":: faas_sdk :: __private :: into_handler_result (project (__faas_sdk_events))"));
+        assert!(!tokens.contains("block_on"));
+        assert!(tokens.contains(
+            ":: faas_sdk :: __private :: export_event_function ! (__FaasSdkEventHandler with_types_in \
+             :: faas_sdk :: __private :: bindings)"
+        ));
+        assert!(!tokens.contains("wasip2 :: http"));
+    }
+
+    #[test]
+    fn async_event_handler_expands() {
+        let tokens = expand_event_handler(quote! {
+            pub async fn handle(events: Vec<faas_sdk::event_store::RecordedEvent>) -> Result<(), faas_sdk::kv::KvError> {
+                Ok(())
+            }
+        });
+        assert!(tokens.contains("pub async fn handle"));
+        assert!(tokens.contains(
+            ":: faas_sdk :: __private :: block_on (async move { :: faas_sdk :: __private :: into_handler_result \
+             (handle (__faas_sdk_events) . await) })"
+        ));
+    }
+
+    #[test]
+    fn event_handler_keeps_attributes_and_patterns() {
+        let tokens = expand_event_handler(quote! {
+            /// Docs.
+            #[allow(unused)]
+            fn handle(mut _events: Vec<RecordedEvent>) -> Result<(), &'static str> { Ok(()) }
+        });
+        assert!(tokens.contains("# [allow (unused)]"));
+        assert!(tokens.contains("fn handle (mut _events : Vec < RecordedEvent >)"));
+    }
+
+    #[test]
+    fn event_handler_rejects_wrong_arity() {
+        assert_event_error(
+            quote!(
+                fn handle() -> Result<(), String> {
+                    Ok(())
+                }
+            ),
+            "`#[event_handler]` functions take exactly one argument, the batch of events: \
+             `fn handle(events: Vec<faas_sdk::event_store::RecordedEvent>) -> Result<(), String>` (found 0 arguments)",
+        );
+        assert_event_error(
+            quote!(
+                fn handle(events: Vec<RecordedEvent>, extra: u8) -> Result<(), String> {
+                    Ok(())
+                }
+            ),
+            "take exactly one argument, the batch of events",
+        );
+    }
+
+    #[test]
+    fn event_handler_rejects_references() {
+        assert_event_error(
+            quote!(
+                fn handle(events: &[RecordedEvent]) -> Result<(), String> {
+                    Ok(())
+                }
+            ),
+            "`#[event_handler]` functions take the events by value: write \
+             `events: Vec<faas_sdk::event_store::RecordedEvent>`, not a reference",
+        );
+    }
+
+    #[test]
+    fn event_handler_requires_a_result() {
+        assert_event_error(
+            quote!(
+                fn handle(events: Vec<RecordedEvent>) {}
+            ),
+            "`#[event_handler]` functions must return `Result<(), E>` with `E: Display`: add a return type \
+             such as `-> Result<(), String>`; an `Err` makes the host retry the batch",
+        );
+    }
+
+    #[test]
+    fn event_handler_rejects_self_generics_and_qualifiers() {
+        assert_event_error(
+            quote!(
+                fn handle(&self) -> Result<(), String> {
+                    Ok(())
+                }
+            ),
+            "`#[event_handler]` functions cannot take `self`",
+        );
+        assert_event_error(
+            quote!(
+                fn handle<E>(events: Vec<E>) -> Result<(), String> {
+                    Ok(())
+                }
+            ),
+            "`#[event_handler]` functions cannot be generic: remove the generic parameters, the handler must be \
+             `fn handle(events: Vec<faas_sdk::event_store::RecordedEvent>) -> Result<(), String>`",
+        );
+        assert_event_error(
+            quote!(
+                fn handle(events: Vec<RecordedEvent>) -> Result<(), String>
+                where
+                    String: Clone,
+                {
+                    Ok(())
+                }
+            ),
+            "`#[event_handler]` functions cannot have a `where` clause",
+        );
+        assert_event_error(
+            quote!(
+                const fn handle(events: Vec<RecordedEvent>) -> Result<(), String> {
+                    Ok(())
+                }
+            ),
+            "`#[event_handler]` functions cannot be `const`",
+        );
+        assert_event_error(
+            quote!(
+                unsafe fn handle(events: Vec<RecordedEvent>) -> Result<(), String> {
+                    Ok(())
+                }
+            ),
+            "`#[event_handler]` functions cannot be `unsafe`",
+        );
+        assert_event_error(
+            quote!(
+                extern "C" fn handle(events: Vec<RecordedEvent>) -> Result<(), String> {
+                    Ok(())
+                }
+            ),
+            "`#[event_handler]` functions cannot declare an ABI: remove the `extern`, the macro generates the \
+             faas:platform/event-handler export itself",
+        );
+    }
+
+    #[test]
+    fn event_handler_reports_every_problem_at_once() {
+        let errors = kind_errors_of(
+            &EVENTS,
+            quote!(
+                unsafe fn handle<T>(a: T, b: T) {}
+            ),
+        );
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(errors[0].contains("cannot be `unsafe`"));
+        assert!(errors[1].contains("cannot be generic"));
+        assert!(errors[2].contains("take exactly one argument, the batch of events"));
+        assert!(errors[3].contains("must return `Result<(), E>`"));
+    }
+
+    #[test]
+    fn event_handler_rejects_arguments_and_non_functions() {
+        let err = expand(
+            &EVENTS,
+            quote!(stream = "account-*"),
+            quote!(
+                fn handle(events: Vec<RecordedEvent>) -> Result<(), String> {
+                    Ok(())
+                }
+            ),
+        )
+        .expect_err("arguments are rejected");
+        assert_eq!(err.to_string(), "`#[event_handler]` takes no arguments: write `#[event_handler]` on its own");
+        assert_event_error(
+            quote!(
+                impl Handler {}
+            ),
+            "`#[event_handler]` can only be applied to a function, such as \
+             `fn handle(events: Vec<faas_sdk::event_store::RecordedEvent>) -> Result<(), String>`",
         );
     }
 }

@@ -2,11 +2,14 @@
 //! `/metrics` and `/healthz`. Everything but `/healthz` needs the admin token when one is set.
 
 mod auth;
+mod events;
 mod functions;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::store::Stores;
+use crate::subscriptions::Subscriptions;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -22,6 +25,8 @@ pub struct Admin {
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
     pub token: Option<String>,
+    pub subscriptions: Arc<Subscriptions>,
+    pub stores: Stores,
 }
 
 pub fn router(state: Arc<Admin>) -> Router {
@@ -32,6 +37,9 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/v1/functions/{name}", get(functions::get).delete(functions::delete))
         .route("/v1/functions/{name}/versions", post(functions::deploy).layer(DefaultBodyLimit::max(deploy_limit)))
         .route("/v1/functions/{name}/versions/{version}/activate", post(functions::activate))
+        .route("/v1/functions/{name}/subscriptions", get(events::subscriptions))
+        .route("/v1/functions/{name}/parked/{id}/replay", post(events::replay))
+        .route("/v1/namespaces/{namespace}/streams/{stream}", get(events::read_stream))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such control-plane endpoint; see /v1/openapi.json") })
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))

@@ -2,6 +2,8 @@
 //! (the embedded default) and [`postgres::PostgresStore`] (for several nodes). SQL lives here and
 //! nowhere else.
 
+pub mod events;
+pub(crate) mod events_sql;
 mod functions_sql;
 pub mod postgres;
 pub mod sqlite;
@@ -77,12 +79,33 @@ pub trait FunctionStore: Send + Sync + 'static {
     async fn component(&self, name: &str, version: u32) -> Result<Vec<u8>, StoreError>;
 }
 
-/// Opens the store a database URL names: `postgres://…` or `sqlite://…`.
-pub async fn open(database_url: &str) -> Result<Arc<dyn FunctionStore>, StoreError> {
+/// Every store trait, backed by one database.
+#[derive(Clone)]
+pub struct Stores {
+    pub functions: Arc<dyn FunctionStore>,
+    pub events: Arc<dyn events::EventStore>,
+    pub kv: Arc<dyn events::KvStore>,
+    pub subscriptions: Arc<dyn events::SubscriptionStore>,
+    /// Set on PostgreSQL, where other nodes' appends are announced with NOTIFY.
+    pub postgres_url: Option<String>,
+}
+
+impl Stores {
+    fn from<S>(store: Arc<S>, postgres_url: Option<String>) -> Self
+    where
+        S: FunctionStore + events::EventStore + events::KvStore + events::SubscriptionStore,
+    {
+        Self { functions: store.clone(), events: store.clone(), kv: store.clone(), subscriptions: store, postgres_url }
+    }
+}
+
+/// Opens the store a database URL names: `postgres://…` or `sqlite://…`, applying migrations.
+pub async fn open(database_url: &str) -> Result<Stores, StoreError> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PostgresStore::connect(database_url).await?))
+        let store = postgres::PostgresStore::connect(database_url).await?;
+        Ok(Stores::from(Arc::new(store), Some(database_url.to_owned())))
     } else {
-        Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
+        Ok(Stores::from(Arc::new(sqlite::SqliteStore::open(database_url).await?), None))
     }
 }
 

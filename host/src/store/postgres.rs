@@ -1,6 +1,7 @@
 //! [`PostgresStore`]: the multi-node backend. Several `faas serve` processes may share it.
 
 use super::StoreError;
+use super::events_sql::impl_event_stores;
 use super::functions_sql::impl_function_store;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
@@ -21,3 +22,5 @@ impl PostgresStore {
 }
 
 impl_function_store!(PostgresStore, "FOR UPDATE");
+// Other nodes LISTEN on `faas_events`; the notification is delivered when the append commits.
+impl_event_stores!(PostgresStore, sqlx::Postgres, "SELECT pg_notify('faas_events', $1)");

@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: the embedded default. One file in the data dir, WAL mode, no setup.
 
 use super::StoreError;
+use super::events_sql::impl_event_stores;
 use super::functions_sql::impl_function_store;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
@@ -28,3 +29,4 @@ impl SqliteStore {
 }
 
 impl_function_store!(SqliteStore, "");
+impl_event_stores!(SqliteStore, sqlx::Sqlite, "");

@@ -1,0 +1,78 @@
+//! `faas:platform/kv`: key-value read models in the caller's namespace.
+
+use super::{MAX_KV_KEY, MAX_KV_VALUE};
+use crate::bindings::kv::{self as wit, KvError};
+use crate::invoker::HostState;
+
+/// Entries returned by one `list`.
+const MAX_LIST: u32 = 1000;
+
+fn check_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() || key.len() > MAX_KV_KEY || key.contains('\0') {
+        return Err(KvError::InvalidRequest(format!("keys are 1-{MAX_KV_KEY} bytes without NUL")));
+    }
+    Ok(())
+}
+
+fn check_value(value: &[u8]) -> Result<(), KvError> {
+    if value.len() > MAX_KV_VALUE {
+        return Err(KvError::InvalidRequest(format!("value is {} bytes; the limit is {MAX_KV_VALUE}", value.len())));
+    }
+    Ok(())
+}
+
+fn unavailable(error: crate::store::StoreError) -> KvError {
+    tracing::error!(%error, "kv store failure");
+    KvError::Unavailable("the key-value store is unavailable; retry".into())
+}
+
+impl wit::Host for HostState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+        check_key(&key)?;
+        let p = self.platform();
+        p.caps.stores.kv.kv_get(&p.access.namespace, &key).await.map_err(unavailable)
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
+        check_key(&key)?;
+        check_value(&value)?;
+        let p = self.platform();
+        p.caps.stores.kv.kv_set(&p.access.namespace, &key, &value).await.map_err(unavailable)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, KvError> {
+        check_key(&key)?;
+        let p = self.platform();
+        p.caps.stores.kv.kv_delete(&p.access.namespace, &key).await.map_err(unavailable)
+    }
+
+    async fn list(
+        &mut self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<(String, Vec<u8>)>, KvError> {
+        let p = self.platform();
+        let limit = limit.min(MAX_LIST);
+        p.caps.stores.kv.kv_list(&p.access.namespace, &prefix, start_after.as_deref(), limit).await.map_err(unavailable)
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, KvError> {
+        check_key(&key)?;
+        if let Some(value) = &new {
+            check_value(value)?;
+        }
+        let p = self.platform();
+        p.caps
+            .stores
+            .kv
+            .kv_compare_and_swap(&p.access.namespace, &key, expected.as_deref(), new.as_deref())
+            .await
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,169 @@
+//! Host side of the `faas:platform` imports. One module per WIT interface, each holding its
+//! `Host` impl; this module holds what they share: the stores, the caller's [`Access`], and the
+//! [`EventNotifier`] that wakes subscriptions after an append.
+
+pub mod event_store;
+pub mod kv;
+
+use crate::bindings;
+use crate::invoker::HostState;
+use crate::store::Stores;
+use std::sync::Arc;
+use wasmtime::component::{HasSelf, Linker};
+
+/// 1 MiB per event (data + metadata), as in EventStoreDB's default.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Events in one append: enough for any aggregate's decision, small enough for one transaction.
+pub const MAX_EVENTS_PER_APPEND: usize = 1000;
+/// Events returned by one read.
+pub const MAX_READ_COUNT: u32 = 10_000;
+const MAX_STREAM_NAME: usize = 200;
+pub const MAX_KV_KEY: usize = 512;
+pub const MAX_KV_VALUE: usize = 1 << 20;
+
+/// Shared by every invocation: the stores and the append notifier.
+pub struct Capabilities {
+    pub stores: Stores,
+    pub notifier: EventNotifier,
+}
+
+/// What one function may touch: its own namespace (read and write) and namespaces granted to it
+/// for reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub namespace: String,
+    pub read_namespaces: Vec<String>,
+}
+
+/// Per-invocation view of the platform imports.
+pub struct PlatformCtx {
+    pub caps: Arc<Capabilities>,
+    pub access: Arc<Access>,
+}
+
+/// Announces the newest global position after each append, so subscriptions in this process wake
+/// at once instead of polling.
+#[derive(Clone)]
+pub struct EventNotifier(tokio::sync::watch::Sender<u64>);
+
+impl EventNotifier {
+    pub fn new() -> Self {
+        Self(tokio::sync::watch::Sender::new(0))
+    }
+
+    pub fn appended(&self, last_position: u64) {
+        self.0.send_if_modified(|head| {
+            let newer = last_position > *head;
+            if newer {
+                *head = last_position;
+            }
+            newer
+        });
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
+impl Default for EventNotifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Adds every `faas:platform` import to the linker.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    bindings::event_store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    bindings::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    Ok(())
+}
+
+/// Why a stream address is refused.
+pub enum AddressError {
+    Invalid(String),
+    Denied(String),
+}
+
+impl Access {
+    /// `name` → own namespace; `namespace/name` → that namespace, if readable.
+    pub fn resolve_read<'a>(&'a self, address: &'a str) -> Result<(&'a str, &'a str), AddressError> {
+        let (namespace, stream) = split_address(address, &self.namespace)?;
+        if namespace == self.namespace || self.read_namespaces.iter().any(|n| n == namespace) {
+            Ok((namespace, stream))
+        } else {
+            Err(AddressError::Denied(format!(
+                "function namespace `{}` may not read namespace `{namespace}`; grant it at deploy time",
+                self.namespace
+            )))
+        }
+    }
+
+    /// Only the own namespace is writable.
+    pub fn resolve_write<'a>(&'a self, address: &'a str) -> Result<&'a str, AddressError> {
+        let (namespace, stream) = split_address(address, &self.namespace)?;
+        if namespace == self.namespace {
+            Ok(stream)
+        } else {
+            Err(AddressError::Denied(format!(
+                "function namespace `{}` may not write to namespace `{namespace}`",
+                self.namespace
+            )))
+        }
+    }
+
+    /// How the caller addresses a stream of `namespace`.
+    pub fn address(&self, namespace: &str, stream: &str) -> String {
+        if namespace == self.namespace { stream.to_owned() } else { format!("{namespace}/{stream}") }
+    }
+
+    /// Every namespace this function may read, its own first.
+    pub fn readable(&self) -> Vec<&str> {
+        std::iter::once(self.namespace.as_str()).chain(self.read_namespaces.iter().map(String::as_str)).collect()
+    }
+}
+
+fn split_address<'a>(address: &'a str, own: &'a str) -> Result<(&'a str, &'a str), AddressError> {
+    let (namespace, stream) = match address.split_once('/') {
+        Some((namespace, stream)) => (namespace, stream),
+        None => (own, address),
+    };
+    validate_stream_name(stream).map_err(AddressError::Invalid)?;
+    crate::spec::validate_name(namespace)
+        .map_err(|_| AddressError::Invalid(format!("invalid namespace in `{address}`")))?;
+    Ok((namespace, stream))
+}
+
+/// Stream names: 1-200 ASCII letters, digits and `-_.:@`.
+pub fn validate_stream_name(stream: &str) -> Result<(), String> {
+    let valid = (1..=MAX_STREAM_NAME).contains(&stream.len())
+        && stream.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("invalid stream name `{stream}`: use 1-{MAX_STREAM_NAME} ASCII letters, digits and `-_.:@`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access() -> Access {
+        Access { namespace: "bank".into(), read_namespaces: vec!["audit".into()] }
+    }
+
+    #[test]
+    fn addresses_resolve_within_grants() {
+        let a = access();
+        assert!(matches!(a.resolve_read("account-1"), Ok(("bank", "account-1"))));
+        assert!(matches!(a.resolve_read("audit/log"), Ok(("audit", "log"))));
+        assert!(matches!(a.resolve_read("other/log"), Err(AddressError::Denied(_))));
+        assert!(matches!(a.resolve_write("audit/log"), Err(AddressError::Denied(_))));
+        assert!(matches!(a.resolve_write("bank/x"), Ok("x")));
+        assert!(matches!(a.resolve_read("bad name"), Err(AddressError::Invalid(_))));
+        assert!(matches!(a.resolve_read(""), Err(AddressError::Invalid(_))));
+        assert_eq!(a.address("audit", "log"), "audit/log");
+        assert_eq!(a.address("bank", "x"), "x");
+    }
+}

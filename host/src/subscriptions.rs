@@ -1,0 +1,317 @@
+//! Event subscriptions: for every active function with `triggers.subscriptions`, one task per
+//! subscription that reads matching events after its durable checkpoint, in global order, and
+//! hands them to the function's `event-handler` in batches.
+//!
+//! Delivery is at least once: the checkpoint moves only after the handler succeeded. A failing
+//! batch is retried with backoff; when it keeps failing, its events are retried one by one and the
+//! ones that still fail are parked (recorded, visible in the API, replayable) so delivery goes on.
+//! The task sleeps until an append wakes it (in this process, or via PostgreSQL NOTIFY from other
+//! nodes), with a slow poll as a safety net.
+
+use crate::capabilities::{EventNotifier, event_store::to_wit};
+use crate::invoker::{InvokeError, Invoker};
+use crate::registry::{LoadedFunction, Registry};
+use crate::spec::{StartFrom, SubscriptionSpec};
+use crate::store::Stores;
+use crate::store::events::{RecordedEvent, StreamFilter};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The safety-net poll, for a missed notification (e.g. a PostgreSQL listener reconnecting).
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs the subscriptions of every active function.
+pub struct Subscriptions {
+    registry: Arc<Registry>,
+    invoker: Arc<Invoker>,
+    stores: Stores,
+    notifier: EventNotifier,
+}
+
+/// The key of a subscription's checkpoint and task: function name and the subscription's stream
+/// pattern as deployed.
+type Key = (String, String);
+
+impl Subscriptions {
+    pub fn new(registry: Arc<Registry>, invoker: Arc<Invoker>, stores: Stores, notifier: EventNotifier) -> Arc<Self> {
+        Arc::new(Self { registry, invoker, stores, notifier })
+    }
+
+    /// Starts and stops subscription tasks as functions come and go, until the returned task is
+    /// aborted.
+    pub fn start(self: &Arc<Self>) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut changes = this.registry.watch_changes();
+            let mut tasks: HashMap<Key, JoinHandle<()>> = HashMap::new();
+            loop {
+                let wanted: HashMap<Key, ()> = this
+                    .registry
+                    .all_active()
+                    .iter()
+                    .flat_map(|f| {
+                        f.spec.triggers.subscriptions.iter().map(|s| ((f.name.to_string(), s.stream.clone()), ()))
+                    })
+                    .collect();
+                tasks.retain(|key, task| {
+                    let keep = wanted.contains_key(key) && !task.is_finished();
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                for key in wanted.into_keys() {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(key) {
+                        let (this, task_key) = (this.clone(), slot.key().clone());
+                        slot.insert(tokio::spawn(async move { this.run(task_key).await }));
+                    }
+                }
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+            for task in tasks.into_values() {
+                task.abort();
+            }
+        })
+    }
+
+    /// One subscription's delivery loop. Ends when the function or the subscription goes away.
+    async fn run(self: Arc<Self>, (function_name, pattern): Key) {
+        let mut wake = self.notifier.subscribe();
+        let mut checkpoint = None;
+        let mut failures = 0u32;
+        loop {
+            let Some(function) = self.registry.active(&function_name) else { return };
+            let Some(subscription) = function.spec.triggers.subscriptions.iter().find(|s| s.stream == pattern).cloned()
+            else {
+                return;
+            };
+            let result = match checkpoint {
+                None => self.initial_checkpoint(&function_name, &subscription).await.map(|cp| {
+                    checkpoint = Some(cp);
+                    true
+                }),
+                Some(after) => self.deliver_next(&function, &subscription, after).await.map(|next| {
+                    let progressed = next != after;
+                    checkpoint = Some(next);
+                    progressed
+                }),
+            };
+            match result {
+                Ok(true) => failures = 0,
+                Ok(false) => {
+                    failures = 0;
+                    // Caught up: sleep until something is appended.
+                    let _ = tokio::time::timeout(POLL_INTERVAL, wake.changed()).await;
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(function = %function_name, subscription = %pattern, %error, "subscription store error; retrying");
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
+        }
+    }
+
+    /// The durable checkpoint, or where a new subscription starts.
+    async fn initial_checkpoint(
+        &self,
+        function: &str,
+        subscription: &SubscriptionSpec,
+    ) -> Result<u64, crate::store::StoreError> {
+        if let Some(position) = self.stores.subscriptions.checkpoint(function, &subscription.stream).await? {
+            return Ok(position);
+        }
+        let start = match subscription.from {
+            StartFrom::Start => 0,
+            StartFrom::Now => self.stores.events.head().await?,
+        };
+        self.stores.subscriptions.save_checkpoint(function, &subscription.stream, start).await?;
+        Ok(start)
+    }
+
+    /// Delivers the next batch after `after`; returns the new checkpoint.
+    async fn deliver_next(
+        &self,
+        function: &Arc<LoadedFunction>,
+        subscription: &SubscriptionSpec,
+        after: u64,
+    ) -> Result<u64, crate::store::StoreError> {
+        let (namespace, filter) = match subscription.target(&function.name) {
+            Ok(target) => target,
+            Err(message) => {
+                tracing::error!(function = %function.name, %message, "invalid subscription");
+                return Ok(after);
+            }
+        };
+        let events = self.stores.events.read_filtered(namespace, &filter, after, subscription.batch_size).await?;
+        let Some(last) = events.last().map(|e| e.position) else { return Ok(after) };
+        if let Err(error) = self.deliver_with_retries(function, subscription, &events).await {
+            if let [event] = events.as_slice() {
+                self.park(function, subscription, event, &error).await?;
+            } else {
+                // Find the poison event(s): one at a time, so the others still get through.
+                for event in &events {
+                    if let Err(error) =
+                        self.deliver_with_retries(function, subscription, std::slice::from_ref(event)).await
+                    {
+                        self.park(function, subscription, event, &error).await?;
+                    }
+                    self.stores
+                        .subscriptions
+                        .save_checkpoint(&function.name, &subscription.stream, event.position)
+                        .await?;
+                }
+            }
+        }
+        self.stores.subscriptions.save_checkpoint(&function.name, &subscription.stream, last).await?;
+        Ok(last)
+    }
+
+    async fn park(
+        &self,
+        function: &LoadedFunction,
+        subscription: &SubscriptionSpec,
+        event: &RecordedEvent,
+        error: &InvokeError,
+    ) -> Result<(), crate::store::StoreError> {
+        tracing::error!(function = %function.name, subscription = %subscription.stream, position = event.position,
+            %error, attempts = subscription.max_attempts, "event parked after repeated handler failures");
+        self.stores
+            .subscriptions
+            .park(&function.name, &subscription.stream, event.position, &error.to_string(), subscription.max_attempts)
+            .await
+    }
+
+    async fn deliver_with_retries(
+        &self,
+        function: &Arc<LoadedFunction>,
+        subscription: &SubscriptionSpec,
+        events: &[RecordedEvent],
+    ) -> Result<(), InvokeError> {
+        let batch: Vec<_> = events.iter().cloned().map(|e| to_wit(e, &function.access)).collect();
+        let delivery_id = format!("sub-{}-{}", events[0].position, events[events.len() - 1].position);
+        let mut attempt = 1;
+        loop {
+            match self.invoker.handle_events(function, &batch, &delivery_id).await {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt >= subscription.max_attempts => return Err(error),
+                Err(error) => {
+                    tracing::warn!(function = %function.name, subscription = %subscription.stream, attempt,
+                        delivery_id = %delivery_id, %error, "event handler failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs a parked event through the handler once more; marks it replayed on success.
+    pub async fn replay_parked(&self, function: &Arc<LoadedFunction>, id: i64) -> Result<(), ReplayError> {
+        let parked = self.stores.subscriptions.parked(&function.name).await?;
+        let entry = parked.iter().find(|p| p.id == id).ok_or(ReplayError::NotFound)?;
+        let event = self.stores.events.event_at(entry.position).await?.ok_or(ReplayError::NotFound)?;
+        let batch = [to_wit(event, &function.access)];
+        self.invoker.handle_events(function, &batch, &format!("replay-{id}")).await?;
+        self.stores.subscriptions.mark_replayed(&function.name, id).await?;
+        Ok(())
+    }
+
+    /// Checkpoint, head and lag of each of a function's subscriptions.
+    pub async fn status(&self, function: &LoadedFunction) -> Result<Vec<SubscriptionStatus>, crate::store::StoreError> {
+        let head = self.stores.events.head().await?;
+        let mut statuses = Vec::new();
+        for subscription in &function.spec.triggers.subscriptions {
+            let checkpoint = self.stores.subscriptions.checkpoint(&function.name, &subscription.stream).await?;
+            // Lag counts matching events not yet delivered (not merely positions behind the head).
+            let lag = match (checkpoint, subscription.target(&function.name)) {
+                (Some(cp), Ok((namespace, filter))) => self.count_after(namespace, &filter, cp).await?,
+                _ => 0,
+            };
+            statuses.push(SubscriptionStatus { stream: subscription.stream.clone(), checkpoint, head, lag });
+        }
+        Ok(statuses)
+    }
+
+    async fn count_after(
+        &self,
+        namespace: &str,
+        filter: &StreamFilter,
+        after: u64,
+    ) -> Result<u64, crate::store::StoreError> {
+        const PAGE: u32 = 1000;
+        let events = self.stores.events.read_filtered(namespace, filter, after, PAGE).await?;
+        Ok(events.len() as u64)
+    }
+}
+
+/// Where a subscription stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubscriptionStatus {
+    pub stream: String,
+    /// Last delivered position; none before the first start.
+    pub checkpoint: Option<u64>,
+    pub head: u64,
+    /// Matching events not yet delivered (counted up to 1000).
+    pub lag: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no such parked event")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+}
+
+/// Exponential: 50 ms, 100 ms, 200 ms … capped at 5 s.
+fn backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+}
+
+/// On PostgreSQL, wakes local subscriptions when another node appends (NOTIFY `faas_events`).
+pub fn listen_for_remote_appends(database_url: String, notifier: EventNotifier) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failures = 0;
+        loop {
+            let result = async {
+                let mut listener = sqlx::postgres::PgListener::connect(&database_url).await?;
+                listener.listen("faas_events").await?;
+                loop {
+                    let notification = listener.recv().await?;
+                    if let Ok(position) = notification.payload().parse::<u64>() {
+                        notifier.appended(position);
+                    }
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), sqlx::Error>(())
+            }
+            .await;
+            if let Err(error) = result {
+                failures += 1;
+                tracing::warn!(%error, "LISTEN faas_events failed; subscriptions fall back to polling until it reconnects");
+                tokio::time::sleep(backoff(failures)).await;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::from_millis(50));
+        assert_eq!(backoff(2), Duration::from_millis(100));
+        assert_eq!(backoff(4), Duration::from_millis(400));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+}
