@@ -7,7 +7,9 @@ mod support;
 
 mod compat;
 mod cqrs;
+mod event_store;
 mod failures;
+mod graphql;
 mod lifecycle;
 mod limits;
 mod observability;

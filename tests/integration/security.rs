@@ -65,4 +65,7 @@ async fn guests_get_no_environment_files_or_network() {
     assert_eq!(sandbox["env_vars"], 0, "{body}");
     assert_eq!(sandbox["root_dir_readable"], false, "{body}");
     assert_eq!(sandbox["preopens"], false, "{body}");
+    let (status, body) = server.call("/misbehave/outbound").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("denied: ") && body.contains("HttpRequestDenied"), "outgoing HTTP must be denied: {body}");
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod events;
 mod functions;
+mod graphql;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -40,10 +41,13 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/v1/functions/{name}/subscriptions", get(events::subscriptions))
         .route("/v1/functions/{name}/parked/{id}/replay", post(events::replay))
         .route("/v1/namespaces/{namespace}/streams/{stream}", get(events::read_stream))
+        .route("/graphql", post(graphql::execute).with_state(graphql::schema(state.clone())))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such control-plane endpoint; see /v1/openapi.json") })
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .route("/healthz", get(healthz))
+        // The GraphiQL page holds no data; its queries POST with the token like everything else.
+        .route("/graphql", get(graphql::graphiql))
         .with_state(state)
 }
 

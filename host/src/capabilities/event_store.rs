@@ -108,6 +108,9 @@ impl wit::Host for HostState {
             )));
         }
         events.iter().try_for_each(check_event).map_err(AppendError::InvalidRequest)?;
+        if let Some(repeated) = events.iter().enumerate().find(|(i, e)| events[..*i].iter().any(|f| f.id == e.id)) {
+            return Err(AppendError::InvalidRequest(format!("event id {} appears twice in one append", repeated.1.id)));
+        }
         let events: Vec<store::NewEvent> = events
             .into_iter()
             .map(|e| store::NewEvent {

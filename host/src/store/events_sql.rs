@@ -272,7 +272,8 @@ macro_rules! impl_event_stores {
                 )
                 .bind(namespace)
                 .bind(prefix)
-                .bind(prefix.len() as i32)
+                // substr counts characters, not bytes.
+                .bind(prefix.chars().count() as i32)
                 .bind(start_after.unwrap_or(""))
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)

@@ -1,0 +1,289 @@
+//! The GraphQL query side (`/graphql`, GraphiQL on GET): functions and their versions, streams
+//! (paged events with metadata) and subscriptions (checkpoint, lag, parked events). Read-only;
+//! the same token as the REST API. Sagas will be further fields of [`Query`].
+
+use super::Admin;
+use crate::capabilities::event_store::metadata_from_json;
+use crate::store::events::{Direction, ParkedEvent, RecordedEvent};
+use crate::store::{FunctionRecord, VersionRecord, format_time};
+use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Result, Schema, SimpleObject};
+use axum::Json;
+use axum::extract::State;
+use axum::response::{Html, IntoResponse};
+use std::sync::Arc;
+
+pub type FaasSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+/// Deep nesting (function → subscriptions → parked …) is cheap, but bound it anyway.
+const MAX_DEPTH: usize = 8;
+const MAX_PAGE: u32 = 1000;
+
+pub fn schema(admin: Arc<Admin>) -> FaasSchema {
+    Schema::build(Query, EmptyMutation, EmptySubscription).data(admin).limit_depth(MAX_DEPTH).finish()
+}
+
+pub async fn execute(
+    State(schema): State<FaasSchema>,
+    Json(request): Json<async_graphql::Request>,
+) -> impl IntoResponse {
+    Json(schema.execute(request).await)
+}
+
+pub async fn graphiql() -> impl IntoResponse {
+    Html(async_graphql::http::GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+fn admin<'a>(ctx: &Context<'a>) -> &'a Arc<Admin> {
+    ctx.data_unchecked::<Arc<Admin>>()
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// Every deployed function.
+    async fn functions(&self, ctx: &Context<'_>) -> Result<Vec<Function>> {
+        Ok(admin(ctx).registry.functions().await?.into_iter().map(Function).collect())
+    }
+
+    async fn function(&self, ctx: &Context<'_>, name: String) -> Result<Option<Function>> {
+        Ok(admin(ctx).stores.functions.function(&name).await?.map(Function))
+    }
+
+    /// A page of one stream's events, from `fromVersion` (inclusive; from the end when backward).
+    async fn stream(
+        &self,
+        ctx: &Context<'_>,
+        namespace: String,
+        stream: String,
+        from_version: Option<u64>,
+        #[graphql(default = 100)] first: u32,
+        #[graphql(default = false)] backward: bool,
+    ) -> Result<EventPage> {
+        let direction = if backward { Direction::Backward } else { Direction::Forward };
+        let from = from_version.unwrap_or(if backward { u64::MAX } else { 0 });
+        let first = first.min(MAX_PAGE);
+        let events = admin(ctx).stores.events.read_stream(&namespace, &stream, from, direction, first + 1).await?;
+        let next = if backward { |e: &Event| e.0.version.checked_sub(1) } else { |e: &Event| Some(e.0.version + 1) };
+        Ok(EventPage::new(events, first, next))
+    }
+
+    /// A page of the global log of the given namespaces, from `fromPosition` (inclusive).
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        namespaces: Vec<String>,
+        #[graphql(default = 1)] from_position: u64,
+        #[graphql(default = 100)] first: u32,
+    ) -> Result<EventPage> {
+        let names: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+        let first = first.min(MAX_PAGE);
+        let events = admin(ctx).stores.events.read_all(&names, from_position, first + 1).await?;
+        Ok(EventPage::new(events, first, |e: &Event| Some(e.0.position + 1)))
+    }
+
+    /// The last global position handed out.
+    async fn head_position(&self, ctx: &Context<'_>) -> Result<u64> {
+        Ok(admin(ctx).stores.events.head().await?)
+    }
+}
+
+/// Events and the cursor of the next page (`null` at the end).
+#[derive(SimpleObject)]
+pub struct EventPage {
+    events: Vec<Event>,
+    /// Pass as `fromVersion` (stream) or `fromPosition` (events) for the next page.
+    next: Option<u64>,
+}
+
+impl EventPage {
+    fn new(events: Vec<RecordedEvent>, first: u32, next: impl Fn(&Event) -> Option<u64>) -> Self {
+        let mut events: Vec<Event> = events.into_iter().map(Event).collect();
+        let more = events.len() > first as usize;
+        events.truncate(first as usize);
+        let next = if more { events.last().and_then(next) } else { None };
+        Self { events, next }
+    }
+}
+
+pub struct Function(FunctionRecord);
+
+#[Object]
+impl Function {
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn active_version(&self) -> Option<u32> {
+        self.0.active_version
+    }
+
+    async fn versions(&self) -> Vec<Version> {
+        self.0.versions.iter().cloned().map(Version).collect()
+    }
+
+    async fn created_at(&self) -> String {
+        format_time(self.0.created_at_ms)
+    }
+
+    async fn updated_at(&self) -> String {
+        format_time(self.0.updated_at_ms)
+    }
+
+    /// Checkpoint, head and lag of each subscription of the active version.
+    async fn subscriptions(&self, ctx: &Context<'_>) -> Result<Vec<Subscription>> {
+        let Some(function) = admin(ctx).registry.active(&self.0.name) else { return Ok(Vec::new()) };
+        let statuses = admin(ctx).subscriptions.status(&function).await?;
+        Ok(statuses
+            .into_iter()
+            .map(|s| Subscription { stream: s.stream, checkpoint: s.checkpoint, head: s.head, lag: s.lag })
+            .collect())
+    }
+
+    /// Events its subscriptions gave up on.
+    async fn parked(&self, ctx: &Context<'_>) -> Result<Vec<Parked>> {
+        Ok(admin(ctx).stores.subscriptions.parked(&self.0.name).await?.into_iter().map(Parked).collect())
+    }
+}
+
+pub struct Version(VersionRecord);
+
+#[Object]
+impl Version {
+    async fn version(&self) -> u32 {
+        self.0.version
+    }
+
+    async fn sha256(&self) -> &str {
+        &self.0.sha256
+    }
+
+    async fn size_bytes(&self) -> u64 {
+        self.0.size_bytes
+    }
+
+    async fn routes(&self) -> &[String] {
+        &self.0.spec.triggers.http
+    }
+
+    async fn subscribed_streams(&self) -> Vec<&str> {
+        self.0.spec.triggers.subscriptions.iter().map(|s| s.stream.as_str()).collect()
+    }
+
+    async fn memory_bytes(&self) -> u64 {
+        self.0.spec.limits.memory_bytes
+    }
+
+    async fn timeout_ms(&self) -> u64 {
+        self.0.spec.limits.timeout_ms
+    }
+
+    async fn max_concurrency(&self) -> u32 {
+        self.0.spec.limits.max_concurrency
+    }
+
+    async fn created_at(&self) -> String {
+        format_time(self.0.created_at_ms)
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Subscription {
+    stream: String,
+    checkpoint: Option<u64>,
+    head: u64,
+    lag: u64,
+}
+
+pub struct Parked(ParkedEvent);
+
+#[Object]
+impl Parked {
+    async fn id(&self) -> i64 {
+        self.0.id
+    }
+
+    async fn subscription(&self) -> &str {
+        &self.0.subscription
+    }
+
+    async fn position(&self) -> u64 {
+        self.0.position
+    }
+
+    async fn error(&self) -> &str {
+        &self.0.error
+    }
+
+    async fn attempts(&self) -> u32 {
+        self.0.attempts
+    }
+
+    async fn parked_at(&self) -> String {
+        format_time(self.0.parked_at_ms)
+    }
+
+    async fn replayed_at(&self) -> Option<String> {
+        self.0.replayed_at_ms.map(format_time)
+    }
+}
+
+pub struct Event(RecordedEvent);
+
+#[derive(SimpleObject)]
+pub struct Metadata {
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+    custom: Vec<Field>,
+}
+
+#[derive(SimpleObject)]
+pub struct Field {
+    key: String,
+    value: String,
+}
+
+#[Object]
+impl Event {
+    async fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    async fn namespace(&self) -> &str {
+        &self.0.namespace
+    }
+
+    async fn stream(&self) -> &str {
+        &self.0.stream
+    }
+
+    async fn version(&self) -> u64 {
+        self.0.version
+    }
+
+    async fn position(&self) -> u64 {
+        self.0.position
+    }
+
+    async fn event_type(&self) -> &str {
+        &self.0.event_type
+    }
+
+    /// The payload as text (usually JSON); lossy if it is not UTF-8.
+    async fn data(&self) -> String {
+        String::from_utf8_lossy(&self.0.data).into_owned()
+    }
+
+    async fn metadata(&self) -> Metadata {
+        let m = metadata_from_json(&self.0.metadata);
+        Metadata {
+            correlation_id: m.correlation_id,
+            causation_id: m.causation_id,
+            custom: m.custom.into_iter().map(|(key, value)| Field { key, value }).collect(),
+        }
+    }
+
+    async fn recorded_at(&self) -> String {
+        format_time(self.0.recorded_at_ms)
+    }
+}
