@@ -28,6 +28,7 @@ export FAAS_ADMIN_URL="http://$admin"
 "$faas" deploy hello "$wasm/hello.wasm" --route /hello --route '/hello/...' >/dev/null
 "$faas" deploy echo "$wasm/echo.wasm" --route '/echo/...' >/dev/null
 "$faas" deploy raw "$wasm/wasi_raw.wasm" --route /raw >/dev/null
+"$faas" deploy bank "$wasm/bank_account.wasm" --route '/accounts/...' --subscribe 'account-*' >/dev/null
 
 cat <<MSG
 
@@ -35,6 +36,11 @@ faas is running (data plane http://$listen, control plane http://$admin).
   curl http://$listen/hello/world?greeting=Hi
   curl -d 'ping' http://$listen/echo/anything
   curl http://$listen/raw
+  curl -d '{"owner":"ann"}' http://$listen/accounts/ann/open
+  curl -d '{"amount":100}' http://$listen/accounts/ann/deposit
+  curl http://$listen/accounts/ann            # the projection (kv read model)
+  curl http://$listen/accounts/ann/replay?as_of_version=0
+  GraphiQL: http://$admin/graphql
   $faas list            # FAAS_ADMIN_URL=http://$admin
   curl http://$admin/metrics
 Ctrl-C to stop.

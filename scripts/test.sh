@@ -41,3 +41,6 @@ export FAAS_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 build_functions
 echo "==> cargo test" >&2
 cargo test --workspace --all-targets "$@"
+# The example functions' domain logic also runs natively (the SDK has an in-memory store there).
+echo "==> cargo test (functions, native)" >&2
+(cd functions && cargo test -p bank-account --target-dir ../target/functions-native "$@")
