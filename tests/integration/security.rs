@@ -20,8 +20,14 @@ async fn the_admin_token_is_enforced() {
     }
     // Deploying without the token stores nothing.
     let form = reqwest::multipart::Form::new().part("component", reqwest::multipart::Part::bytes(hello.clone()));
-    let response =
-        server.http.post(format!("{}/v1/functions/f/versions", server.admin)).multipart(form).send().await.unwrap();
+    // A one-off client: the server refuses before reading the upload and closes that connection,
+    // which must not be handed back to the shared pool.
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/functions/f/versions", server.admin))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     // Health checks stay open.
     assert_eq!(server.http.get(format!("{}/healthz", server.admin)).send().await.unwrap().status(), 200);
