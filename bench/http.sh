@@ -135,6 +135,9 @@ measure() {
 
 # Other work on the machine skews everything below; the report shows how busy it was.
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+    log "warning: load average is $LOAD_BEFORE before the first contender; numbers will be low"
+fi
 
 # 1. native axum
 start native "$ROOT/target/release/native-hello" 127.0.0.1:0
@@ -170,6 +173,7 @@ ADMIN_URL=$(sed -E 's/.*admin=(http:[^ ]+).*/\1/' <<<"$faas_ready")
 env -u RUST_BACKTRACE "$FAAS" deploy hello "$HELLO" --route /hello --route '/hello/...' \
     --admin-url "$ADMIN_URL" >"$WORK/deploy.json"
 measure faas "$DATA_URL"
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 if [ "${BENCH_PERF:-0}" = 1 ]; then
     if perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
@@ -194,7 +198,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
 report() {
     echo "# HTTP: hello, GET $URL_PATH, wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency"
     echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(uname -srm), wasmtime-cli $WASMTIME_VERSION"
-    echo "# load average before the first contender: $LOAD_BEFORE"
+    echo "# load average before the first contender: $LOAD_BEFORE; after the last: $LOAD_AFTER"
     printf '%-18s %10s %10s %10s %8s\n' contender req/s p50_ms p99_ms errors
     for name in "${NAMES[@]}"; do
         printf '%-18s %10s %10s %10s %8s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "${ERRORS[$name]}"
