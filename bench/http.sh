@@ -3,14 +3,16 @@
 #   1. native axum (bench/src/bin/native-hello.rs): the upper bound,
 #   2. `wasmtime serve -S cli` at its defaults,
 #   3. `wasmtime serve -S cli` with the pooling allocator keeping memory and tables resident,
+#  3b. `wasmtime serve -S cli` with all of faas's pooling settings (BENCH_MATCHED=0 skips it),
 #   4. `faas serve` (release build), hello deployed at /hello/...,
 # then deploy → first 200 latency against the same faas server (src/bin/deploy-latency.rs).
 # Every contender gets the machine alone, is warmed up, then loaded with
 #   wrk -t$BENCH_THREADS -c$BENCH_CONNECTIONS -d$BENCH_DURATION --latency http://…/hello/world
 #
 # Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_THREADS (1), BENCH_WARMUP (2s),
-# BENCH_DEPLOY_SAMPLES (20), BENCH_PERF=1 to add a `perf record` of faas under load (a separate,
-# unmeasured wrk run). Results are also written to bench/results/http-<timestamp>.txt.
+# BENCH_DEPLOY_SAMPLES (20), BENCH_MATCHED=0 to skip contender 3b, BENCH_PERF=1 to add a
+# `perf record` of faas under load (a separate, unmeasured wrk run). Results are also written to
+# bench/results/http-<timestamp>.txt.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -163,6 +165,19 @@ url=$(wait_for wasmtime-tuned "$pid" 'Serving HTTP on')
 measure wasmtime-tuned "$url"
 stop "$pid"
 
+# 3b. wasmtime serve with every pooling setting faas's engine uses (engine.rs: build_engine),
+#     PAGEMAP_SCAN and async-stack reuse included: how much of faas's lead is configuration.
+if [ "${BENCH_MATCHED:-1}" = 1 ]; then
+    start wasmtime-matched "$WASMTIME" serve -S cli \
+        -O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536 \
+        -O pooling-pagemap-scan=auto -O pooling-async-stack-keep-resident=1048576 \
+        -O pooling-decommit-batch-size=32 --addr 127.0.0.1:0 "$HELLO"
+    pid=$LAST_PID
+    url=$(wait_for wasmtime-matched "$pid" 'Serving HTTP on')
+    measure wasmtime-matched "$url"
+    stop "$pid"
+fi
+
 # 4. faas serve, hello deployed with the README's command
 start faas "$FAAS" serve --data-dir "$WORK/faas-data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
 faas_pid=$LAST_PID
@@ -206,6 +221,9 @@ report() {
     echo
     echo "faas / wasmtime-default: $(ratio "${RPS[faas]}" "${RPS[wasmtime-default]}")   (goal >= 1.5x)"
     echo "faas / wasmtime-tuned:   $(ratio "${RPS[faas]}" "${RPS[wasmtime-tuned]}")   (goal >= 1.2x)"
+    if [ -n "${RPS[wasmtime-matched]:-}" ]; then
+        echo "faas / wasmtime-matched: $(ratio "${RPS[faas]}" "${RPS[wasmtime-matched]}")   (same pooling settings as faas)"
+    fi
     echo "faas / native:           $(ratio "${RPS[faas]}" "${RPS[native]}")"
     echo
     cat "$WORK/deploy-latency.txt"
