@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -137,16 +138,8 @@ impl Invoker {
         };
         let limits = function.spec.limits;
         let deadline = tokio::time::Instant::now() + limits.timeout();
-        let _permit = match tokio::time::timeout_at(deadline, function.limiter.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(Overloaded)) => return Err(InvokeError::Overloaded),
-            Err(_elapsed) => return Err(InvokeError::QueueTimeout),
-        };
-        let tags = Arc::new(InvocationTags {
-            function: function.name.clone(),
-            version: function.version,
-            request_id: delivery_id.to_owned(),
-        });
+        let _permit = admit(function, deadline).await?;
+        let tags = InvocationTags::of(function, delivery_id);
         let mut store = self.new_store(function, tags);
         let active = self.metrics.active_instances.with_label_values(&[&*function.name]);
         active.inc();
@@ -190,17 +183,9 @@ impl Invoker {
             return Err(InvokeError::BodyTooLarge { limit: limits.max_body_bytes });
         }
         let deadline = tokio::time::Instant::now() + limits.timeout();
-        let permit = match tokio::time::timeout_at(deadline, function.limiter.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(Overloaded)) => return Err(InvokeError::Overloaded),
-            Err(_elapsed) => return Err(InvokeError::QueueTimeout),
-        };
+        let permit = admit(function, deadline).await?;
 
-        let tags = Arc::new(InvocationTags {
-            function: function.name.clone(),
-            version: function.version,
-            request_id: request_id.to_owned(),
-        });
+        let tags = InvocationTags::of(function, request_id);
         let mut store = self.new_store(function, tags.clone());
 
         let body_too_large = Arc::new(AtomicBool::new(false));
@@ -262,6 +247,21 @@ impl Invoker {
             return Err(InvokeError::BodyTooLarge { limit: limits.max_body_bytes });
         }
         Err(failure)
+    }
+}
+
+/// Waits for a free instance slot of `function`, at most until `deadline`.
+async fn admit(function: &LoadedFunction, deadline: tokio::time::Instant) -> Result<OwnedSemaphorePermit, InvokeError> {
+    match tokio::time::timeout_at(deadline, function.limiter.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(Overloaded)) => Err(InvokeError::Overloaded),
+        Err(_elapsed) => Err(InvokeError::QueueTimeout),
+    }
+}
+
+impl InvocationTags {
+    fn of(function: &LoadedFunction, request_id: &str) -> Arc<Self> {
+        Arc::new(Self { function: function.name.clone(), version: function.version, request_id: request_id.to_owned() })
     }
 }
 
