@@ -35,6 +35,14 @@ pub struct ServeConfig {
     #[arg(long, env = "FAAS_MAX_INSTANCES", default_value_t = 1000)]
     pub max_instances: u32,
 
+    /// Largest event an append accepts (data + metadata), e.g. 1MiB.
+    #[arg(long, env = "FAAS_MAX_EVENT_SIZE", default_value = "1MiB", value_parser = crate::limits::parse_bytes)]
+    pub max_event_size: u64,
+
+    /// Most events one append may carry.
+    #[arg(long, env = "FAAS_MAX_EVENTS_PER_APPEND", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_events_per_append: u32,
+
     /// Log format on stderr.
     #[arg(long, env = "FAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -2,7 +2,7 @@
 //! `shutdown` resolves. `main.rs` only parses the command line and calls this.
 
 use crate::admin::{self, Admin};
-use crate::capabilities::{Capabilities, EventNotifier};
+use crate::capabilities::{Capabilities, EventLimits, EventNotifier};
 use crate::config::ServeConfig;
 use crate::data_plane::{self, DataPlane};
 use crate::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
@@ -33,7 +33,11 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
     let _ticker = EpochTicker::start(engine.clone());
     let metrics = Metrics::new();
     let notifier = EventNotifier::new();
-    let capabilities = Arc::new(Capabilities { stores: stores.clone(), notifier: notifier.clone() });
+    let event_limits = EventLimits {
+        max_event_bytes: usize::try_from(config.max_event_size).unwrap_or(usize::MAX),
+        max_events_per_append: config.max_events_per_append as usize,
+    };
+    let capabilities = Arc::new(Capabilities { stores: stores.clone(), notifier: notifier.clone(), event_limits });
     let invoker = Arc::new(Invoker::new(&engine, metrics.clone(), capabilities)?);
     let cache = CompileCache::new(engine, &config.data_dir.join("cache"))?;
     let max_component_bytes = usize::try_from(config.max_component_size).context("max component size")?;

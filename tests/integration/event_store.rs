@@ -4,7 +4,7 @@
 //! kinds, limits, idempotency and namespace isolation on both backends.
 
 use crate::backend_tests;
-use crate::support::{Backend, Server, components, spec};
+use crate::support::{Backend, Options, Server, components, spec};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -540,6 +540,35 @@ async fn append_limits(backend: Backend) {
     assert_eq!(field(&all, "position"), json_nums(1..1004));
     assert!(p.events("ev", 0, "forward", 10).await.is_empty());
     assert!(p.events("empty", 0, "forward", 10).await.is_empty());
+}
+
+/// `faas serve --max-event-size/--max-events-per-append` replace the defaults, and the refusals
+/// name the configured values. (Checked before the store is touched, so one backend suffices.)
+#[tokio::test(flavor = "multi_thread")]
+async fn append_limits_are_configurable() {
+    let extra_args = ["--max-event-size", "1KiB", "--max-events-per-append", "10"].map(String::from).to_vec();
+    let server = Server::start_with(Options { extra_args, ..Default::default() }).await;
+    let p = deploy_probe(&server, "alpha", &[]).await;
+
+    assert_eq!(
+        outcome(&p.append_ok("s", "any", json!([{"id": "fits", "data": null, "pad": 1020}])).await),
+        (0, 0, 1, 1, false)
+    );
+    let err = p.append_err("s", "any", json!([{"id": "over", "data": null, "pad": 1021}])).await;
+    assert_eq!(err["kind"], "invalid-request", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("1024"), "the message names the limit: {err}");
+
+    let err = p.append_err("many", "any", json!({"count": 11})).await;
+    assert!(err["message"].as_str().unwrap().contains("the limit is 10"), "{err}");
+    assert_eq!(outcome(&p.append_ok("many", "no-stream", json!({"count": 10})).await), (0, 9, 2, 11, false));
+
+    // A nonsensical value is refused at start, naming the flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faas"))
+        .args(["serve", "--max-events-per-append", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-events-per-append"), "{out:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

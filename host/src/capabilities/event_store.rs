@@ -1,7 +1,7 @@
 //! `faas:platform/event-store`: appends and reads, scoped to the caller's [`Access`](super::Access),
 //! with limits checked before the store is touched. Errors are values, never traps.
 
-use super::{AddressError, MAX_EVENT_BYTES, MAX_EVENTS_PER_APPEND, MAX_READ_COUNT};
+use super::{AddressError, EventLimits, MAX_READ_COUNT};
 use crate::bindings::event_store::{
     self as wit, AppendError, AppendOutcome, Direction, ExpectedVersion, Metadata, ReadError, RecordedEvent,
 };
@@ -46,7 +46,7 @@ pub fn to_wit(event: store::RecordedEvent, access: &super::Access) -> RecordedEv
     }
 }
 
-fn check_event(event: &wit::NewEvent) -> Result<(), String> {
+fn check_event(event: &wit::NewEvent, limits: EventLimits) -> Result<(), String> {
     if event.id.is_empty() || event.id.len() > 128 {
         return Err(format!("event id `{}` must be 1-128 characters (a UUID)", event.id));
     }
@@ -57,8 +57,8 @@ fn check_event(event: &wit::NewEvent) -> Result<(), String> {
         + event.metadata.correlation_id.as_ref().map_or(0, String::len)
         + event.metadata.causation_id.as_ref().map_or(0, String::len);
     let size = event.data.len() + metadata_len;
-    if size > MAX_EVENT_BYTES {
-        return Err(format!("event {} is {size} bytes; the limit is {MAX_EVENT_BYTES}", event.id));
+    if size > limits.max_event_bytes {
+        return Err(format!("event {} is {size} bytes; the limit is {}", event.id, limits.max_event_bytes));
     }
     Ok(())
 }
@@ -101,13 +101,15 @@ impl wit::Host for HostState {
         if events.is_empty() {
             return Err(AppendError::InvalidRequest("an append needs at least one event".into()));
         }
-        if events.len() > MAX_EVENTS_PER_APPEND {
+        let limits = platform.caps.event_limits;
+        if events.len() > limits.max_events_per_append {
             return Err(AppendError::InvalidRequest(format!(
-                "{} events in one append; the limit is {MAX_EVENTS_PER_APPEND}",
-                events.len()
+                "{} events in one append; the limit is {}",
+                events.len(),
+                limits.max_events_per_append
             )));
         }
-        events.iter().try_for_each(check_event).map_err(AppendError::InvalidRequest)?;
+        events.iter().try_for_each(|e| check_event(e, limits)).map_err(AppendError::InvalidRequest)?;
         if let Some(repeated) = events.iter().enumerate().find(|(i, e)| events[..*i].iter().any(|f| f.id == e.id)) {
             return Err(AppendError::InvalidRequest(format!("event id {} appears twice in one append", repeated.1.id)));
         }

@@ -11,20 +11,33 @@ use crate::store::Stores;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
-/// 1 MiB per event (data + metadata), as in EventStoreDB's default.
-pub const MAX_EVENT_BYTES: usize = 1 << 20;
-/// Events in one append: enough for any aggregate's decision, small enough for one transaction.
-pub const MAX_EVENTS_PER_APPEND: usize = 1000;
 /// Events returned by one read.
 pub const MAX_READ_COUNT: u32 = 10_000;
 const MAX_STREAM_NAME: usize = 200;
 pub const MAX_KV_KEY: usize = 512;
 pub const MAX_KV_VALUE: usize = 1 << 20;
 
-/// Shared by every invocation: the stores and the append notifier.
+/// Shared by every invocation: the stores, the append notifier and the limits.
 pub struct Capabilities {
     pub stores: Stores,
     pub notifier: EventNotifier,
+    pub event_limits: EventLimits,
+}
+
+/// What one append may carry (`faas serve --max-event-size`, `--max-events-per-append`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLimits {
+    /// Bytes of data + metadata per event.
+    pub max_event_bytes: usize,
+    pub max_events_per_append: usize,
+}
+
+impl Default for EventLimits {
+    /// 1 MiB per event, as in EventStoreDB's default; 1,000 events per append: enough for any
+    /// aggregate's decision, small enough for one transaction.
+    fn default() -> Self {
+        Self { max_event_bytes: 1 << 20, max_events_per_append: 1000 }
+    }
 }
 
 /// What one function may touch: its own namespace (read and write) and namespaces granted to it

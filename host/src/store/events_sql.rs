@@ -28,10 +28,10 @@ pub(crate) fn to_sql(n: u64) -> i64 {
 }
 
 /// Implements `EventStore`, `KvStore` and `SubscriptionStore` for `$store` (with a
-/// `pool: sqlx::Pool<$db>` field). `$notify` is a statement run in the append transaction with the
-/// new head position as `$1` (PostgreSQL's `pg_notify`, so other nodes wake at commit), or empty.
+/// `pool: sqlx::Pool<$db>` field and an inherent `append_events`: see [`impl_transactional_append`]
+/// and `PostgresStore::append_events`).
 macro_rules! impl_event_stores {
-    ($store:ty, $db:ty, $notify:literal) => {
+    ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::events::EventStore for $store {
             async fn append(
@@ -41,100 +41,7 @@ macro_rules! impl_event_stores {
                 expected: $crate::store::events::Expected,
                 events: &[$crate::store::events::NewEvent],
             ) -> Result<$crate::store::events::Appended, $crate::store::events::AppendError> {
-                use $crate::store::events::{AppendError, Appended};
-                use $crate::store::events_sql::{EVENT_COLUMNS, EventRow, row_to_event, to_sql};
-                let mut tx = self.pool.begin().await?;
-                // First statement, and a write: it takes the append lock (the row lock on
-                // PostgreSQL, the database write lock on SQLite) until commit.
-                let (head,): (i64,) = sqlx::query_as(
-                    "UPDATE event_log_head SET last_position = last_position WHERE id = 1 RETURNING CAST(last_position AS BIGINT)",
-                )
-                .fetch_one(&mut *tx)
-                .await?;
-
-                // Idempotency: the same ids already in this stream?
-                let mut query = sqlx::QueryBuilder::<$db>::new(format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE namespace = "
-                ));
-                query.push_bind(namespace).push(" AND stream = ").push_bind(stream).push(" AND event_id IN (");
-                let mut ids = query.separated(", ");
-                for event in events {
-                    ids.push_bind(&event.id);
-                }
-                query.push(") ORDER BY version");
-                let existing: Vec<EventRow> = query.build_query_as().fetch_all(&mut *tx).await?;
-                if !existing.is_empty() {
-                    let existing: Vec<_> = existing.into_iter().map(row_to_event).collect();
-                    let same = existing.len() == events.len()
-                        && existing.iter().zip(events).all(|(old, new)| {
-                            old.id == new.id && old.event_type == new.event_type && old.data == new.data && old.metadata == new.metadata
-                        })
-                        && existing.windows(2).all(|w| w[1].version == w[0].version + 1);
-                    if !same {
-                        return Err(AppendError::IdempotencyConflict(format!(
-                            "event id {} is already in stream `{stream}` with different content, or only part of this batch was appended before",
-                            existing[0].id
-                        )));
-                    }
-                    let (first, last) = (&existing[0], &existing[existing.len() - 1]);
-                    return Ok(Appended {
-                        first_version: first.version,
-                        last_version: last.version,
-                        first_position: first.position,
-                        last_position: last.position,
-                        duplicate: true,
-                    });
-                }
-
-                let current: Option<(i64,)> =
-                    sqlx::query_as("SELECT CAST(version AS BIGINT) FROM streams WHERE namespace = $1 AND stream = $2")
-                        .bind(namespace)
-                        .bind(stream)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let current = current.map(|(v,)| v as u64);
-                if !expected.admits(current) {
-                    return Err(AppendError::WrongExpectedVersion { expected, actual: current });
-                }
-                let first_version = current.map_or(0, |v| v + 1);
-                let first_position = head as u64 + 1;
-                let count = events.len() as u64;
-                let now = $crate::store::now_ms();
-                let mut insert = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO events (position, namespace, stream, version, event_id, event_type, data, metadata, recorded_at_ms) ",
-                );
-                insert.push_values(events.iter().enumerate(), |mut row, (i, event)| {
-                    row.push_bind(to_sql(first_position + i as u64))
-                        .push_bind(namespace)
-                        .push_bind(stream)
-                        .push_bind(to_sql(first_version + i as u64))
-                        .push_bind(&event.id)
-                        .push_bind(&event.event_type)
-                        .push_bind(&event.data)
-                        .push_bind(&event.metadata)
-                        .push_bind(now);
-                });
-                insert.build().execute(&mut *tx).await?;
-                let last_version = first_version + count - 1;
-                let last_position = first_position + count - 1;
-                sqlx::query(
-                    "INSERT INTO streams (namespace, stream, version) VALUES ($1, $2, $3)
-                     ON CONFLICT (namespace, stream) DO UPDATE SET version = excluded.version",
-                )
-                .bind(namespace)
-                .bind(stream)
-                .bind(to_sql(last_version))
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("UPDATE event_log_head SET last_position = $1 WHERE id = 1")
-                    .bind(to_sql(last_position))
-                    .execute(&mut *tx)
-                    .await?;
-                if !$notify.is_empty() {
-                    sqlx::query($notify).bind(last_position.to_string()).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(Appended { first_version, last_version, first_position, last_position, duplicate: false })
+                self.append_events(namespace, stream, expected, events).await
             }
 
             async fn read_stream(
@@ -414,3 +321,114 @@ macro_rules! impl_event_stores {
 }
 
 pub(crate) use impl_event_stores;
+
+/// An inherent `append_events` for `$store` as one transaction of several statements: the
+/// embedded database, where a statement costs a function call, not a network round trip.
+/// (PostgreSQL does the same steps in one call of the `faas_append` SQL function.)
+macro_rules! impl_transactional_append {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            async fn append_events(
+                &self,
+                namespace: &str,
+                stream: &str,
+                expected: $crate::store::events::Expected,
+                events: &[$crate::store::events::NewEvent],
+            ) -> Result<$crate::store::events::Appended, $crate::store::events::AppendError> {
+                use $crate::store::events::{AppendError, Appended};
+                use $crate::store::events_sql::{EVENT_COLUMNS, EventRow, row_to_event, to_sql};
+                let mut tx = self.pool.begin().await?;
+                // First statement, and a write: it takes the append lock (the row lock on
+                // PostgreSQL, the database write lock on SQLite) until commit.
+                let (head,): (i64,) = sqlx::query_as(
+                    "UPDATE event_log_head SET last_position = last_position WHERE id = 1 RETURNING CAST(last_position AS BIGINT)",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+
+                // Idempotency: the same ids already in this stream?
+                let mut query = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE namespace = "
+                ));
+                query.push_bind(namespace).push(" AND stream = ").push_bind(stream).push(" AND event_id IN (");
+                let mut ids = query.separated(", ");
+                for event in events {
+                    ids.push_bind(&event.id);
+                }
+                query.push(") ORDER BY version");
+                let existing: Vec<EventRow> = query.build_query_as().fetch_all(&mut *tx).await?;
+                if !existing.is_empty() {
+                    let existing: Vec<_> = existing.into_iter().map(row_to_event).collect();
+                    let same = existing.len() == events.len()
+                        && existing.iter().zip(events).all(|(old, new)| {
+                            old.id == new.id && old.event_type == new.event_type && old.data == new.data && old.metadata == new.metadata
+                        })
+                        && existing.windows(2).all(|w| w[1].version == w[0].version + 1);
+                    if !same {
+                        return Err(AppendError::IdempotencyConflict(format!(
+                            "event id {} is already in stream `{stream}` with different content, or only part of this batch was appended before",
+                            existing[0].id
+                        )));
+                    }
+                    let (first, last) = (&existing[0], &existing[existing.len() - 1]);
+                    return Ok(Appended {
+                        first_version: first.version,
+                        last_version: last.version,
+                        first_position: first.position,
+                        last_position: last.position,
+                        duplicate: true,
+                    });
+                }
+
+                let current: Option<(i64,)> =
+                    sqlx::query_as("SELECT CAST(version AS BIGINT) FROM streams WHERE namespace = $1 AND stream = $2")
+                        .bind(namespace)
+                        .bind(stream)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let current = current.map(|(v,)| v as u64);
+                if !expected.admits(current) {
+                    return Err(AppendError::WrongExpectedVersion { expected, actual: current });
+                }
+                let first_version = current.map_or(0, |v| v + 1);
+                let first_position = head as u64 + 1;
+                let count = events.len() as u64;
+                let now = $crate::store::now_ms();
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO events (position, namespace, stream, version, event_id, event_type, data, metadata, recorded_at_ms) ",
+                );
+                insert.push_values(events.iter().enumerate(), |mut row, (i, event)| {
+                    row.push_bind(to_sql(first_position + i as u64))
+                        .push_bind(namespace)
+                        .push_bind(stream)
+                        .push_bind(to_sql(first_version + i as u64))
+                        .push_bind(&event.id)
+                        .push_bind(&event.event_type)
+                        .push_bind(&event.data)
+                        .push_bind(&event.metadata)
+                        .push_bind(now);
+                });
+                insert.build().execute(&mut *tx).await?;
+                let last_version = first_version + count - 1;
+                let last_position = first_position + count - 1;
+                sqlx::query(
+                    "INSERT INTO streams (namespace, stream, version) VALUES ($1, $2, $3)
+                     ON CONFLICT (namespace, stream) DO UPDATE SET version = excluded.version",
+                )
+                .bind(namespace)
+                .bind(stream)
+                .bind(to_sql(last_version))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE event_log_head SET last_position = $1 WHERE id = 1")
+                    .bind(to_sql(last_position))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Appended { first_version, last_version, first_position, last_position, duplicate: false })
+            }
+        }
+    };
+}
+
+pub(crate) use impl_transactional_append;

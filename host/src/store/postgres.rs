@@ -1,8 +1,9 @@
 //! [`PostgresStore`]: the multi-node backend. Several `faas serve` processes may share it.
 
-use super::StoreError;
-use super::events_sql::impl_event_stores;
+use super::events::{AppendError, Appended, Expected, NewEvent};
+use super::events_sql::{impl_event_stores, to_sql};
 use super::functions_sql::impl_function_store;
+use super::{StoreError, now_ms};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
 
@@ -21,6 +22,62 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// One call of `faas_append` (migrations/postgres/0003): the whole append in one round trip,
+    /// in the statement's own transaction. It also notifies `faas_events`, which other nodes
+    /// LISTEN on; the notification is delivered when the append commits.
+    async fn append_events(
+        &self,
+        namespace: &str,
+        stream: &str,
+        expected: Expected,
+        events: &[NewEvent],
+    ) -> Result<Appended, AppendError> {
+        let (kind, version) = match expected {
+            Expected::Any => (0i16, None),
+            Expected::NoStream => (1, None),
+            Expected::StreamExists => (2, None),
+            Expected::Exact(v) => (3, Some(to_sql(v))),
+        };
+        let row: AppendRow = sqlx::query_as("SELECT * FROM faas_append($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(namespace)
+            .bind(stream)
+            .bind(kind)
+            .bind(version)
+            .bind(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.data.as_slice()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.metadata.as_str()).collect::<Vec<_>>())
+            .bind(now_ms())
+            .fetch_one(&self.pool)
+            .await?;
+        let (outcome, first_version, last_version, first_position, last_position, actual, conflict_id) = row;
+        let appended = |duplicate| -> Result<Appended, AppendError> {
+            let missing = || StoreError::Corrupt(format!("faas_append returned `{outcome}` without positions"));
+            Ok(Appended {
+                first_version: first_version.ok_or_else(missing)? as u64,
+                last_version: last_version.ok_or_else(missing)? as u64,
+                first_position: first_position.ok_or_else(missing)? as u64,
+                last_position: last_position.ok_or_else(missing)? as u64,
+                duplicate,
+            })
+        };
+        match outcome.as_str() {
+            "appended" => appended(false),
+            "duplicate" => appended(true),
+            "wrong-expected-version" => {
+                Err(AppendError::WrongExpectedVersion { expected, actual: actual.map(|v| v as u64) })
+            }
+            "idempotency-conflict" => Err(AppendError::IdempotencyConflict(format!(
+                "event id {} is already in stream `{stream}` with different content, or only part of this batch was appended before",
+                conflict_id.unwrap_or_default()
+            ))),
+            other => Err(StoreError::Corrupt(format!("faas_append returned an unknown outcome `{other}`")).into()),
+        }
+    }
+}
+
+type AppendRow = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>);
+
 impl_function_store!(PostgresStore, "FOR UPDATE");
-// Other nodes LISTEN on `faas_events`; the notification is delivered when the append commits.
-impl_event_stores!(PostgresStore, sqlx::Postgres, "SELECT pg_notify('faas_events', $1)");
+impl_event_stores!(PostgresStore, sqlx::Postgres);

@@ -1,7 +1,7 @@
 //! [`SqliteStore`]: the embedded default. One file in the data dir, WAL mode, no setup.
 
 use super::StoreError;
-use super::events_sql::impl_event_stores;
+use super::events_sql::{impl_event_stores, impl_transactional_append};
 use super::functions_sql::impl_function_store;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
@@ -29,4 +29,5 @@ impl SqliteStore {
 }
 
 impl_function_store!(SqliteStore, "");
-impl_event_stores!(SqliteStore, sqlx::Sqlite, "");
+impl_event_stores!(SqliteStore, sqlx::Sqlite);
+impl_transactional_append!(SqliteStore, sqlx::Sqlite);
