@@ -74,11 +74,7 @@ impl Faas {
             .expect("opening the store");
         let engine = build_engine(PoolSize::default()).expect("engine");
         let ticker = EpochTicker::start(engine.clone());
-        let capabilities = Arc::new(Capabilities {
-            stores: stores.clone(),
-            notifier: EventNotifier::new(),
-            event_limits: Default::default(),
-        });
+        let capabilities = Arc::new(Capabilities::new(stores.clone(), EventNotifier::new(), Default::default()));
         let invoker = Arc::new(Invoker::new(&engine, Metrics::new(), capabilities).expect("invoker"));
         let cache = CompileCache::new(engine, &dir.path().join("cache")).expect("cache");
         let registry = Registry::open(stores.functions.clone(), cache, invoker.clone(), DEFAULT_MAX_COMPONENT_BYTES)

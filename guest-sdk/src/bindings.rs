@@ -14,39 +14,74 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
-wit_bindgen::generate!({
-    path: "../wit",
-    world: "faas:platform/event-function",
-    with: {
-        "wasi:cli/environment@0.2.12": wasip2::cli::environment,
-        "wasi:cli/exit@0.2.12": wasip2::cli::exit,
-        "wasi:cli/stdin@0.2.12": wasip2::cli::stdin,
-        "wasi:cli/stdout@0.2.12": wasip2::cli::stdout,
-        "wasi:cli/stderr@0.2.12": wasip2::cli::stderr,
-        "wasi:cli/terminal-input@0.2.12": wasip2::cli::terminal_input,
-        "wasi:cli/terminal-output@0.2.12": wasip2::cli::terminal_output,
-        "wasi:cli/terminal-stdin@0.2.12": wasip2::cli::terminal_stdin,
-        "wasi:cli/terminal-stdout@0.2.12": wasip2::cli::terminal_stdout,
-        "wasi:cli/terminal-stderr@0.2.12": wasip2::cli::terminal_stderr,
-        "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
-        "wasi:clocks/wall-clock@0.2.12": wasip2::clocks::wall_clock,
-        "wasi:filesystem/types@0.2.12": wasip2::filesystem::types,
-        "wasi:filesystem/preopens@0.2.12": wasip2::filesystem::preopens,
-        "wasi:io/error@0.2.12": wasip2::io::error,
-        "wasi:io/poll@0.2.12": wasip2::io::poll,
-        "wasi:io/streams@0.2.12": wasip2::io::streams,
-        "wasi:random/random@0.2.12": wasip2::random::random,
-        "wasi:random/insecure@0.2.12": wasip2::random::insecure,
-        "wasi:random/insecure-seed@0.2.12": wasip2::random::insecure_seed,
-        "wasi:sockets/network@0.2.12": wasip2::sockets::network,
-        "wasi:sockets/instance-network@0.2.12": wasip2::sockets::instance_network,
-        "wasi:sockets/udp@0.2.12": wasip2::sockets::udp,
-        "wasi:sockets/udp-create-socket@0.2.12": wasip2::sockets::udp_create_socket,
-        "wasi:sockets/tcp@0.2.12": wasip2::sockets::tcp,
-        "wasi:sockets/tcp-create-socket@0.2.12": wasip2::sockets::tcp_create_socket,
-        "wasi:sockets/ip-name-lookup@0.2.12": wasip2::sockets::ip_name_lookup,
-    },
-    pub_export_macro: true,
-    export_macro_name: "export_event_function",
-    default_bindings_module: "::faas_sdk::__private::bindings",
-});
+/// `wit_bindgen::generate!` for one world of `../wit`, with its WASI imports mapped onto the
+/// `wasip2` crate and `$extra` further mappings (the other worlds reuse the `faas:platform`
+/// imports generated for the first one, so their types are shared).
+macro_rules! generate_world {
+    ($world:tt, $export_macro:tt, $module:tt, { $($extra:tt)* }) => {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: $world,
+            with: {
+                $($extra)*
+                "wasi:cli/environment@0.2.12": wasip2::cli::environment,
+                "wasi:cli/exit@0.2.12": wasip2::cli::exit,
+                "wasi:cli/stdin@0.2.12": wasip2::cli::stdin,
+                "wasi:cli/stdout@0.2.12": wasip2::cli::stdout,
+                "wasi:cli/stderr@0.2.12": wasip2::cli::stderr,
+                "wasi:cli/terminal-input@0.2.12": wasip2::cli::terminal_input,
+                "wasi:cli/terminal-output@0.2.12": wasip2::cli::terminal_output,
+                "wasi:cli/terminal-stdin@0.2.12": wasip2::cli::terminal_stdin,
+                "wasi:cli/terminal-stdout@0.2.12": wasip2::cli::terminal_stdout,
+                "wasi:cli/terminal-stderr@0.2.12": wasip2::cli::terminal_stderr,
+                "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
+                "wasi:clocks/wall-clock@0.2.12": wasip2::clocks::wall_clock,
+                "wasi:filesystem/types@0.2.12": wasip2::filesystem::types,
+                "wasi:filesystem/preopens@0.2.12": wasip2::filesystem::preopens,
+                "wasi:io/error@0.2.12": wasip2::io::error,
+                "wasi:io/poll@0.2.12": wasip2::io::poll,
+                "wasi:io/streams@0.2.12": wasip2::io::streams,
+                "wasi:random/random@0.2.12": wasip2::random::random,
+                "wasi:random/insecure@0.2.12": wasip2::random::insecure,
+                "wasi:random/insecure-seed@0.2.12": wasip2::random::insecure_seed,
+                "wasi:sockets/network@0.2.12": wasip2::sockets::network,
+                "wasi:sockets/instance-network@0.2.12": wasip2::sockets::instance_network,
+                "wasi:sockets/udp@0.2.12": wasip2::sockets::udp,
+                "wasi:sockets/udp-create-socket@0.2.12": wasip2::sockets::udp_create_socket,
+                "wasi:sockets/tcp@0.2.12": wasip2::sockets::tcp,
+                "wasi:sockets/tcp-create-socket@0.2.12": wasip2::sockets::tcp_create_socket,
+                "wasi:sockets/ip-name-lookup@0.2.12": wasip2::sockets::ip_name_lookup,
+            },
+            pub_export_macro: true,
+            export_macro_name: $export_macro,
+            default_bindings_module: $module,
+        });
+    };
+}
+
+generate_world!("faas:platform/event-function", "export_event_function", "::faas_sdk::__private::bindings", {});
+
+/// The `step-handler` export (`#[step_handler]`).
+pub mod step {
+    generate_world!("faas:platform/step-function", "export_step_function", "::faas_sdk::__private::step_bindings", {
+        "faas:platform/event-store@0.1.0": crate::bindings::faas::platform::event_store,
+        "faas:platform/kv@0.1.0": crate::bindings::faas::platform::kv,
+        "faas:platform/saga@0.1.0": crate::bindings::faas::platform::saga,
+        "faas:platform/tx@0.1.0": crate::bindings::faas::platform::tx,
+    });
+}
+
+/// The `participant` export (`faas_sdk::tx::export_participant!`).
+pub mod participant {
+    generate_world!(
+        "faas:platform/participant-function",
+        "export_participant_function",
+        "::faas_sdk::__private::participant_bindings",
+        {
+            "faas:platform/event-store@0.1.0": crate::bindings::faas::platform::event_store,
+            "faas:platform/kv@0.1.0": crate::bindings::faas::platform::kv,
+            "faas:platform/saga@0.1.0": crate::bindings::faas::platform::saga,
+            "faas:platform/tx@0.1.0": crate::bindings::faas::platform::tx,
+        }
+    );
+}

@@ -138,6 +138,8 @@ mod native;
 mod request;
 mod response;
 mod runtime;
+pub mod saga;
+pub mod tx;
 
 pub use body::{Body, BodyError};
 pub use handler::EventHandlerResult;
@@ -158,6 +160,12 @@ pub use faas_sdk_macros::http_handler;
 /// says what to change. It receives a batch of events in global order and returns `Ok(())`
 /// when it is handled or `Err` to have the host retry it. Delivery is at least once.
 pub use faas_sdk_macros::event_handler;
+
+/// Marks the function that runs saga steps; see [`saga`].
+///
+/// The function must look like `fn NAME(req: faas_sdk::saga::StepRequest) -> Result<T,
+/// faas_sdk::saga::StepError>` (or `async fn`) with `T: Into<Vec<u8>>`.
+pub use faas_sdk_macros::step_handler;
 
 /// The `bytes` crate's [`Bytes`], returned by [`Body::into_bytes`].
 pub use bytes::Bytes;
@@ -224,6 +232,31 @@ pub mod __private {
     pub use crate::bindings::exports::faas::platform::event_handler::Guest as EventHandlerGuest;
     /// A recorded event as the generated bindings receive it.
     pub use crate::bindings::faas::platform::event_store::RecordedEvent as WitRecordedEvent;
+
+    /// The generated bindings of the step-handler world; `export_step_function!` expects them here.
+    pub mod step_bindings {
+        pub use crate::bindings::step::*;
+    }
+    /// The generated bindings of the participant world.
+    pub mod participant_bindings {
+        pub use crate::bindings::participant::*;
+    }
+    pub use crate::bindings::participant::export_participant_function;
+    pub use crate::bindings::step::export_step_function;
+    /// The trait of the `faas:platform/step-handler` export.
+    pub use crate::bindings::step::exports::faas::platform::step_handler::{
+        Guest as StepHandlerGuest, StepError as WitStepError, StepRequest as WitStepRequest,
+    };
+
+    /// Converts the host's request into the SDK's.
+    pub fn step_request(request: WitStepRequest) -> crate::saga::StepRequest {
+        crate::saga::step_request(request)
+    }
+
+    /// Converts a step handler's return value; spanned on the return type by the macro.
+    pub fn into_step_result<R: crate::saga::StepResult>(value: R) -> Result<Vec<u8>, WitStepError> {
+        value.into_step_result()
+    }
 
     /// Converts the delivered events into the SDK's [`RecordedEvent`]s.
     pub fn recorded_events(events: Vec<WitRecordedEvent>) -> Vec<RecordedEvent> {

@@ -1,5 +1,7 @@
-//! Host bindings of the `faas:platform` WIT package (`wit/world.wit`): the `Host` traits of the
-//! imports (implemented in `capabilities`) and the typed `event-handler` export.
+//! Host bindings of the `faas:platform` WIT package (`wit/`): the `Host` traits of the imports
+//! (implemented in `capabilities`) and the typed exports: `event-handler` here, `step-handler` in
+//! [`step`], `participant` in [`participant`]. Each export has its own world, so a component is
+//! checked only for the exports it has; the imports are generated once, here, and shared.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -9,4 +11,40 @@ wasmtime::component::bindgen!({
     with: { "wasi": wasmtime_wasi::p2::bindings },
 });
 
-pub use faas::platform::{event_store, kv};
+pub use faas::platform::{event_store, kv, saga, tx};
+
+/// The `step-handler` export of saga step functions.
+pub mod step {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "faas:platform/step-function",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "wasi": wasmtime_wasi::p2::bindings,
+            "faas:platform/event-store": super::event_store,
+            "faas:platform/kv": super::kv,
+            "faas:platform/saga": super::saga,
+            "faas:platform/tx": super::tx,
+        },
+    });
+    pub use exports::faas::platform::step_handler::{StepError, StepKind, StepRequest};
+}
+
+/// The `participant` export of two-phase-commit participants.
+pub mod participant {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "faas:platform/participant-function",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "wasi": wasmtime_wasi::p2::bindings,
+            "faas:platform/event-store": super::event_store,
+            "faas:platform/kv": super::kv,
+            "faas:platform/saga": super::saga,
+            "faas:platform/tx": super::tx,
+        },
+    });
+    pub use exports::faas::platform::participant::Vote;
+}

@@ -6,6 +6,7 @@ use crate::invoker::InvokeError;
 use crate::registry::RegistryError;
 use crate::store::StoreError;
 use crate::validate::ValidationError;
+use crate::workflows::sagas::SagaError;
 use axum::Json;
 use axum::extract::multipart::MultipartError;
 use axum::extract::rejection::JsonRejection;
@@ -132,5 +133,17 @@ impl From<MultipartError> for ApiError {
         let status = error.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "component_too_large" } else { "invalid_multipart" };
         Self::new(status, code, error.body_text())
+    }
+}
+
+impl From<SagaError> for ApiError {
+    fn from(error: SagaError) -> Self {
+        match error {
+            SagaError::NotFound(_) => Self::not_found(error.to_string()),
+            SagaError::Invalid(m) => Self::bad_request("invalid_saga", m),
+            e @ SagaError::Conflict(_) => Self::new(StatusCode::CONFLICT, "saga_conflict", e.to_string()),
+            e @ SagaError::NotStuck { .. } => Self::new(StatusCode::CONFLICT, "saga_not_stuck", e.to_string()),
+            SagaError::Store(e) => e.into(),
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! ([`StoreLimits`]), wall-clock deadline (epoch yields + a timer), and concurrency.
 
 use crate::bindings::exports::faas::platform::event_handler::RecordedEvent;
+use crate::bindings::participant::Vote;
+use crate::bindings::step::{StepError, StepRequest};
 use crate::capabilities::{Capabilities, PlatformCtx};
 use crate::concurrency::Overloaded;
 use crate::guest_io::{DenyOutgoingHttp, GuestLog, GuestStream, InvocationTags};
@@ -14,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
@@ -88,6 +90,14 @@ impl WasiHttpView for HostState {
     }
 }
 
+/// A call of a two-phase-commit participant.
+#[derive(Debug, Clone, Copy)]
+pub enum ParticipantCall<'a> {
+    Prepare { tx_id: &'a str, payload: &'a [u8] },
+    Commit { tx_id: &'a str },
+    Abort { tx_id: &'a str },
+}
+
 /// How the task running the guest ended.
 enum Outcome {
     Finished,
@@ -136,27 +146,91 @@ impl Invoker {
         let Some(pre) = &function.handlers.events else {
             return Err(InvokeError::Internal(format!("function `{}` exports no event handler", function.name)));
         };
+        let result = self
+            .call(function, delivery_id, None, async |store| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.faas_platform_event_handler().call_handle(store, events).await
+            })
+            .await?;
+        result.map_err(InvokeError::HandlerFailed)
+    }
+
+    /// Runs one attempt of a saga step through the function's `step-handler` export. The inner
+    /// result is the step's own answer.
+    pub async fn run_step(
+        &self,
+        function: &Arc<LoadedFunction>,
+        request: &StepRequest,
+        timeout: Option<Duration>,
+    ) -> Result<Result<Vec<u8>, StepError>, InvokeError> {
+        let Some(pre) = &function.handlers.step else {
+            return Err(InvokeError::Internal(format!("function `{}` exports no step-handler", function.name)));
+        };
+        let id = format!("{}#{}", request.idempotency_key, request.attempt);
+        self.call(function, &id, timeout, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.faas_platform_step_handler().call_handle(store, request).await
+        })
+        .await
+    }
+
+    /// One call of the function's two-phase-commit `participant` export.
+    pub async fn participant(
+        &self,
+        function: &Arc<LoadedFunction>,
+        call: ParticipantCall<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Result<(), String>, InvokeError> {
+        let Some(pre) = &function.handlers.participant else {
+            return Err(InvokeError::Internal(format!("function `{}` exports no participant", function.name)));
+        };
+        let (phase, tx_id) = match call {
+            ParticipantCall::Prepare { tx_id, .. } => ("prepare", tx_id),
+            ParticipantCall::Commit { tx_id } => ("commit", tx_id),
+            ParticipantCall::Abort { tx_id } => ("abort", tx_id),
+        };
+        let id = format!("{tx_id}/{phase}");
+        self.call(function, &id, timeout, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let participant = instance.faas_platform_participant();
+            Ok(match call {
+                ParticipantCall::Prepare { tx_id, payload } => {
+                    match participant.call_prepare(store, tx_id, payload).await? {
+                        Vote::Commit => Ok(()),
+                        Vote::Abort(reason) => Err(reason),
+                    }
+                }
+                ParticipantCall::Commit { tx_id } => participant.call_commit(store, tx_id).await?,
+                ParticipantCall::Abort { tx_id } => participant.call_abort(store, tx_id).await?,
+            })
+        })
+        .await
+    }
+
+    /// The skeleton of every non-HTTP invocation: a concurrency permit, a fresh store, and
+    /// `body` (instantiate and call an export) under the deadline: `timeout`, or the function's.
+    async fn call<R>(
+        &self,
+        function: &Arc<LoadedFunction>,
+        invocation_id: &str,
+        timeout: Option<Duration>,
+        body: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, InvokeError> {
         let limits = function.spec.limits;
-        let deadline = tokio::time::Instant::now() + limits.timeout();
+        let timeout = timeout.unwrap_or_else(|| limits.timeout());
+        let deadline = tokio::time::Instant::now() + timeout;
         let _permit = admit(function, deadline).await?;
-        let tags = InvocationTags::of(function, delivery_id);
+        let tags = InvocationTags::of(function, invocation_id);
         let mut store = self.new_store(function, tags);
         let active = self.metrics.active_instances.with_label_values(&[&*function.name]);
         active.inc();
-        let run = async {
-            let started = Instant::now();
-            let instance = pre.instantiate_async(&mut store).await?;
-            self.metrics.instantiation.with_label_values(&[&*function.name]).observe(started.elapsed().as_secs_f64());
-            instance.faas_platform_event_handler().call_handle(&mut store, events).await
-        };
-        let outcome = tokio::time::timeout_at(deadline, run).await;
+        let outcome = tokio::time::timeout_at(deadline, body(&mut store)).await;
         drop(store);
         active.dec();
         match outcome {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(message))) => Err(InvokeError::HandlerFailed(message)),
+            Ok(Ok(result)) => Ok(result),
             Ok(Err(trap)) => Err(InvokeError::Trap(trap_message(&trap))),
-            Err(_elapsed) => Err(InvokeError::Timeout { timeout_ms: limits.timeout_ms }),
+            Err(_elapsed) => Err(InvokeError::Timeout { timeout_ms: timeout.as_millis() as u64 }),
         }
     }
 

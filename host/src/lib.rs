@@ -36,3 +36,4 @@ pub mod spec;
 pub mod store;
 pub mod subscriptions;
 pub mod validate;
+pub mod workflows;

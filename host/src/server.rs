@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store;
 use crate::subscriptions::{Subscriptions, listen_for_remote_appends};
+use crate::workflows::{self, Workflows};
 use anyhow::{Context as _, bail};
 use std::io::Write as _;
 use std::sync::Arc;
@@ -37,14 +38,18 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
         max_event_bytes: usize::try_from(config.max_event_size).unwrap_or(usize::MAX),
         max_events_per_append: config.max_events_per_append as usize,
     };
-    let capabilities = Arc::new(Capabilities { stores: stores.clone(), notifier: notifier.clone(), event_limits });
-    let invoker = Arc::new(Invoker::new(&engine, metrics.clone(), capabilities)?);
+    let capabilities = Arc::new(Capabilities::new(stores.clone(), notifier.clone(), event_limits));
+    let invoker = Arc::new(Invoker::new(&engine, metrics.clone(), capabilities.clone())?);
     let cache = CompileCache::new(engine, &config.data_dir.join("cache"))?;
     let max_component_bytes = usize::try_from(config.max_component_size).context("max component size")?;
     let registry =
         Arc::new(Registry::open(stores.functions.clone(), cache, invoker.clone(), max_component_bytes).await?);
     let subscriptions = Subscriptions::new(registry.clone(), invoker.clone(), stores.clone(), notifier.clone());
     let subscription_tasks = subscriptions.start();
+    let node = workflows::node_id(&config.data_dir).context("reading the node id")?;
+    let workflows = Arc::new(Workflows::new(stores.workflows.clone(), registry.clone(), invoker.clone(), node));
+    let _ = capabilities.workflows.set(workflows.clone());
+    let workflow_tasks = workflows.start();
     let remote_appends = stores.postgres_url.clone().map(|url| listen_for_remote_appends(url, notifier));
 
     let data_listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -55,7 +60,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
 
     let data =
         data_plane::router(Arc::new(DataPlane { registry: registry.clone(), invoker, metrics: metrics.clone() }));
-    let admin = admin::router(Arc::new(Admin { registry, metrics, token, subscriptions, stores }));
+    let admin = admin::router(Arc::new(Admin { registry, metrics, token, subscriptions, stores, workflows }));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -75,6 +80,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
 
     let (data_result, admin_result) = tokio::join!(data_server.into_future(), admin_server.into_future());
     subscription_tasks.abort();
+    workflow_tasks.abort();
     if let Some(task) = remote_appends {
         task.abort();
     }

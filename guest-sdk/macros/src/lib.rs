@@ -129,6 +129,18 @@ const EVENTS: Kind = Kind {
     generate: generate_events,
 };
 
+/// `#[step_handler]`.
+const STEP: Kind = Kind {
+    attr: "step_handler",
+    expected: "`fn handle(req: faas_sdk::saga::StepRequest) -> Result<Vec<u8>, faas_sdk::saga::StepError>`",
+    export: "faas:platform/step-handler",
+    argument: "the step request",
+    by_value: "the request by value: write `req: faas_sdk::saga::StepRequest`",
+    missing_return: "must return `Result<T, faas_sdk::saga::StepError>` with `T: Into<Vec<u8>>`: add a return \
+                     type such as `-> Result<Vec<u8>, StepError>`",
+    generate: generate_step,
+};
+
 /// Turns a function into the HTTP entry point of a wasm component.
 ///
 /// The function takes the request, [`faas_sdk::Request`], and returns anything
@@ -191,6 +203,34 @@ pub fn http_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     entry_point(&EVENTS, attr, item)
+}
+
+/// Turns a function into the saga step handler of a wasm component: the
+/// `faas:platform/step-handler` export, called by the host for each attempt of a saga step's
+/// action or compensation that names this function.
+///
+/// The function takes a `faas_sdk::saga::StepRequest` and returns `Result<T, StepError>` with
+/// `T: Into<Vec<u8>>` (the step's output). `StepError::Fail` refuses (no retry; the action must
+/// have had no effect), `StepError::Retry` asks for another attempt. It may be `async`:
+///
+/// ```ignore
+/// use faas_sdk::saga::{StepError, StepKind, StepRequest};
+/// use faas_sdk::step_handler;
+///
+/// #[step_handler]
+/// fn reserve(req: StepRequest) -> Result<Vec<u8>, StepError> {
+///     match req.kind {
+///         StepKind::Action => Ok(b"reserved".to_vec()),
+///         StepKind::Compensation => Ok(Vec::new()),
+///     }
+/// }
+/// ```
+///
+/// The signature is checked at compile time like that of `#[http_handler]`. A crate may contain
+/// only one `#[step_handler]`, next to any other handler.
+#[proc_macro_attribute]
+pub fn step_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    entry_point(&STEP, attr, item)
 }
 
 /// Expands, or emits the errors followed by the untouched item.
@@ -429,6 +469,42 @@ fn generate_events(func: &ItemFn) -> TokenStream2 {
 
             ::faas_sdk::__private::export_event_function!(
                 __FaasSdkEventHandler with_types_in ::faas_sdk::__private::bindings
+            );
+        };
+    }
+}
+
+/// Emits the function unchanged plus the hidden faas:platform/step-handler export calling it.
+fn generate_step(func: &ItemFn) -> TokenStream2 {
+    let name = &func.sig.ident;
+    let (arg_span, output_span) = signature_spans(func);
+    let call = quote_spanned!(arg_span=> #name(__faas_sdk_request));
+    let body = if func.sig.asyncness.is_some() {
+        let result = quote_spanned!(output_span=> ::faas_sdk::__private::into_step_result(#call.await));
+        quote!(::faas_sdk::__private::block_on(async move { #result }))
+    } else {
+        quote_spanned!(output_span=> ::faas_sdk::__private::into_step_result(#call))
+    };
+
+    quote! {
+        #func
+
+        #[doc(hidden)]
+        const _: () = {
+            #[doc(hidden)]
+            struct __FaasSdkStepHandler;
+
+            impl ::faas_sdk::__private::StepHandlerGuest for __FaasSdkStepHandler {
+                fn handle(
+                    request: ::faas_sdk::__private::WitStepRequest,
+                ) -> ::core::result::Result<::std::vec::Vec<u8>, ::faas_sdk::__private::WitStepError> {
+                    let __faas_sdk_request = ::faas_sdk::__private::step_request(request);
+                    #body
+                }
+            }
+
+            ::faas_sdk::__private::export_step_function!(
+                __FaasSdkStepHandler with_types_in ::faas_sdk::__private::step_bindings
             );
         };
     }

@@ -1,11 +1,15 @@
 //! The GraphQL query side (`/graphql`, GraphiQL on GET): functions and their versions, streams
-//! (paged events with metadata) and subscriptions (checkpoint, lag, parked events). Read-only;
-//! the same token as the REST API. Sagas will be further fields of [`Query`].
+//! (paged events with metadata), subscriptions (checkpoint, lag, parked events), sagas (steps,
+//! attempts, errors, journal) and two-phase-commit transactions. Read-only; the same token as the
+//! REST API.
 
 use super::Admin;
+use super::workflows::{MAX_LIMIT, SagaReport, SagaSummary, TxReport};
 use crate::capabilities::event_store::metadata_from_json;
 use crate::store::events::{Direction, ParkedEvent, RecordedEvent};
+use crate::store::workflows::{SagaStatus, TxStatus};
 use crate::store::{FunctionRecord, VersionRecord, format_time};
+use crate::workflows::sagas::SagaError;
 use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Result, Schema, SimpleObject};
 use axum::Json;
 use axum::extract::State;
@@ -85,6 +89,41 @@ impl Query {
     /// The last global position handed out.
     async fn head_position(&self, ctx: &Context<'_>) -> Result<u64> {
         Ok(admin(ctx).stores.events.head().await?)
+    }
+
+    /// One saga: its steps (attempts, errors, timestamps) and journal.
+    async fn saga(&self, ctx: &Context<'_>, id: String) -> Result<Option<SagaReport>> {
+        match admin(ctx).workflows.sagas.view(&id).await {
+            Ok(view) => Ok(Some(view.into())),
+            Err(SagaError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Sagas, newest first, optionally of one status.
+    async fn sagas(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<SagaStatus>,
+        #[graphql(default = 100)] first: u32,
+    ) -> Result<Vec<SagaSummary>> {
+        let sagas = admin(ctx).workflows.sagas.list(status, first.min(MAX_LIMIT)).await?;
+        Ok(sagas.iter().map(SagaSummary::from).collect())
+    }
+
+    /// One two-phase-commit transaction from the coordinator's log.
+    async fn transaction(&self, ctx: &Context<'_>, id: String) -> Result<Option<TxReport>> {
+        Ok(admin(ctx).workflows.transactions.get(&id).await?.map(TxReport::from))
+    }
+
+    async fn transactions(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<TxStatus>,
+        #[graphql(default = 100)] first: u32,
+    ) -> Result<Vec<TxReport>> {
+        let records = admin(ctx).workflows.transactions.list(status, first.min(MAX_LIMIT)).await?;
+        Ok(records.into_iter().map(TxReport::from).collect())
     }
 }
 

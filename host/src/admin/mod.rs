@@ -5,12 +5,14 @@ mod auth;
 mod events;
 mod functions;
 mod graphql;
+mod workflows;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Stores;
 use crate::subscriptions::Subscriptions;
+use crate::workflows::Workflows;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -28,6 +30,7 @@ pub struct Admin {
     pub token: Option<String>,
     pub subscriptions: Arc<Subscriptions>,
     pub stores: Stores,
+    pub workflows: Arc<Workflows>,
 }
 
 pub fn router(state: Arc<Admin>) -> Router {
@@ -41,6 +44,12 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/v1/functions/{name}/subscriptions", get(events::subscriptions))
         .route("/v1/functions/{name}/parked/{id}/replay", post(events::replay))
         .route("/v1/namespaces/{namespace}/streams/{stream}", get(events::read_stream))
+        .route("/v1/sagas", get(workflows::list_sagas))
+        .route("/v1/sagas/{id}", get(workflows::get_saga))
+        .route("/v1/sagas/{id}/resume", post(workflows::resume_saga))
+        .route("/v1/sagas/{id}/skip", post(workflows::skip_saga))
+        .route("/v1/transactions", get(workflows::list_transactions))
+        .route("/v1/transactions/{id}", get(workflows::get_transaction))
         .route("/graphql", post(graphql::execute).with_state(graphql::schema(state.clone())))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such control-plane endpoint; see /v1/openapi.json") })

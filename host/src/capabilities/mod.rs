@@ -4,10 +4,13 @@
 
 pub mod event_store;
 pub mod kv;
+pub mod saga;
+pub mod tx;
 
 use crate::bindings;
 use crate::invoker::HostState;
 use crate::store::Stores;
+use crate::workflows::Workflows;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -17,11 +20,24 @@ const MAX_STREAM_NAME: usize = 200;
 pub const MAX_KV_KEY: usize = 512;
 pub const MAX_KV_VALUE: usize = 1 << 20;
 
-/// Shared by every invocation: the stores, the append notifier and the limits.
+/// Shared by every invocation: the stores, the append notifier, the limits and the workflow
+/// engines.
 pub struct Capabilities {
     pub stores: Stores,
     pub notifier: EventNotifier,
     pub event_limits: EventLimits,
+    /// Set once at start-up: the engines need the invoker, which needs these capabilities.
+    pub workflows: std::sync::OnceLock<Arc<Workflows>>,
+}
+
+impl Capabilities {
+    pub fn new(stores: Stores, notifier: EventNotifier, event_limits: EventLimits) -> Self {
+        Self { stores, notifier, event_limits, workflows: std::sync::OnceLock::new() }
+    }
+
+    pub fn workflows(&self) -> &Workflows {
+        self.workflows.get().expect("workflows are set before any function runs")
+    }
 }
 
 /// What one append may carry (`faas serve --max-event-size`, `--max-events-per-append`).
@@ -89,6 +105,8 @@ impl Default for EventNotifier {
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     bindings::event_store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     bindings::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    bindings::saga::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    bindings::tx::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     Ok(())
 }
 

@@ -7,6 +7,8 @@ pub(crate) mod events_sql;
 mod functions_sql;
 pub mod postgres;
 pub mod sqlite;
+pub mod workflows;
+pub(crate) mod workflows_sql;
 
 use crate::spec::DeploySpec;
 use serde::Serialize;
@@ -86,6 +88,7 @@ pub struct Stores {
     pub events: Arc<dyn events::EventStore>,
     pub kv: Arc<dyn events::KvStore>,
     pub subscriptions: Arc<dyn events::SubscriptionStore>,
+    pub workflows: Arc<dyn workflows::WorkflowStore>,
     /// Set on PostgreSQL, where other nodes' appends are announced with NOTIFY.
     pub postgres_url: Option<String>,
 }
@@ -93,9 +96,16 @@ pub struct Stores {
 impl Stores {
     fn from<S>(store: Arc<S>, postgres_url: Option<String>) -> Self
     where
-        S: FunctionStore + events::EventStore + events::KvStore + events::SubscriptionStore,
+        S: FunctionStore + events::EventStore + events::KvStore + events::SubscriptionStore + workflows::WorkflowStore,
     {
-        Self { functions: store.clone(), events: store.clone(), kv: store.clone(), subscriptions: store, postgres_url }
+        Self {
+            functions: store.clone(),
+            events: store.clone(),
+            kv: store.clone(),
+            subscriptions: store.clone(),
+            workflows: store,
+            postgres_url,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use super::events::{AppendError, Appended, Expected, NewEvent};
 use super::events_sql::{impl_event_stores, to_sql};
 use super::functions_sql::impl_function_store;
+use super::workflows_sql::impl_workflow_store;
 use super::{StoreError, now_ms};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
@@ -81,3 +82,4 @@ type AppendRow = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Op
 
 impl_function_store!(PostgresStore, "FOR UPDATE");
 impl_event_stores!(PostgresStore, sqlx::Postgres);
+impl_workflow_store!(PostgresStore);

@@ -3,6 +3,7 @@
 use super::StoreError;
 use super::events_sql::{impl_event_stores, impl_transactional_append};
 use super::functions_sql::impl_function_store;
+use super::workflows_sql::impl_workflow_store;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,3 +32,4 @@ impl SqliteStore {
 impl_function_store!(SqliteStore, "");
 impl_event_stores!(SqliteStore, sqlx::Sqlite);
 impl_transactional_append!(SqliteStore, sqlx::Sqlite);
+impl_workflow_store!(SqliteStore);

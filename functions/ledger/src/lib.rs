@@ -1,0 +1,195 @@
+//! Ledger, a two-phase-commit participant. Deploy it under two names (say `bank-east` and
+//! `bank-west`, routes `/bank-east/...` and `/bank-west/...`): each keeps its own accounts, and a
+//! transfer between them commits on both or on neither.
+//!
+//! - Accounts are kv entries `account/<id>` = `{"balance", "holds": {tx: delta}}`, changed with
+//!   compare-and-swap. `prepare` holds the change (voting abort when the balance, less what is
+//!   already held, cannot cover a debit); `commit` applies the held change; `abort` drops it. All
+//!   three are idempotent per transaction id.
+//! - Payload `{"account","delta"}`, plus `prepare_delay_ms` / `commit_delay_ms` (to let tests
+//!   kill the coordinator in between).
+//! - `POST /<name>/accounts/<id>/deposit?amount=N`, `GET /<name>/accounts/<id>`, and
+//!   `POST /<name>/transfer` `{"from","to_function","to","amount",...}` (a debit here and a credit
+//!   at `to_function`, atomically).
+
+use faas_sdk::tx::{self, Participant, ParticipantCall, TxOutcome, Vote};
+use faas_sdk::{IntoResponse, Request, RequestExt, StatusCode, http_handler, json, kv};
+use serde::{Deserialize, Serialize};
+use serde_json::json as j;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Default, Deserialize, Serialize)]
+struct Account {
+    balance: i64,
+    holds: BTreeMap<String, i64>,
+    /// Transactions applied, so a repeated commit changes nothing.
+    applied: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct Change {
+    account: String,
+    delta: i64,
+    #[serde(default)]
+    prepare_delay_ms: u64,
+    #[serde(default)]
+    commit_delay_ms: u64,
+}
+
+/// Read-modify-write of one account with compare-and-swap; `change` returns the new state or an
+/// error that aborts without writing.
+fn update<T>(id: &str, change: impl Fn(&mut Account) -> Result<T, String>) -> Result<T, String> {
+    let key = format!("account/{id}");
+    loop {
+        let old = kv::get(&key).map_err(|e| e.to_string())?;
+        let mut account: Account = match &old {
+            Some(bytes) => serde_json::from_slice(bytes).map_err(|e| e.to_string())?,
+            None => Account::default(),
+        };
+        let result = change(&mut account)?;
+        let new = serde_json::to_vec(&account).map_err(|e| e.to_string())?;
+        if kv::compare_and_swap(&key, old.as_deref(), Some(&new)).map_err(|e| e.to_string())? {
+            return Ok(result);
+        }
+    }
+}
+
+fn change_of(tx_id: &str) -> Result<Option<Change>, String> {
+    kv::get_json(&format!("tx/{tx_id}")).map_err(|e| e.to_string())
+}
+
+struct Ledger;
+
+impl Participant for Ledger {
+    fn prepare(tx_id: String, payload: Vec<u8>) -> Vote {
+        let change: Change = match serde_json::from_slice(&payload) {
+            Ok(change) => change,
+            Err(e) => return Vote::Abort(format!("malformed payload: {e}")),
+        };
+        if let Err(e) = kv::set_json(&format!("tx/{tx_id}"), &change) {
+            return Vote::Abort(e.to_string());
+        }
+        let held = update(&change.account, |account| {
+            if account.holds.contains_key(&tx_id) || account.applied.contains(&tx_id) {
+                return Ok(());
+            }
+            let pending: i64 = account.holds.values().filter(|d| **d < 0).sum();
+            if change.delta < 0 && account.balance + pending + change.delta < 0 {
+                return Err(format!(
+                    "insufficient funds in {}: balance {}, needs {}",
+                    change.account,
+                    account.balance + pending,
+                    -change.delta
+                ));
+            }
+            account.holds.insert(tx_id.clone(), change.delta);
+            Ok(())
+        });
+        std::thread::sleep(Duration::from_millis(change.prepare_delay_ms));
+        match held {
+            Ok(()) => Vote::Commit,
+            Err(reason) => Vote::Abort(reason),
+        }
+    }
+
+    fn commit(tx_id: String) -> Result<(), String> {
+        let Some(change) = change_of(&tx_id)? else {
+            return Ok(());
+        };
+        std::thread::sleep(Duration::from_millis(change.commit_delay_ms));
+        update(&change.account, |account| {
+            if let Some(delta) = account.holds.remove(&tx_id) {
+                account.balance += delta;
+                account.applied.push(tx_id.clone());
+            }
+            Ok(())
+        })
+    }
+
+    fn abort(tx_id: String) -> Result<(), String> {
+        let Some(change) = change_of(&tx_id)? else {
+            return Ok(());
+        };
+        update(&change.account, |account| {
+            account.holds.remove(&tx_id);
+            Ok(())
+        })
+    }
+}
+
+faas_sdk::export_participant!(Ledger);
+
+#[derive(Deserialize)]
+struct Transfer {
+    from: String,
+    to_function: String,
+    to: String,
+    amount: i64,
+    #[serde(default)]
+    prepare_delay_ms: u64,
+    #[serde(default)]
+    commit_delay_ms: u64,
+}
+
+#[http_handler]
+fn serve(req: Request) -> impl IntoResponse {
+    let path = req.uri().path().trim_start_matches('/').to_owned();
+    let mut parts = path.split('/');
+    let me = parts.next().unwrap_or_default().to_owned();
+    let rest: Vec<&str> = parts.collect();
+    match (req.method().as_str(), rest.as_slice()) {
+        ("POST", ["accounts", id, "deposit"]) => {
+            let amount: i64 = req.query_param("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
+            match update(id, |account| {
+                account.balance += amount;
+                Ok(account.balance)
+            }) {
+                Ok(balance) => json(StatusCode::OK, &j!({ "account": id, "balance": balance })),
+                Err(e) => json(StatusCode::SERVICE_UNAVAILABLE, &j!({ "error": e })),
+            }
+        }
+        ("GET", ["accounts", id]) => match kv::get_json::<Account>(&format!("account/{id}")) {
+            Ok(account) => {
+                let account = account.unwrap_or_default();
+                json(
+                    StatusCode::OK,
+                    &j!({ "account": id, "balance": account.balance, "holds": account.holds, "applied": account.applied }),
+                )
+            }
+            Err(e) => json(StatusCode::SERVICE_UNAVAILABLE, &j!({ "error": e.to_string() })),
+        },
+        ("POST", ["transfer"]) => {
+            let transfer: Transfer = match req.json() {
+                Ok(t) => t,
+                Err(e) => return json(StatusCode::BAD_REQUEST, &j!({ "error": e.to_string() })),
+            };
+            let call = |function: &str, account: &str, delta: i64| ParticipantCall {
+                function: function.to_owned(),
+                payload: j!({
+                    "account": account, "delta": delta,
+                    "prepare_delay_ms": transfer.prepare_delay_ms, "commit_delay_ms": transfer.commit_delay_ms,
+                })
+                .to_string()
+                .into_bytes(),
+            };
+            let participants = [
+                call(&me, &transfer.from, -transfer.amount),
+                call(&transfer.to_function, &transfer.to, transfer.amount),
+            ];
+            match tx::commit_atomically(&participants, None) {
+                Ok(result) => match result.outcome {
+                    TxOutcome::Committed => json(StatusCode::OK, &j!({ "tx": result.id, "outcome": "committed" })),
+                    TxOutcome::Aborted(reason) => {
+                        json(StatusCode::CONFLICT, &j!({ "tx": result.id, "outcome": "aborted", "reason": reason }))
+                    }
+                },
+                Err(e) => json(StatusCode::BAD_REQUEST, &j!({ "error": e.to_string() })),
+            }
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &j!({ "error": "try POST /<name>/accounts/<id>/deposit?amount=N, GET /<name>/accounts/<id>, POST /<name>/transfer" }),
+        ),
+    }
+}

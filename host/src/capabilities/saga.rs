@@ -1,0 +1,132 @@
+//! `faas:platform/saga`: start sagas and read their state, scoped to the caller's namespace (its
+//! idempotency keys and its sagas). The host runs them: see `workflows::sagas`.
+
+use crate::bindings::saga::{self as wit, SagaError, SagaState, StepState};
+use crate::invoker::HostState;
+use crate::store::workflows::{Invocation, SagaDefinition, SagaStatus, StepDefinition};
+use crate::workflows::saga_state::StepStatus;
+use crate::workflows::sagas::{self, SagaView};
+use std::time::Duration;
+
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+const DEFAULT_BACKOFF_MS: u32 = 100;
+const DEFAULT_MAX_COMPENSATION_ATTEMPTS: u32 = 10;
+/// The longest a guest may block in `run`.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+fn definition_from_wit(definition: wit::SagaDefinition) -> SagaDefinition {
+    let invocation = |i: wit::Invocation| Invocation { function: i.function, payload: i.payload };
+    SagaDefinition {
+        name: definition.name,
+        input: definition.input,
+        steps: definition
+            .steps
+            .into_iter()
+            .map(|step| StepDefinition {
+                name: step.name,
+                action: invocation(step.action),
+                compensation: step.compensation.map(invocation),
+                max_attempts: step.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+                timeout_ms: step.timeout_ms,
+                backoff_ms: step.backoff_ms.unwrap_or(DEFAULT_BACKOFF_MS),
+            })
+            .collect(),
+        max_compensation_attempts: definition.max_compensation_attempts.unwrap_or(DEFAULT_MAX_COMPENSATION_ATTEMPTS),
+    }
+}
+
+fn state_to_wit(view: SagaView) -> SagaState {
+    let status = view.state.status;
+    SagaState {
+        id: view.record.id,
+        name: view.record.definition.name.clone(),
+        status: match status {
+            SagaStatus::Running => wit::SagaStatus::Running,
+            SagaStatus::Compensating => wit::SagaStatus::Compensating,
+            SagaStatus::Completed => wit::SagaStatus::Completed,
+            SagaStatus::Compensated => wit::SagaStatus::Compensated,
+            SagaStatus::Stuck => wit::SagaStatus::Stuck,
+        },
+        error: view.state.error.clone(),
+        steps: view
+            .record
+            .definition
+            .steps
+            .iter()
+            .zip(view.state.steps)
+            .map(|(definition, step)| StepState {
+                name: definition.name.clone(),
+                status: match step.status(status) {
+                    StepStatus::Pending => wit::StepStatus::Pending,
+                    StepStatus::Running => wit::StepStatus::Running,
+                    StepStatus::Succeeded => wit::StepStatus::Succeeded,
+                    StepStatus::Failed => wit::StepStatus::Failed,
+                    StepStatus::Compensating => wit::StepStatus::Compensating,
+                    StepStatus::Compensated => wit::StepStatus::Compensated,
+                    StepStatus::Skipped => wit::StepStatus::Skipped,
+                },
+                attempts: step.attempts,
+                compensation_attempts: step.compensation_attempts,
+                last_error: step.last_error,
+                output: step.output,
+            })
+            .collect(),
+        created_at: view.record.created_at_ms.max(0) as u64,
+        updated_at: view.journal.last().map_or(view.record.updated_at_ms, |r| r.at_ms).max(0) as u64,
+    }
+}
+
+fn error_to_wit(error: sagas::SagaError) -> SagaError {
+    match error {
+        sagas::SagaError::Invalid(m) => SagaError::InvalidRequest(m),
+        sagas::SagaError::Conflict(m) => SagaError::Conflict(m),
+        sagas::SagaError::NotFound(id) => SagaError::NotFound(format!("saga `{id}` not found")),
+        e @ sagas::SagaError::NotStuck { .. } => SagaError::InvalidRequest(e.to_string()),
+        sagas::SagaError::Store(e) => {
+            tracing::error!(error = %e, "saga store failure");
+            SagaError::Unavailable("the saga store is unavailable; retry".into())
+        }
+    }
+}
+
+impl HostState {
+    async fn start_saga(&mut self, definition: wit::SagaDefinition) -> Result<String, SagaError> {
+        let platform = self.platform();
+        let key = definition.idempotency_key.clone();
+        let record = platform
+            .caps
+            .workflows()
+            .sagas
+            .start(&platform.access.namespace, &key, definition_from_wit(definition))
+            .await
+            .map_err(error_to_wit)?;
+        Ok(record.id)
+    }
+
+    /// The saga's state, if the caller's namespace started it.
+    async fn own_saga(&mut self, id: &str) -> Result<SagaView, SagaError> {
+        let platform = self.platform();
+        match platform.caps.workflows().sagas.view(id).await {
+            Ok(view) if view.record.namespace == platform.access.namespace => Ok(view),
+            Ok(_) | Err(sagas::SagaError::NotFound(_)) => Err(SagaError::NotFound(format!("saga `{id}` not found"))),
+            Err(error) => Err(error_to_wit(error)),
+        }
+    }
+}
+
+impl wit::Host for HostState {
+    async fn start(&mut self, definition: wit::SagaDefinition) -> Result<String, SagaError> {
+        self.start_saga(definition).await
+    }
+
+    async fn run(&mut self, definition: wit::SagaDefinition, timeout_ms: u32) -> Result<SagaState, SagaError> {
+        let id = self.start_saga(definition).await?;
+        let wait = Duration::from_millis(u64::from(timeout_ms)).min(MAX_WAIT);
+        self.platform().caps.workflows().sagas.wait(&id, wait).await.map_err(error_to_wit)?;
+        self.own_saga(&id).await.map(state_to_wit)
+    }
+
+    async fn status(&mut self, id: String) -> Result<SagaState, SagaError> {
+        self.own_saga(&id).await.map(state_to_wit)
+    }
+}

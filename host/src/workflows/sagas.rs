@@ -1,0 +1,398 @@
+//! [`Sagas`]: starts sagas, runs each one's steps in a task of its own (outside the instance that
+//! started it), and recovers in-flight sagas after a restart or another node's death.
+//!
+//! The runner's loop is: fold the journal, ask [`SagaState::next`], write the journal entry that
+//! announces the move, act, write the outcome. Every effect (a step invocation) is preceded by a
+//! durable entry, so after a crash the journal says exactly which attempt may have run; that
+//! attempt runs again with the same idempotency key.
+
+use super::saga_state::{Next, SagaState};
+use crate::bindings::step::{StepError, StepKind, StepRequest};
+use crate::invoker::Invoker;
+use crate::registry::Registry;
+use crate::store::StoreError;
+use crate::store::workflows::{JournalEntry, JournalRecord, SagaDefinition, SagaRecord, SagaStatus, WorkflowStore};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Limits of a definition.
+const MAX_STEPS: usize = 100;
+const MAX_NAME: usize = 200;
+const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+const MAX_ATTEMPTS: u32 = 100;
+const MAX_STEP_TIMEOUT_MS: u32 = 15 * 60 * 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("saga `{0}` not found")]
+    NotFound(String),
+    #[error("saga `{id}` is {status}, not stuck: {action} applies only to stuck sagas")]
+    NotStuck { id: String, status: &'static str, action: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A saga with its journal and folded state, for status APIs.
+pub struct SagaView {
+    pub record: SagaRecord,
+    pub state: SagaState,
+    pub journal: Vec<JournalRecord>,
+}
+
+pub struct Sagas {
+    store: Arc<dyn WorkflowStore>,
+    registry: Arc<Registry>,
+    invoker: Arc<Invoker>,
+    node: String,
+    /// Sagas with a runner in this process, and their latest status (for waiters).
+    active: Mutex<HashMap<String, watch::Sender<SagaStatus>>>,
+}
+
+impl Sagas {
+    pub fn new(
+        store: Arc<dyn WorkflowStore>,
+        registry: Arc<Registry>,
+        invoker: Arc<Invoker>,
+        node: String,
+    ) -> Arc<Self> {
+        Arc::new(Self { store, registry, invoker, node, active: Mutex::new(HashMap::new()) })
+    }
+
+    /// Validates and records a saga, then starts running it. Starting the same key again in the
+    /// same namespace returns the existing saga (a conflict if its definition differs).
+    pub async fn start(
+        self: &Arc<Self>,
+        namespace: &str,
+        idempotency_key: &str,
+        definition: SagaDefinition,
+    ) -> Result<SagaRecord, SagaError> {
+        self.check(idempotency_key, &definition)?;
+        let now = crate::store::now_ms();
+        let record = SagaRecord {
+            id: saga_id(namespace, idempotency_key),
+            namespace: namespace.to_owned(),
+            idempotency_key: idempotency_key.to_owned(),
+            definition,
+            status: SagaStatus::Running,
+            error: None,
+            owner: self.node.clone(),
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        let (stored, created) = self.store.create_saga(&record).await?;
+        if !created && stored.definition != record.definition {
+            return Err(SagaError::Conflict(format!(
+                "idempotency key `{idempotency_key}` already started saga {} with a different definition",
+                stored.id
+            )));
+        }
+        if created {
+            tracing::info!(saga = %stored.id, name = %stored.definition.name, namespace, "saga started");
+            self.spawn(stored.id.clone());
+        }
+        Ok(stored)
+    }
+
+    /// Waits until the saga is completed, compensated or stuck, or `timeout` passes; returns its
+    /// status then.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<SagaStatus, SagaError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let settled = |s: &SagaStatus| !s.in_flight();
+        loop {
+            let local = self.active.lock().expect("active sagas lock").get(id).map(watch::Sender::subscribe);
+            match local {
+                Some(mut status) => {
+                    // Ends when settled, or when the runner stops (then the store says why).
+                    let _ = tokio::time::timeout_at(deadline, status.wait_for(settled)).await;
+                }
+                // Run by another node (or not at all): poll.
+                None => {
+                    let record = self.store.saga(id).await?.ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
+                    if settled(&record.status) || tokio::time::Instant::now() >= deadline {
+                        return Ok(record.status);
+                    }
+                    tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_millis(100)))
+                        .await;
+                    continue;
+                }
+            }
+            let record = self.store.saga(id).await?.ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
+            if settled(&record.status) || tokio::time::Instant::now() >= deadline {
+                return Ok(record.status);
+            }
+        }
+    }
+
+    pub async fn view(&self, id: &str) -> Result<SagaView, SagaError> {
+        let record = self.store.saga(id).await?.ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
+        let journal = self.store.journal(id).await?;
+        let state = SagaState::fold(&record.definition, &journal);
+        Ok(SagaView { record, state, journal })
+    }
+
+    pub async fn list(&self, status: Option<SagaStatus>, limit: u32) -> Result<Vec<SagaRecord>, SagaError> {
+        Ok(self.store.sagas(status, limit).await?)
+    }
+
+    /// An operator's answer to a stuck saga: try its compensations again (`skip` = false), or
+    /// give up on the one that keeps failing and go on with the rest (`skip` = true).
+    pub async fn resolve(self: &Arc<Self>, id: &str, skip: bool) -> Result<SagaView, SagaError> {
+        let view = self.view(id).await?;
+        let action = if skip { "skip" } else { "resume" };
+        if view.record.status != SagaStatus::Stuck {
+            return Err(SagaError::NotStuck { id: id.to_owned(), status: view.record.status.as_str(), action });
+        }
+        let mut seq = view.state.next_seq;
+        if skip {
+            let step = view
+                .state
+                .steps
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(i, s)| s.needs_compensation() && view.record.definition.steps[*i].compensation.is_some())
+                .map(|(i, _)| i);
+            if let Some(step) = step {
+                self.store.append_journal(id, seq, &JournalEntry::CompensationSkipped { step }).await?;
+                seq += 1;
+            }
+        }
+        let entry = JournalEntry::Status { status: SagaStatus::Compensating, error: None };
+        self.store.append_journal(id, seq, &entry).await?;
+        self.store.set_saga_owner(id, &self.node).await?;
+        tracing::info!(saga = %id, action, "stuck saga resolved by an operator");
+        self.spawn(id.to_owned());
+        self.view(id).await
+    }
+
+    /// Claims in-flight sagas of this node (after a restart) and of nodes that stopped sending
+    /// heartbeats, and runs those not already running here.
+    pub async fn recover(self: &Arc<Self>, stale_before_ms: i64) -> Result<usize, StoreError> {
+        let ids = self.store.claim_sagas(&self.node, stale_before_ms).await?;
+        let mut started = 0;
+        for id in ids {
+            if self.spawn(id) {
+                started += 1;
+            }
+        }
+        Ok(started)
+    }
+
+    /// Starts a runner for `id` unless one is running here already.
+    fn spawn(self: &Arc<Self>, id: String) -> bool {
+        let status = {
+            let mut active = self.active.lock().expect("active sagas lock");
+            if active.contains_key(&id) {
+                return false;
+            }
+            let (status, _) = watch::channel(SagaStatus::Running);
+            active.insert(id.clone(), status.clone());
+            status
+        };
+        let sagas = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = sagas.drive(&id, &status).await {
+                // The next recovery sweep picks it up again.
+                tracing::error!(saga = %id, %error, "saga runner stopped; it will be resumed");
+            }
+            sagas.active.lock().expect("active sagas lock").remove(&id);
+        });
+        true
+    }
+
+    async fn drive(&self, id: &str, status: &watch::Sender<SagaStatus>) -> Result<(), StoreError> {
+        let record = self.store.saga(id).await?.ok_or_else(|| StoreError::Corrupt(format!("saga {id} vanished")))?;
+        let definition = &record.definition;
+        let mut state = SagaState::fold(definition, &self.store.journal(id).await?);
+        loop {
+            status.send_replace(state.status);
+            match state.next(definition) {
+                Next::Idle => return Ok(()),
+                Next::SetStatus(new, error) => {
+                    match new {
+                        SagaStatus::Completed | SagaStatus::Compensated => {
+                            tracing::info!(saga = %id, status = new.as_str(), "saga finished");
+                        }
+                        _ => tracing::warn!(saga = %id, status = new.as_str(), error = ?error, "saga status"),
+                    }
+                    self.write(id, &mut state, JournalEntry::Status { status: new, error }).await?;
+                }
+                Next::Action { step, attempt } => {
+                    self.write(id, &mut state, JournalEntry::ActionAttempt { step, attempt }).await?;
+                    let entry = match self.invoke(&record, step, StepKind::Action, attempt).await {
+                        Ok(output) => JournalEntry::ActionSucceeded { step, output },
+                        Err(StepFailure::Refused(error)) => {
+                            JournalEntry::ActionFailed { step, attempt, error, terminal: true }
+                        }
+                        Err(StepFailure::Transient(error)) => {
+                            JournalEntry::ActionFailed { step, attempt, error, terminal: false }
+                        }
+                    };
+                    let retry = matches!(entry, JournalEntry::ActionFailed { terminal: false, .. })
+                        && attempt < definition.steps[step].max_attempts;
+                    self.write(id, &mut state, entry).await?;
+                    if retry {
+                        tokio::time::sleep(backoff(definition.steps[step].backoff_ms, attempt)).await;
+                    }
+                }
+                Next::Compensation { step, attempt } => {
+                    self.write(id, &mut state, JournalEntry::CompensationAttempt { step, attempt }).await?;
+                    match self.invoke(&record, step, StepKind::Compensation, attempt).await {
+                        Ok(_) => self.write(id, &mut state, JournalEntry::CompensationSucceeded { step }).await?,
+                        Err(StepFailure::Refused(error) | StepFailure::Transient(error)) => {
+                            self.write(id, &mut state, JournalEntry::CompensationFailed { step, attempt, error })
+                                .await?;
+                            tokio::time::sleep(backoff(definition.steps[step].backoff_ms, attempt)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write(&self, id: &str, state: &mut SagaState, entry: JournalEntry) -> Result<(), StoreError> {
+        let seq = state.next_seq;
+        self.store.append_journal(id, seq, &entry).await?;
+        state.apply(&JournalRecord { seq, at_ms: crate::store::now_ms(), entry });
+        Ok(())
+    }
+
+    async fn invoke(
+        &self,
+        saga: &SagaRecord,
+        step: usize,
+        kind: StepKind,
+        attempt: u32,
+    ) -> Result<Vec<u8>, StepFailure> {
+        let definition = &saga.definition.steps[step];
+        let invocation = match kind {
+            StepKind::Action => &definition.action,
+            StepKind::Compensation => {
+                definition.compensation.as_ref().expect("only steps with a compensation are compensated")
+            }
+        };
+        let Some(function) = self.registry.active(&invocation.function) else {
+            return Err(StepFailure::Transient(format!("function `{}` is not deployed", invocation.function)));
+        };
+        let request = StepRequest {
+            saga_id: saga.id.clone(),
+            saga_name: saga.definition.name.clone(),
+            step: definition.name.clone(),
+            kind,
+            idempotency_key: format!("{}/{}", saga.id, definition.name),
+            attempt,
+            input: saga.definition.input.clone(),
+            payload: invocation.payload.clone(),
+        };
+        let timeout = definition.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+        let result = self.invoker.run_step(&function, &request, timeout).await;
+        let failure = match result {
+            Ok(Ok(output)) => return Ok(output),
+            Ok(Err(StepError::Fail(message))) => StepFailure::Refused(message),
+            Ok(Err(StepError::Retry(message))) => StepFailure::Transient(message),
+            Err(error) => StepFailure::Transient(error.to_string()),
+        };
+        let (StepFailure::Refused(error) | StepFailure::Transient(error)) = &failure;
+        tracing::warn!(saga = %saga.id, step = %definition.name, kind = ?kind, attempt, %error, "saga step failed");
+        Err(failure)
+    }
+
+    fn check(&self, key: &str, definition: &SagaDefinition) -> Result<(), SagaError> {
+        let invalid = |m: String| Err(SagaError::Invalid(m));
+        if key.is_empty() || key.len() > MAX_NAME {
+            return invalid(format!("the idempotency key must be 1-{MAX_NAME} bytes"));
+        }
+        if definition.name.is_empty() || definition.name.len() > MAX_NAME {
+            return invalid(format!("the saga name must be 1-{MAX_NAME} bytes"));
+        }
+        if definition.steps.is_empty() || definition.steps.len() > MAX_STEPS {
+            return invalid(format!("a saga needs 1-{MAX_STEPS} steps, got {}", definition.steps.len()));
+        }
+        let mut size = definition.input.len();
+        for (i, step) in definition.steps.iter().enumerate() {
+            if step.name.is_empty() || step.name.len() > MAX_NAME || step.name.contains('/') {
+                return invalid(format!("step {i}: a step name must be 1-{MAX_NAME} bytes without `/`"));
+            }
+            if definition.steps[..i].iter().any(|s| s.name == step.name) {
+                return invalid(format!("step name `{}` appears twice", step.name));
+            }
+            if step.max_attempts == 0 || step.max_attempts > MAX_ATTEMPTS {
+                return invalid(format!("step `{}`: max-attempts must be 1-{MAX_ATTEMPTS}", step.name));
+            }
+            if step.timeout_ms.is_some_and(|t| t == 0 || t > MAX_STEP_TIMEOUT_MS) {
+                return invalid(format!("step `{}`: timeout-ms must be 1-{MAX_STEP_TIMEOUT_MS}", step.name));
+            }
+            for invocation in std::iter::once(&step.action).chain(&step.compensation) {
+                size += invocation.payload.len();
+                match self.registry.active(&invocation.function) {
+                    None => {
+                        return invalid(format!(
+                            "step `{}`: function `{}` is not deployed",
+                            step.name, invocation.function
+                        ));
+                    }
+                    Some(f) if f.handlers.step.is_none() => {
+                        return invalid(format!(
+                            "step `{}`: function `{}` exports no `faas:platform/step-handler`",
+                            step.name, invocation.function
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if definition.max_compensation_attempts == 0 || definition.max_compensation_attempts > MAX_ATTEMPTS {
+            return invalid(format!("max-compensation-attempts must be 1-{MAX_ATTEMPTS}"));
+        }
+        if size > MAX_PAYLOAD_BYTES {
+            return invalid(format!("input and payloads total {size} bytes; the limit is {MAX_PAYLOAD_BYTES}"));
+        }
+        Ok(())
+    }
+}
+
+enum StepFailure {
+    /// The step said no (`step-error::fail`).
+    Refused(String),
+    /// A `retry` answer, a trap, a timeout, an overloaded or missing function.
+    Transient(String),
+}
+
+/// `base · 2^(attempt-1)`, at most [`MAX_BACKOFF`].
+fn backoff(base_ms: u32, attempt: u32) -> Duration {
+    let factor = 1u64 << attempt.saturating_sub(1).min(20);
+    Duration::from_millis(u64::from(base_ms).saturating_mul(factor)).min(MAX_BACKOFF)
+}
+
+/// Deterministic, so a second start with the same key finds the same saga.
+pub fn saga_id(namespace: &str, idempotency_key: &str) -> String {
+    let namespace = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("faas-saga:{namespace}").as_bytes());
+    uuid::Uuid::new_v5(&namespace, idempotency_key.as_bytes()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff(100, 1), Duration::from_millis(100));
+        assert_eq!(backoff(100, 3), Duration::from_millis(400));
+        assert_eq!(backoff(100, 40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn saga_ids_depend_on_namespace_and_key() {
+        assert_eq!(saga_id("orders", "o-1"), saga_id("orders", "o-1"));
+        assert_ne!(saga_id("orders", "o-1"), saga_id("orders", "o-2"));
+        assert_ne!(saga_id("orders", "o-1"), saga_id("other", "o-1"));
+    }
+}
