@@ -13,5 +13,6 @@ mod graphql;
 mod lifecycle;
 mod limits;
 mod observability;
+mod sagas;
 mod security;
 mod validation;

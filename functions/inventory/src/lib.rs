@@ -14,6 +14,9 @@ use serde_json::json as j;
 
 #[derive(Deserialize)]
 struct Reservation {
+    /// Milliseconds to take before acting, so tests can crash the host mid-step.
+    #[serde(default)]
+    delay_ms: u64,
     sku: String,
     qty: i64,
 }
@@ -35,6 +38,7 @@ fn stock(events: &[RecordedEvent]) -> i64 {
 #[step_handler]
 fn step(req: StepRequest) -> Result<Vec<u8>, StepError> {
     let reservation: Reservation = req.payload_json()?;
+    std::thread::sleep(std::time::Duration::from_millis(reservation.delay_ms));
     let stream = format!("item-{}", reservation.sku);
     let data = j!({ "qty": reservation.qty, "saga": req.saga_id });
     match req.kind {

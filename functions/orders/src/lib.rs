@@ -1,8 +1,8 @@
 //! Orders: `POST /orders` starts the order saga, payment → inventory → shipping; the host runs
 //! it and, when a step fails, refunds and releases what was done, in reverse order.
 //!
-//! Body: `{"order_id","customer","sku","qty","amount","address"}` (plus `fail_refund` and
-//! `flaky_attempts`, passed to the steps to exercise failures). The order id is the saga's
+//! Body: `{"order_id","customer","sku","qty","amount","address"}` (plus `fail_refund`,
+//! `flaky_attempts` and `delay_ms`, passed to the steps to exercise failures and crashes). The order id is the saga's
 //! idempotency key: posting the same order again returns the same saga.
 //!
 //! - `?async=true`: answer `202` with the saga id at once.
@@ -28,12 +28,17 @@ struct Order {
     fail_refund: bool,
     #[serde(default)]
     flaky_attempts: u32,
+    /// Passed to every step: milliseconds each takes (to let tests crash the host mid-step).
+    #[serde(default)]
+    delay_ms: u64,
 }
 
 fn saga_for(order: &Order) -> Saga {
-    let payment = j!({ "account": order.customer, "amount": order.amount, "fail_refund": order.fail_refund });
-    let items = j!({ "sku": order.sku, "qty": order.qty });
-    let shipment = j!({ "order": order.order_id, "address": order.address, "flaky_attempts": order.flaky_attempts });
+    let delay = order.delay_ms;
+    let payment =
+        j!({ "account": order.customer, "amount": order.amount, "fail_refund": order.fail_refund, "delay_ms": delay });
+    let items = j!({ "sku": order.sku, "qty": order.qty, "delay_ms": delay });
+    let shipment = j!({ "order": order.order_id, "address": order.address, "flaky_attempts": order.flaky_attempts, "delay_ms": delay });
     let backoff = Duration::from_millis(50);
     Saga::new("order", &order.order_id)
         .input_json(order)

@@ -15,6 +15,9 @@ use serde_json::json as j;
 
 #[derive(Deserialize)]
 struct Payment {
+    /// Milliseconds to take before acting, so tests can crash the host mid-step.
+    #[serde(default)]
+    delay_ms: u64,
     account: String,
     amount: i64,
     #[serde(default)]
@@ -38,6 +41,7 @@ fn balance(events: &[RecordedEvent]) -> i64 {
 #[step_handler]
 fn step(req: StepRequest) -> Result<Vec<u8>, StepError> {
     let payment: Payment = req.payload_json()?;
+    std::thread::sleep(std::time::Duration::from_millis(payment.delay_ms));
     let stream = format!("account-{}", payment.account);
     let data = j!({ "amount": payment.amount, "saga": req.saga_id });
     match req.kind {

@@ -15,6 +15,9 @@ use serde_json::json as j;
 
 #[derive(Deserialize)]
 struct Shipment {
+    /// Milliseconds to take before acting, so tests can crash the host mid-step.
+    #[serde(default)]
+    delay_ms: u64,
     order: String,
     address: String,
     #[serde(default)]
@@ -24,6 +27,7 @@ struct Shipment {
 #[step_handler]
 fn step(req: StepRequest) -> Result<Vec<u8>, StepError> {
     let shipment: Shipment = req.payload_json()?;
+    std::thread::sleep(std::time::Duration::from_millis(shipment.delay_ms));
     let stream = format!("shipment-{}", shipment.order);
     let data = j!({ "order": shipment.order, "address": shipment.address, "saga": req.saga_id });
     match req.kind {

@@ -274,6 +274,28 @@ impl Server {
         (response.status().as_u16(), response.text().await.expect("body"))
     }
 
+    /// POST of a JSON body on the data plane: (status, body as JSON, or null).
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response =
+            self.http.post(format!("{}{path}", self.data)).json(body).send().await.expect("data-plane request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET on the data plane, parsed as JSON: (status, body).
+    pub async fn get_json_data(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(format!("{}{path}", self.data)).send().await.expect("data-plane request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST without a body on the data plane: (status, body as JSON, or null).
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        let response = self.http.post(format!("{}{path}", self.data)).send().await.expect("data-plane request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Runs the `faas` CLI against this server.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut command = Command::new(FAAS);

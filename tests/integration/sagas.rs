@@ -1,0 +1,489 @@
+//! Sagas end to end, with the seed's order scenario: `orders` starts payment → inventory →
+//! shipping (functions/payments, inventory, shipping, orders), the host runs and journals it.
+//! Outcomes are checked in the participants' own event streams, read through the admin API.
+
+use crate::backend_tests;
+use crate::support::{Backend, Database, Options, Server, components, spec};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+backend_tests!(
+    happy_path_completes_every_step_once,
+    out_of_stock_refunds_the_payment,
+    shipping_failure_releases_then_refunds_in_that_order,
+    transient_failures_are_retried_then_compensated,
+    stuck_compensations_wait_for_an_operator,
+    sagas_survive_kill_9_at_random_points,
+);
+
+/// Deploys the four order functions; one customer `alice` with 1000, `book` with 5 in stock.
+async fn shop(server: &Server) {
+    let c = components();
+    for name in ["payments", "inventory", "shipping"] {
+        server.deploy_ok(name, c.bytes(name), spec(&[&format!("/{name}/...")], json!({}))).await;
+    }
+    server.deploy_ok("orders", c.bytes("orders"), spec(&["/orders", "/orders/..."], json!({}))).await;
+}
+
+async fn stock(server: &Server, customer: &str, money: i64, sku: &str, qty: i64) {
+    assert_eq!(server.post(&format!("/payments/accounts/{customer}/deposit?amount={money}")).await.0, 200);
+    assert_eq!(server.post(&format!("/inventory/items/{sku}/restock?qty={qty}")).await.0, 200);
+}
+
+fn order(id: &str, customer: &str, sku: &str, qty: i64, amount: i64, address: &str) -> Value {
+    json!({ "order_id": id, "customer": customer, "sku": sku, "qty": qty, "amount": amount, "address": address })
+}
+
+/// The events of a stream in another function's namespace, through the admin API.
+async fn events(server: &Server, namespace: &str, stream: &str) -> Vec<Value> {
+    let (status, body) = server.get_json(&format!("/v1/namespaces/{namespace}/streams/{stream}?max=10000")).await;
+    assert_eq!(status, 200, "{body}");
+    body["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// `Type` of each event of `stream` that belongs to saga `id`.
+async fn saga_events(server: &Server, namespace: &str, stream: &str, id: &str) -> Vec<String> {
+    events(server, namespace, stream)
+        .await
+        .into_iter()
+        .filter(|e| e["data"]["saga"] == id)
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn balance(server: &Server, customer: &str) -> i64 {
+    let (_, body) = server.get_json_data(&format!("/payments/accounts/{customer}")).await;
+    body["balance"].as_i64().unwrap()
+}
+
+async fn in_stock(server: &Server, sku: &str) -> i64 {
+    let (_, body) = server.get_json_data(&format!("/inventory/items/{sku}")).await;
+    body["stock"].as_i64().unwrap()
+}
+
+async fn saga(server: &Server, id: &str) -> Value {
+    let (status, body) = server.get_json(&format!("/v1/sagas/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn step_field<'a>(saga: &'a Value, step: &str, field: &str) -> &'a Value {
+    let steps = saga["steps"].as_array().unwrap();
+    &steps.iter().find(|s| s["name"] == step).unwrap_or_else(|| panic!("no step {step}: {saga}"))[field]
+}
+
+async fn happy_path_completes_every_step_once(backend: Backend) {
+    let server = Server::start(backend).await;
+    shop(&server).await;
+    stock(&server, "alice", 1000, "book", 5).await;
+
+    let (status, body) = server.post_json("/orders", &order("o-1", "alice", "book", 2, 300, "1 Main St")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "completed");
+    let id = body["saga_id"].as_str().unwrap().to_owned();
+    assert_eq!(balance(&server, "alice").await, 700);
+    assert_eq!(in_stock(&server, "book").await, 3);
+    assert_eq!(saga_events(&server, "shipping", "shipment-o-1", &id).await, ["Shipped"]);
+
+    // The same order again is the same saga: nothing runs twice.
+    let (status, again) = server.post_json("/orders", &order("o-1", "alice", "book", 2, 300, "1 Main St")).await;
+    assert_eq!((status, &again["saga_id"]), (201, &body["saga_id"]));
+    assert_eq!(balance(&server, "alice").await, 700);
+    // The same key with a different order is a conflict, not a silent reuse.
+    let (status, conflict) = server.post_json("/orders", &order("o-1", "alice", "book", 1, 5, "elsewhere")).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert!(conflict["error"].as_str().unwrap().contains("different definition"), "{conflict}");
+
+    // Status: steps, attempts, timestamps, the journal.
+    let report = saga(&server, &id).await;
+    assert_eq!(report["status"], "completed");
+    assert_eq!(report["name"], "order");
+    assert_eq!(report["namespace"], "orders");
+    for step in ["payment", "inventory", "shipping"] {
+        assert_eq!(step_field(&report, step, "status"), "succeeded", "{report}");
+        assert_eq!(step_field(&report, step, "attempts"), 1);
+        assert!(step_field(&report, step, "finished_at").is_string());
+    }
+    assert_eq!(step_field(&report, "shipping", "output"), "tracking-o-1");
+    let kinds: Vec<&str> =
+        report["journal"].as_array().unwrap().iter().map(|l| l["entry"]["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "status",
+            "action-attempt",
+            "action-succeeded",
+            "action-attempt",
+            "action-succeeded",
+            "action-attempt",
+            "action-succeeded",
+            "status"
+        ]
+    );
+    // Listing by status, and the same through GraphQL.
+    let (_, completed) = server.get_json("/v1/sagas?status=completed").await;
+    assert_eq!(completed.as_array().unwrap().len(), 1);
+    let (_, running) = server.get_json("/v1/sagas?status=running").await;
+    assert_eq!(running, json!([]));
+    let (status, bad) = server.get_json("/v1/sagas?status=done").await;
+    assert_eq!(status, 400, "{bad}");
+    let query = json!({ "query": format!(r#"{{ saga(id: "{id}") {{ status steps {{ name status attempts }} journal {{ seq entry }} }} sagas(status: COMPLETED) {{ id }} }}"#) });
+    let graphql: Value =
+        server.admin_request(Method::POST, "/graphql").json(&query).send().await.unwrap().json().await.unwrap();
+    assert_eq!(graphql["data"]["saga"]["status"], "COMPLETED", "{graphql}");
+    assert_eq!(graphql["data"]["saga"]["steps"][2]["status"], "SUCCEEDED");
+    assert_eq!(graphql["data"]["sagas"][0]["id"], id.as_str());
+
+    // The guest reads its own saga's state; an unknown id is a 404 from the guest.
+    let (status, state) = server.call(&format!("/orders/{id}")).await;
+    assert_eq!(status, 200, "{state}");
+    assert!(state.contains("\"completed\""));
+    assert_eq!(server.call("/orders/00000000-0000-0000-0000-000000000000").await.0, 404);
+}
+
+async fn out_of_stock_refunds_the_payment(backend: Backend) {
+    let server = Server::start(backend).await;
+    shop(&server).await;
+    stock(&server, "alice", 1000, "book", 5).await;
+
+    let (status, body) = server.post_json("/orders", &order("o-2", "alice", "book", 9, 300, "1 Main St")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["status"], "compensated");
+    assert!(body["error"].as_str().unwrap().contains("out of stock"), "{body}");
+    let id = body["saga_id"].as_str().unwrap();
+    assert_eq!(saga_events(&server, "payments", "account-alice", id).await, ["Deducted", "Refunded"]);
+    assert_eq!(saga_events(&server, "inventory", "item-book", id).await, Vec::<String>::new());
+    assert_eq!(balance(&server, "alice").await, 1000);
+    assert_eq!(in_stock(&server, "book").await, 5);
+    let report = saga(&server, id).await;
+    assert_eq!(step_field(&report, "payment", "status"), "compensated");
+    assert_eq!(step_field(&report, "inventory", "status"), "failed");
+    assert_eq!(step_field(&report, "inventory", "attempts"), 1, "a refusal is not retried");
+    assert_eq!(step_field(&report, "shipping", "status"), "pending");
+
+    // Insufficient funds: refused at the first step, nothing to compensate.
+    let (status, body) = server.post_json("/orders", &order("o-3", "alice", "book", 1, 5000, "1 Main St")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("insufficient funds"), "{body}");
+    assert_eq!(balance(&server, "alice").await, 1000);
+}
+
+async fn shipping_failure_releases_then_refunds_in_that_order(backend: Backend) {
+    let server = Server::start(backend).await;
+    shop(&server).await;
+    stock(&server, "alice", 1000, "book", 5).await;
+
+    let (status, body) = server.post_json("/orders", &order("o-4", "alice", "book", 2, 300, "nowhere")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("nowhere"), "{body}");
+    let id = body["saga_id"].as_str().unwrap();
+    assert_eq!(saga_events(&server, "inventory", "item-book", id).await, ["Reserved", "Released"]);
+    assert_eq!(saga_events(&server, "payments", "account-alice", id).await, ["Deducted", "Refunded"]);
+    assert_eq!(balance(&server, "alice").await, 1000);
+    assert_eq!(in_stock(&server, "book").await, 5);
+
+    // In that order: the journal compensates inventory (step 1) before payment (step 0), and the
+    // participants' events agree.
+    let report = saga(&server, id).await;
+    let compensated: Vec<u64> = report["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["entry"]["kind"] == "compensation-succeeded")
+        .map(|l| l["entry"]["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(compensated, [1, 0], "{report}");
+    let released =
+        events(&server, "inventory", "item-book").await.into_iter().find(|e| e["event_type"] == "Released").unwrap();
+    let refunded =
+        events(&server, "payments", "account-alice").await.into_iter().find(|e| e["event_type"] == "Refunded").unwrap();
+    assert!(released["position"].as_u64() < refunded["position"].as_u64(), "release before refund");
+    assert_eq!(step_field(&report, "shipping", "status"), "failed");
+}
+
+async fn transient_failures_are_retried_then_compensated(backend: Backend) {
+    let server = Server::start(backend).await;
+    shop(&server).await;
+    stock(&server, "alice", 1000, "book", 5).await;
+
+    // Two transient failures, then success: within the 3 attempts.
+    let mut flaky = order("o-5", "alice", "book", 1, 100, "1 Main St");
+    flaky["flaky_attempts"] = json!(2);
+    let (status, body) = server.post_json("/orders", &flaky).await;
+    assert_eq!(status, 201, "{body}");
+    let report = saga(&server, body["saga_id"].as_str().unwrap()).await;
+    assert_eq!(step_field(&report, "shipping", "attempts"), 3);
+    let failed_at: Vec<&str> = report["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["entry"]["kind"] == "action-failed")
+        .map(|l| l["at"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed_at.len(), 2);
+
+    // Always failing: out of attempts, the saga compensates (the uncertain step too, whose
+    // compensation finds nothing shipped), and the error says why.
+    let mut broken = order("o-6", "alice", "book", 1, 100, "1 Main St");
+    broken["flaky_attempts"] = json!(10);
+    let (status, body) = server.post_json("/orders", &broken).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("after 3 attempts"), "{body}");
+    let id = body["saga_id"].as_str().unwrap();
+    assert_eq!(saga_events(&server, "shipping", "shipment-o-6", id).await, Vec::<String>::new());
+    assert_eq!(saga_events(&server, "inventory", "item-book", id).await, ["Reserved", "Released"]);
+    assert_eq!(balance(&server, "alice").await, 900);
+    assert_eq!(in_stock(&server, "book").await, 4);
+}
+
+async fn stuck_compensations_wait_for_an_operator(backend: Backend) {
+    let server = Server::start(backend).await;
+    shop(&server).await;
+    stock(&server, "alice", 1000, "book", 5).await;
+
+    // Shipping refuses, the inventory is released, and the refund keeps failing: stuck after 3
+    // attempts (the order's max-compensation-attempts).
+    let mut stuck = order("o-7", "alice", "book", 1, 100, "nowhere");
+    stuck["fail_refund"] = json!(true);
+    let (status, body) = server.post_json("/orders", &stuck).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["status"], "stuck");
+    let id = body["saga_id"].as_str().unwrap().to_owned();
+    assert!(body["error"].as_str().unwrap().contains("refund service is down"), "{body}");
+    let (_, listed) = server.get_json("/v1/sagas?status=stuck").await;
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(in_stock(&server, "book").await, 5, "released before the refund got stuck");
+    let report = saga(&server, &id).await;
+    assert_eq!(step_field(&report, "payment", "status"), "compensating");
+    assert_eq!(step_field(&report, "payment", "compensation_attempts"), 3);
+
+    // Resume: three more attempts, stuck again.
+    let resumed = server.admin_request(Method::POST, &format!("/v1/sagas/{id}/resume")).send().await.unwrap();
+    assert_eq!(resumed.status(), 200);
+    let report =
+        wait_until(&server, &id, |s| s["status"] == "stuck" && step_field(s, "payment", "compensation_attempts") == 6)
+            .await;
+    assert_eq!(step_field(&report, "payment", "compensation_attempts"), 6);
+
+    // Skip: the operator settles the refund by hand; the saga ends compensated.
+    let skipped = server.admin_request(Method::POST, &format!("/v1/sagas/{id}/skip")).send().await.unwrap();
+    assert_eq!(skipped.status(), 200);
+    let report = wait_until(&server, &id, |s| s["status"] == "compensated").await;
+    assert_eq!(step_field(&report, "payment", "status"), "skipped");
+
+    // Only stuck sagas take either; unknown ids are 404.
+    let again = server.admin_request(Method::POST, &format!("/v1/sagas/{id}/resume")).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    let body: Value = again.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("not stuck"), "{body}");
+    let missing = server.admin_request(Method::POST, "/v1/sagas/nope/skip").send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // A saga naming a function that is not deployed is refused when it starts.
+    server.admin_request(Method::DELETE, "/v1/functions/shipping").send().await.unwrap();
+    let (status, body) = server.post_json("/orders", &order("o-8", "alice", "book", 1, 10, "1 Main St")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("`shipping` is not deployed"), "{body}");
+}
+
+async fn wait_until(server: &Server, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = saga(server, id).await;
+        if done(&report) {
+            return report;
+        }
+        assert!(Instant::now() < deadline, "saga never got there: {report}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// xorshift: enough randomness for kill points, printable seed to replay a failure.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+const CUSTOMERS: usize = 10;
+const START_BALANCE: i64 = 1000;
+const SKUS: usize = 3;
+const START_STOCK: i64 = 40;
+const ORDERS: usize = 100;
+
+/// 100 sagas while the host is killed with SIGKILL at random points and restarted each time.
+/// Afterwards every saga is completed or compensated, and the participants' streams show: money
+/// conserved, stock never negative, no deduction without a shipment or a refund, nothing applied
+/// twice.
+async fn sagas_survive_kill_9_at_random_points(backend: Backend) {
+    let db = Database::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { database_url: db.url.clone(), data_dir: Some(dir.path().to_owned()), ..Default::default() };
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+
+    let mut server = Server::start_with(options.clone()).await;
+    shop(&server).await;
+    for c in 0..CUSTOMERS {
+        assert_eq!(server.post(&format!("/payments/accounts/c{c}/deposit?amount={START_BALANCE}")).await.0, 200);
+    }
+    for s in 0..SKUS {
+        assert_eq!(server.post(&format!("/inventory/items/s{s}/restock?qty={START_STOCK}")).await.0, 200);
+    }
+    let orders: Vec<Value> = (0..ORDERS)
+        .map(|i| {
+            let address = if rng.below(10) == 0 { "nowhere" } else { "1 Main St" };
+            let mut o = order(
+                &format!("crash-{i}"),
+                &format!("c{}", rng.below(CUSTOMERS as u64)),
+                &format!("s{}", rng.below(SKUS as u64)),
+                1 + rng.below(3) as i64,
+                10 + rng.below(150) as i64,
+                address,
+            );
+            // Some shipments need a retry, so crashes also land between attempts; every step
+            // takes a while, so crashes land inside steps too.
+            o["flaky_attempts"] = json!(u64::from(rng.below(4) == 0));
+            o["delay_ms"] = json!(20 + rng.below(80));
+            o
+        })
+        .collect();
+
+    // Start them all (async), killing the host at random moments, also after the last start,
+    // until it has died at least 5 times with sagas in flight. A start that fails because the
+    // host died is sent again after the restart (same key: same saga).
+    let mut ids: HashMap<String, String> = HashMap::new();
+    let (mut kills, mut kills_in_flight, mut resumed) = (0, 0, 0);
+    let mut next_kill = Instant::now() + Duration::from_millis(100 + rng.below(300));
+    let give_up = Instant::now() + Duration::from_secs(120);
+    while ids.len() < ORDERS || kills_in_flight < 5 {
+        assert!(Instant::now() < give_up, "never got 5 kills with sagas in flight ({kills_in_flight} of {kills})");
+        let pending: Vec<&Value> =
+            orders.iter().filter(|o| !ids.contains_key(o["order_id"].as_str().unwrap())).take(3).collect();
+        for o in pending {
+            if let Ok((202, body)) = server_post(&server, o).await {
+                ids.insert(o["order_id"].as_str().unwrap().to_owned(), body["saga_id"].as_str().unwrap().to_owned());
+            }
+        }
+        if Instant::now() >= next_kill {
+            let (_, running) = server.get_json("/v1/sagas?status=running").await;
+            let (_, compensating) = server.get_json("/v1/sagas?status=compensating").await;
+            let in_flight = running.as_array().map_or(0, Vec::len) + compensating.as_array().map_or(0, Vec::len);
+            if in_flight == 0 && ids.len() == ORDERS {
+                break; // all settled before enough kills landed; the count check below reports it
+            }
+            server.kill();
+            kills += 1;
+            kills_in_flight += usize::from(in_flight > 0);
+            server = Server::start_with(options.clone()).await;
+            if in_flight > 0 {
+                // The restarted node resumes its own in-flight sagas at once.
+                server.wait_for_log("resumed in-flight sagas").await;
+                resumed += 1;
+            }
+            next_kill = Instant::now() + Duration::from_millis(50 + rng.below(300));
+        }
+        tokio::time::sleep(Duration::from_millis(20 + rng.below(40))).await;
+    }
+    println!("{kills} kills, {kills_in_flight} with sagas in flight ({resumed} resumed), {} sagas", ids.len());
+    assert!(kills_in_flight >= 5, "only {kills_in_flight} kills landed with sagas in flight");
+    assert_eq!(ids.len(), ORDERS);
+
+    // Every saga settles.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let sagas = loop {
+        let (_, list) = server.get_json("/v1/sagas?limit=1000").await;
+        let list = list.as_array().unwrap().clone();
+        if list.len() == ORDERS && list.iter().all(|s| s["status"] == "completed" || s["status"] == "compensated") {
+            break list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sagas did not settle: {}",
+            json!(
+                list.iter().filter(|s| s["status"] != "completed" && s["status"] != "compensated").collect::<Vec<_>>()
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let status: HashMap<&str, &str> =
+        sagas.iter().map(|s| (s["id"].as_str().unwrap(), s["status"].as_str().unwrap())).collect();
+    let completed = status.values().filter(|s| **s == "completed").count();
+    println!("{completed} completed, {} compensated", ORDERS - completed);
+    assert!(completed > 0 && completed < ORDERS, "the scenario exercises both outcomes");
+
+    // Per saga, per participant: which events, each at most once.
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    let mut money = 0;
+    for c in 0..CUSTOMERS {
+        let stream = events(&server, "payments", &format!("account-c{c}")).await;
+        for e in &stream {
+            let amount = e["data"]["amount"].as_i64().unwrap();
+            money += match e["event_type"].as_str().unwrap() {
+                "Deposited" | "Refunded" => amount,
+                _ => -amount,
+            };
+            if let Some(saga) = e["data"]["saga"].as_str() {
+                *seen.entry((saga.to_owned(), e["event_type"].as_str().unwrap().to_owned())).or_default() += 1;
+            }
+        }
+    }
+    for s in 0..SKUS {
+        let mut level = 0;
+        for e in events(&server, "inventory", &format!("item-s{s}")).await {
+            let qty = e["data"]["qty"].as_i64().unwrap();
+            level += if e["event_type"] == "Reserved" { -qty } else { qty };
+            assert!(level >= 0, "stock of s{s} went negative at {e}");
+            if let Some(saga) = e["data"]["saga"].as_str() {
+                *seen.entry((saga.to_owned(), e["event_type"].as_str().unwrap().to_owned())).or_default() += 1;
+            }
+        }
+    }
+    let mut shipped_amount = 0;
+    for o in &orders {
+        let order_id = o["order_id"].as_str().unwrap();
+        let saga = &ids[order_id];
+        for e in events(&server, "shipping", &format!("shipment-{order_id}")).await {
+            *seen.entry((saga.clone(), e["event_type"].as_str().unwrap().to_owned())).or_default() += 1;
+        }
+        let count = |kind: &str| seen.get(&(saga.clone(), kind.to_owned())).copied().unwrap_or(0);
+        for kind in ["Deducted", "Refunded", "Reserved", "Released", "Shipped", "Cancelled"] {
+            assert!(count(kind) <= 1, "{kind} applied {} times for {order_id}", count(kind));
+        }
+        match status[saga.as_str()] {
+            "completed" => {
+                assert_eq!((count("Deducted"), count("Refunded")), (1, 0), "{order_id}");
+                assert_eq!((count("Reserved"), count("Released")), (1, 0), "{order_id}");
+                assert_eq!(count("Shipped"), 1, "{order_id}");
+                shipped_amount += o["amount"].as_i64().unwrap();
+            }
+            _ => {
+                assert_eq!(count("Deducted"), count("Refunded"), "deduction without refund: {order_id}");
+                assert_eq!(count("Reserved"), count("Released"), "reservation without release: {order_id}");
+                assert_eq!(count("Shipped"), count("Cancelled"), "{order_id}");
+            }
+        }
+    }
+    assert_eq!(money + shipped_amount, CUSTOMERS as i64 * START_BALANCE, "money is conserved");
+}
+
+/// A start that may fail because the server is being killed.
+async fn server_post(server: &Server, order: &Value) -> Result<(u16, Value), ()> {
+    let response = reqwest::Client::new()
+        .post(format!("{}/orders?async=true", server.data))
+        .json(order)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|_| ())?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.map_err(|_| ())?))
+}
