@@ -15,4 +15,5 @@ mod limits;
 mod observability;
 mod sagas;
 mod security;
+mod transactions;
 mod validation;

@@ -1,0 +1,154 @@
+//! Two-phase commit end to end: the `ledger` component deployed twice (`bank-east`,
+//! `bank-west`), transfers between them through `faas:platform/tx`, and coordinator crashes
+//! between the phases.
+
+use crate::backend_tests;
+use crate::support::{Backend, Database, Options, Server, components, spec};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+backend_tests!(
+    transfers_commit_on_both_or_neither,
+    a_crash_after_the_decision_commits_on_recovery,
+    a_crash_before_the_decision_aborts_on_recovery,
+);
+
+async fn banks(server: &Server) {
+    for name in ["bank-east", "bank-west"] {
+        server.deploy_ok(name, components().bytes("ledger"), spec(&[&format!("/{name}/...")], json!({}))).await;
+    }
+    assert_eq!(server.post("/bank-east/accounts/alice/deposit?amount=100").await.0, 200);
+}
+
+async fn account(server: &Server, bank: &str, id: &str) -> Value {
+    let (status, body) = server.get_json_data(&format!("/{bank}/accounts/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn transfer(amount: i64) -> Value {
+    json!({ "from": "alice", "to_function": "bank-west", "to": "bob", "amount": amount })
+}
+
+async fn transfers_commit_on_both_or_neither(backend: Backend) {
+    let server = Server::start(backend).await;
+    banks(&server).await;
+
+    let (status, body) = server.post_json("/bank-east/transfer", &transfer(60)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "committed");
+    assert_eq!(account(&server, "bank-east", "alice").await["balance"], 40);
+    assert_eq!(account(&server, "bank-west", "bob").await["balance"], 60);
+    let (_, tx) = server.get_json(&format!("/v1/transactions/{}", body["tx"].as_str().unwrap())).await;
+    assert_eq!(tx["status"], "committed", "{tx}");
+    assert_eq!(tx["participants"][0]["vote"], "commit");
+    assert_eq!(tx["participants"][1]["vote"], "commit");
+
+    // A participant votes no: both abort, nothing moves, nothing stays held.
+    let (status, body) = server.post_json("/bank-east/transfer", &transfer(60)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("insufficient funds"), "{body}");
+    let (alice, bob) = (account(&server, "bank-east", "alice").await, account(&server, "bank-west", "bob").await);
+    assert_eq!((alice["balance"].as_i64(), bob["balance"].as_i64()), (Some(40), Some(60)));
+    assert_eq!(
+        (alice["holds"].clone(), bob["holds"].clone()),
+        (json!({}), json!({})),
+        "bob's prepared credit was aborted"
+    );
+    let (_, aborted) = server.get_json("/v1/transactions?status=aborted").await;
+    assert_eq!(aborted.as_array().unwrap().len(), 1);
+    assert_eq!(aborted[0]["participants"][1]["vote"], "commit", "bob voted yes and was still aborted");
+
+    // Participants must exist and export `participant`.
+    let (status, body) = server
+        .post_json("/bank-east/transfer", &json!({ "from": "alice", "to_function": "nobody", "to": "x", "amount": 1 }))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("`nobody` is not deployed"), "{body}");
+    server.deploy_ok("hello", components().bytes("hello"), spec(&["/hello"], json!({}))).await;
+    let (status, body) = server
+        .post_json("/bank-east/transfer", &json!({ "from": "alice", "to_function": "hello", "to": "x", "amount": 1 }))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("exports no `faas:platform/participant`"), "{body}");
+
+    // GraphQL shows the log too.
+    let query = json!({ "query": "{ transactions { status participants { function vote } } }" });
+    let graphql: Value = server
+        .admin_request(reqwest::Method::POST, "/graphql")
+        .json(&query)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(graphql["data"]["transactions"].as_array().unwrap().len(), 2, "{graphql}");
+}
+
+/// Sends a transfer that will be cut off by the kill; returns the transaction id from the log.
+async fn start_then_kill(server: &mut Server, body: Value, moment: &str) -> String {
+    let url = format!("{}/bank-east/transfer", server.data);
+    tokio::spawn(async move {
+        let _ = reqwest::Client::new().post(url).json(&body).send().await;
+    });
+    let logs = server.wait_for_log(moment).await;
+    server.kill();
+    let line = logs.lines().find(|l| l.contains(moment)).unwrap();
+    let id = line.split("tx=").nth(1).unwrap().split_whitespace().next().unwrap();
+    id.trim_matches('"').to_owned()
+}
+
+async fn wait_for_status(server: &Server, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, tx) = server.get_json(&format!("/v1/transactions/{id}")).await;
+        if tx["status"] == status {
+            return tx;
+        }
+        assert!(Instant::now() < deadline, "transaction never became {status}: {tx}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_crash_after_the_decision_commits_on_recovery(backend: Backend) {
+    let db = Database::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { database_url: db.url.clone(), data_dir: Some(dir.path().to_owned()), ..Default::default() };
+    let mut server = Server::start_with(options.clone()).await;
+    banks(&server).await;
+
+    // Both prepared and the commit decision recorded; the participants' commits take 3 s, so
+    // the kill lands between prepare and commit.
+    let mut body = transfer(70);
+    body["commit_delay_ms"] = json!(3000);
+    let id = start_then_kill(&mut server, body, "transaction decided").await;
+    let server = Server::start_with(options).await;
+    let tx = wait_for_status(&server, &id, "committed").await;
+    assert_eq!(tx["reason"], Value::Null);
+    let (alice, bob) = (account(&server, "bank-east", "alice").await, account(&server, "bank-west", "bob").await);
+    assert_eq!((alice["balance"].as_i64(), bob["balance"].as_i64()), (Some(30), Some(70)));
+    assert_eq!((alice["holds"].clone(), bob["holds"].clone()), (json!({}), json!({})));
+    assert_eq!(alice["applied"], json!([id]), "committed exactly once");
+    assert!(server.logs().contains("recovering in-doubt transaction"), "{}", server.logs());
+}
+
+async fn a_crash_before_the_decision_aborts_on_recovery(backend: Backend) {
+    let db = Database::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { database_url: db.url.clone(), data_dir: Some(dir.path().to_owned()), ..Default::default() };
+    let mut server = Server::start_with(options.clone()).await;
+    banks(&server).await;
+
+    // Killed while the participants prepare (each takes 2 s): no decision was recorded.
+    let mut body = transfer(70);
+    body["prepare_delay_ms"] = json!(2000);
+    let id = start_then_kill(&mut server, body, "transaction preparing").await;
+    let server = Server::start_with(options).await;
+    let tx = wait_for_status(&server, &id, "aborted").await;
+    assert!(tx["reason"].as_str().unwrap().contains("before deciding"), "{tx}");
+    let (alice, bob) = (account(&server, "bank-east", "alice").await, account(&server, "bank-west", "bob").await);
+    assert_eq!((alice["balance"].as_i64(), bob["balance"].as_i64()), (Some(100), Some(0)));
+    // Whatever prepare held before the crash was released by the recovery's aborts.
+    assert_eq!((alice["holds"].clone(), bob["holds"].clone()), (json!({}), json!({})));
+}
