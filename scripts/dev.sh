@@ -29,6 +29,12 @@ export FAAS_ADMIN_URL="http://$admin"
 "$faas" deploy echo "$wasm/echo.wasm" --route '/echo/...' >/dev/null
 "$faas" deploy raw "$wasm/wasi_raw.wasm" --route /raw >/dev/null
 "$faas" deploy bank "$wasm/bank_account.wasm" --route '/accounts/...' --subscribe 'account-*' >/dev/null
+for f in payments inventory shipping; do
+  "$faas" deploy "$f" "$wasm/$f.wasm" --route "/$f/..." >/dev/null
+done
+"$faas" deploy orders "$wasm/orders.wasm" --route /orders --route '/orders/...' >/dev/null
+"$faas" deploy bank-east "$wasm/ledger.wasm" --route '/bank-east/...' >/dev/null
+"$faas" deploy bank-west "$wasm/ledger.wasm" --route '/bank-west/...' >/dev/null
 
 cat <<MSG
 
@@ -40,6 +46,14 @@ faas is running (data plane http://$listen, control plane http://$admin).
   curl -d '{"amount":100}' http://$listen/accounts/ann/deposit
   curl http://$listen/accounts/ann            # the projection (kv read model)
   curl http://$listen/accounts/ann/replay?as_of_version=0
+  # the order saga: payment -> inventory -> shipping, compensated in reverse on failure
+  curl -XPOST 'http://$listen/payments/accounts/alice/deposit?amount=1000'
+  curl -XPOST 'http://$listen/inventory/items/book/restock?qty=5'
+  curl -d '{"order_id":"o-1","customer":"alice","sku":"book","qty":2,"amount":300,"address":"1 Main St"}' http://$listen/orders
+  curl http://$admin/v1/sagas
+  # two-phase commit between two ledgers
+  curl -XPOST 'http://$listen/bank-east/accounts/alice/deposit?amount=100'
+  curl -d '{"from":"alice","to_function":"bank-west","to":"bob","amount":60}' http://$listen/bank-east/transfer
   GraphiQL: http://$admin/graphql
   $faas list            # FAAS_ADMIN_URL=http://$admin
   curl http://$admin/metrics

@@ -9,7 +9,7 @@ async fn the_admin_token_is_enforced() {
     let server = Server::start_with(Options { token: Some(token.into()), ..Default::default() }).await;
     let hello = components().bytes("hello");
 
-    for path in ["/v1/functions", "/metrics", "/v1/openapi.json", "/v1/functions/x"] {
+    for path in ["/v1/functions", "/metrics", "/v1/openapi.json", "/v1/functions/x", "/v1/sagas", "/v1/transactions"] {
         let url = format!("{}{path}", server.admin);
         let response = server.http.get(&url).send().await.unwrap();
         assert_eq!(response.status(), 401, "{path} without a token");

@@ -59,6 +59,17 @@ async fn transfers_commit_on_both_or_neither(backend: Backend) {
     assert_eq!(aborted.as_array().unwrap().len(), 1);
     assert_eq!(aborted[0]["participants"][1]["vote"], "commit", "bob voted yes and was still aborted");
 
+    // A prepare that outlives its timeout votes no: both abort, and the slow one's hold is
+    // released by the abort.
+    let mut slow = transfer(10);
+    slow["prepare_delay_ms"] = json!(1500);
+    slow["prepare_timeout_ms"] = json!(300);
+    let (status, body) = server.post_json("/bank-east/transfer", &slow).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("within its 300 ms timeout"), "{body}");
+    let alice = account(&server, "bank-east", "alice").await;
+    assert_eq!((alice["balance"].as_i64(), alice["holds"].clone()), (Some(40), json!({})));
+
     // Participants must exist and export `participant`.
     let (status, body) = server
         .post_json("/bank-east/transfer", &json!({ "from": "alice", "to_function": "nobody", "to": "x", "amount": 1 }))
@@ -83,7 +94,7 @@ async fn transfers_commit_on_both_or_neither(backend: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(graphql["data"]["transactions"].as_array().unwrap().len(), 2, "{graphql}");
+    assert_eq!(graphql["data"]["transactions"].as_array().unwrap().len(), 3, "{graphql}");
 }
 
 /// Sends a transfer that will be cut off by the kill; returns the transaction id from the log.

@@ -10,7 +10,7 @@
 //!   kill the coordinator in between).
 //! - `POST /<name>/accounts/<id>/deposit?amount=N`, `GET /<name>/accounts/<id>`, and
 //!   `POST /<name>/transfer` `{"from","to_function","to","amount",...}` (a debit here and a credit
-//!   at `to_function`, atomically).
+//!   at `to_function`, atomically; optional `prepare_timeout_ms`).
 
 use faas_sdk::tx::{self, Participant, ParticipantCall, TxOutcome, Vote};
 use faas_sdk::{IntoResponse, Request, RequestExt, StatusCode, http_handler, json, kv};
@@ -130,6 +130,9 @@ struct Transfer {
     prepare_delay_ms: u64,
     #[serde(default)]
     commit_delay_ms: u64,
+    /// The coordinator's limit for each prepare (default 5 s).
+    #[serde(default)]
+    prepare_timeout_ms: Option<u64>,
 }
 
 #[http_handler]
@@ -177,7 +180,7 @@ fn serve(req: Request) -> impl IntoResponse {
                 call(&me, &transfer.from, -transfer.amount),
                 call(&transfer.to_function, &transfer.to, transfer.amount),
             ];
-            match tx::commit_atomically(&participants, None) {
+            match tx::commit_atomically(&participants, transfer.prepare_timeout_ms.map(Duration::from_millis)) {
                 Ok(result) => match result.outcome {
                     TxOutcome::Committed => json(StatusCode::OK, &j!({ "tx": result.id, "outcome": "committed" })),
                     TxOutcome::Aborted(reason) => {
