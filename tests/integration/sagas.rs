@@ -300,6 +300,53 @@ async fn wait_until(server: &Server, id: &str, done: impl Fn(&Value) -> bool) ->
     }
 }
 
+/// Two nodes share one PostgreSQL database. The node running a saga dies mid-step; the other
+/// takes it over once the dead node's heartbeat is stale, and finishes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_node_takes_over_the_sagas_of_a_dead_one() {
+    let db = Database::create(Backend::Postgres).await;
+    let node = |dir: &tempfile::TempDir| Options {
+        database_url: db.url.clone(),
+        data_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Server::start_with(node(&dir_a)).await;
+    shop(&a).await;
+    stock(&a, "alice", 1000, "book", 5).await;
+    // B loads the functions A deployed from the shared database.
+    let b = Server::start_with(node(&dir_b)).await;
+
+    let mut slow = order("o-9", "alice", "book", 1, 100, "1 Main St");
+    slow["delay_ms"] = json!(1500);
+    let (status, body) = a.post_json("/orders?async=true", &slow).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["saga_id"].as_str().unwrap().to_owned();
+    let owner_a = std::fs::read_to_string(dir_a.path().join("node-id")).unwrap();
+    assert_eq!(saga(&b, &id).await["owner"], owner_a.trim());
+    a.wait_for_log("saga started").await;
+    a.kill();
+
+    let taken_over = Instant::now();
+    let report = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let report = saga(&b, &id).await;
+            if report["status"] == "completed" {
+                break report;
+            }
+            assert!(Instant::now() < deadline, "node B never finished the saga: {report}\n{}", b.logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    println!("finished by the other node {:?} after the kill", taken_over.elapsed());
+    let owner_b = std::fs::read_to_string(dir_b.path().join("node-id")).unwrap();
+    assert_eq!(report["owner"], owner_b.trim());
+    assert!(b.logs().contains("resumed in-flight sagas"), "{}", b.logs());
+    assert_eq!(balance(&b, "alice").await, 900, "deducted once, by whichever node");
+    assert_eq!(in_stock(&b, "book").await, 4);
+}
+
 /// xorshift: enough randomness for kill points, printable seed to replay a failure.
 struct Rng(u64);
 
