@@ -11,7 +11,12 @@
 //! - [`guest_io`]: what a guest may touch: its stdout/stderr go to the logs, outgoing HTTP is denied.
 //! - [`store`]: persistence behind the [`store::FunctionStore`] trait (SQLite or PostgreSQL).
 //!
-//! Around it: [`admin`] (the control plane: REST, OpenAPI, metrics, health), [`validate`] (what a
+//! What guests import: [`capabilities`] (one module per `faas:platform` interface: event store, kv,
+//! saga, tx), backed by [`store`] and by [`workflows`] (the saga runner, the two-phase-commit
+//! coordinator, node heartbeats and recovery). [`subscriptions`] feeds appended events to
+//! event-handler exports.
+//!
+//! Around it: [`admin`] (the control plane: REST, OpenAPI, GraphQL, metrics, health), [`validate`] (what a
 //! deploy must satisfy), [`engine`] (the one wasmtime `Engine` and the on-disk compile cache),
 //! [`routes`], [`limits`], [`spec`], [`metrics`], [`error`] (every error's HTTP status, in one
 //! place), [`server`] (wires it all and runs it), [`config`] and [`client`] (the CLI side).

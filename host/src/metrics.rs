@@ -17,6 +17,12 @@ pub struct Metrics {
     pub instantiation: HistogramVec,
     /// `faas_deployments_total{function,outcome}`.
     pub deployments: IntCounterVec,
+    /// `faas_sagas_total{name,status}`: sagas entering compensating, completed, compensated, stuck.
+    pub sagas: IntCounterVec,
+    /// `faas_saga_step_attempts_total{function,kind,outcome}`: outcome succeeded, refused or failed.
+    pub saga_steps: IntCounterVec,
+    /// `faas_transactions_total{outcome}`: two-phase-commit decisions, committed or aborted.
+    pub transactions: IntCounterVec,
 }
 
 impl Metrics {
@@ -51,16 +57,44 @@ impl Metrics {
             &["function", "outcome"],
         )
         .expect("valid metric");
+        let sagas = IntCounterVec::new(
+            Opts::new("faas_sagas_total", "Saga status changes: compensating, completed, compensated, stuck."),
+            &["name", "status"],
+        )
+        .expect("valid metric");
+        let saga_steps = IntCounterVec::new(
+            Opts::new("faas_saga_step_attempts_total", "Saga step attempts by outcome: succeeded, refused, failed."),
+            &["function", "kind", "outcome"],
+        )
+        .expect("valid metric");
+        let transactions = IntCounterVec::new(
+            Opts::new("faas_transactions_total", "Two-phase-commit decisions: committed or aborted."),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(active_instances.clone()),
             Box::new(instantiation.clone()),
             Box::new(deployments.clone()),
+            Box::new(sagas.clone()),
+            Box::new(saga_steps.clone()),
+            Box::new(transactions.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        Self { registry, invocations, duration, active_instances, instantiation, deployments }
+        Self {
+            registry,
+            invocations,
+            duration,
+            active_instances,
+            instantiation,
+            deployments,
+            sagas,
+            saga_steps,
+            transactions,
+        }
     }
 
     /// The Prometheus text exposition of every series.

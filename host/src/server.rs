@@ -47,7 +47,8 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
     let subscriptions = Subscriptions::new(registry.clone(), invoker.clone(), stores.clone(), notifier.clone());
     let subscription_tasks = subscriptions.start();
     let node = workflows::node_id(&config.data_dir).context("reading the node id")?;
-    let workflows = Arc::new(Workflows::new(stores.workflows.clone(), registry.clone(), invoker.clone(), node));
+    let workflows =
+        Arc::new(Workflows::new(stores.workflows.clone(), registry.clone(), invoker.clone(), metrics.clone(), node));
     let _ = capabilities.workflows.set(workflows.clone());
     let workflow_tasks = workflows.start();
     let remote_appends = stores.postgres_url.clone().map(|url| listen_for_remote_appends(url, notifier));

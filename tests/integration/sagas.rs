@@ -136,6 +136,13 @@ async fn happy_path_completes_every_step_once(backend: Backend) {
     assert_eq!(graphql["data"]["saga"]["steps"][2]["status"], "SUCCEEDED");
     assert_eq!(graphql["data"]["sagas"][0]["id"], id.as_str());
 
+    // Metrics count sagas and step attempts.
+    let metrics = server.admin_request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"faas_sagas_total{name="order",status="completed"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"faas_saga_step_attempts_total{function="shipping",kind="action",outcome="succeeded"} 1"#)
+    );
+
     // The guest reads its own saga's state; an unknown id is a 404 from the guest.
     let (status, state) = server.call(&format!("/orders/{id}")).await;
     assert_eq!(status, 200, "{state}");

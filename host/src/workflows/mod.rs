@@ -7,6 +7,7 @@ pub mod sagas;
 pub mod tx;
 
 use crate::invoker::Invoker;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::workflows::WorkflowStore;
 use sagas::Sagas;
@@ -28,10 +29,16 @@ pub struct Workflows {
 }
 
 impl Workflows {
-    pub fn new(store: Arc<dyn WorkflowStore>, registry: Arc<Registry>, invoker: Arc<Invoker>, node: String) -> Self {
+    pub fn new(
+        store: Arc<dyn WorkflowStore>,
+        registry: Arc<Registry>,
+        invoker: Arc<Invoker>,
+        metrics: Metrics,
+        node: String,
+    ) -> Self {
         Self {
-            sagas: Sagas::new(store.clone(), registry.clone(), invoker.clone(), node.clone()),
-            transactions: Transactions::new(store.clone(), registry, invoker, node.clone()),
+            sagas: Sagas::new(store.clone(), registry.clone(), invoker.clone(), metrics.clone(), node.clone()),
+            transactions: Transactions::new(store.clone(), registry, invoker, metrics, node.clone()),
             store,
             node,
         }

@@ -9,6 +9,7 @@
 use super::saga_state::{Next, SagaState};
 use crate::bindings::step::{StepError, StepKind, StepRequest};
 use crate::invoker::Invoker;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::StoreError;
 use crate::store::workflows::{JournalEntry, JournalRecord, SagaDefinition, SagaRecord, SagaStatus, WorkflowStore};
@@ -51,6 +52,7 @@ pub struct Sagas {
     store: Arc<dyn WorkflowStore>,
     registry: Arc<Registry>,
     invoker: Arc<Invoker>,
+    metrics: Metrics,
     node: String,
     /// Sagas with a runner in this process, and their latest status (for waiters).
     active: Mutex<HashMap<String, watch::Sender<SagaStatus>>>,
@@ -61,9 +63,10 @@ impl Sagas {
         store: Arc<dyn WorkflowStore>,
         registry: Arc<Registry>,
         invoker: Arc<Invoker>,
+        metrics: Metrics,
         node: String,
     ) -> Arc<Self> {
-        Arc::new(Self { store, registry, invoker, node, active: Mutex::new(HashMap::new()) })
+        Arc::new(Self { store, registry, invoker, metrics, node, active: Mutex::new(HashMap::new()) })
     }
 
     /// Validates and records a saga, then starts running it. Starting the same key again in the
@@ -224,6 +227,7 @@ impl Sagas {
                         _ => tracing::warn!(saga = %id, status = new.as_str(), error = ?error, "saga status"),
                     }
                     self.write(id, &mut state, JournalEntry::Status { status: new, error }).await?;
+                    self.metrics.sagas.with_label_values(&[definition.name.as_str(), new.as_str()]).inc();
                 }
                 Next::Action { step, attempt } => {
                     self.write(id, &mut state, JournalEntry::ActionAttempt { step, attempt }).await?;
@@ -294,6 +298,16 @@ impl Sagas {
         };
         let timeout = definition.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
         let result = self.invoker.run_step(&function, &request, timeout).await;
+        let kind_label = match kind {
+            StepKind::Action => "action",
+            StepKind::Compensation => "compensation",
+        };
+        let outcome = match &result {
+            Ok(Ok(_)) => "succeeded",
+            Ok(Err(StepError::Fail(_))) => "refused",
+            _ => "failed",
+        };
+        self.metrics.saga_steps.with_label_values(&[invocation.function.as_str(), kind_label, outcome]).inc();
         let failure = match result {
             Ok(Ok(output)) => return Ok(output),
             Ok(Err(StepError::Fail(message))) => StepFailure::Refused(message),

@@ -6,6 +6,7 @@
 //! and `abort` are idempotent per transaction id).
 
 use crate::invoker::{Invoker, ParticipantCall};
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::StoreError;
 use crate::store::workflows::{Invocation, TxParticipant, TxRecord, TxStatus, WorkflowStore};
@@ -32,6 +33,7 @@ pub struct Transactions {
     store: Arc<dyn WorkflowStore>,
     registry: Arc<Registry>,
     invoker: Arc<Invoker>,
+    metrics: Metrics,
     node: String,
     /// Transactions whose phase 2 runs in this process.
     finishing: Mutex<HashSet<String>>,
@@ -42,9 +44,10 @@ impl Transactions {
         store: Arc<dyn WorkflowStore>,
         registry: Arc<Registry>,
         invoker: Arc<Invoker>,
+        metrics: Metrics,
         node: String,
     ) -> Arc<Self> {
-        Arc::new(Self { store, registry, invoker, node, finishing: Mutex::new(HashSet::new()) })
+        Arc::new(Self { store, registry, invoker, metrics, node, finishing: Mutex::new(HashSet::new()) })
     }
 
     /// Runs a whole transaction; returns its record once the decision is durable and phase 2 has
@@ -159,6 +162,7 @@ impl Transactions {
         .await;
         let done = if commit { TxStatus::Committed } else { TxStatus::Aborted };
         self.store.update_tx(&record.id, done, record.reason.as_deref(), &record.participants).await?;
+        self.metrics.transactions.with_label_values(&[done.as_str()]).inc();
         tracing::info!(tx = %record.id, status = done.as_str(), "transaction finished");
         Ok(())
     }
