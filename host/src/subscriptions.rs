@@ -196,10 +196,17 @@ impl Subscriptions {
     ) -> Result<(), InvokeError> {
         let batch: Vec<_> = events.iter().cloned().map(|e| to_wit(e, &function.access)).collect();
         let delivery_id = format!("sub-{}-{}", events[0].position, events[events.len() - 1].position);
-        let mut attempt = 1;
+        let (mut attempt, mut busy) = (1, 0);
         loop {
             match self.invoker.handle_events(function, &batch, &delivery_id).await {
                 Ok(()) => return Ok(()),
+                // The function was too busy to take the batch: the handler never ran, so this is
+                // no attempt (an overload must not park healthy events). Wait and offer it again.
+                Err(error @ (InvokeError::Overloaded | InvokeError::QueueTimeout)) => {
+                    busy += 1;
+                    tracing::debug!(function = %function.name, delivery_id = %delivery_id, %error, "function busy; delivery waits");
+                    tokio::time::sleep(backoff(busy.min(6))).await;
+                }
                 Err(error) if attempt >= subscription.max_attempts => return Err(error),
                 Err(error) => {
                     tracing::warn!(function = %function.name, subscription = %subscription.stream, attempt,

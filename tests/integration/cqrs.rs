@@ -292,3 +292,46 @@ async fn postgres_subscribers_never_skip_a_slow_or_rolled_back_append() {
     let types: HashMap<u64, String> = seen_events.into_iter().collect();
     assert!(types.values().any(|t| t == "Slow"));
 }
+
+/// A delivery the function was too busy to take is no failed attempt: with one instance, a queue of
+/// one and a single attempt per event, HTTP traffic that keeps the function saturated delays the
+/// subscription but parks nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overloaded_function_delays_deliveries_but_parks_nothing() {
+    let server = Server::start(Backend::Sqlite).await;
+    let spec = json!({
+        "triggers": { "http": ["/projector/..."], "subscriptions": [{ "stream": "*", "max_attempts": 1, "batch_size": 1 }] },
+        "limits": { "timeout_ms": 5000, "max_concurrency": 1, "max_queue": 1 },
+    });
+    server.deploy_ok("projector", components().bytes("projector"), spec).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (url, stop) = (format!("{}/projector/seen", server.data), stop.clone());
+        load.spawn(async move {
+            let (client, mut refused) = (reqwest::Client::new(), 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = client.get(&url).send().await {
+                    refused += u32::from(r.status() == 503);
+                }
+            }
+            refused
+        });
+    }
+    let mut appended = 0;
+    while appended < 20 {
+        // The appends compete for the same instance; a 503 is retried.
+        let (status, _) = post(&server, "/projector/append?stream=s-1&type=Noted", json!({})).await;
+        appended += usize::from(status == 200);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let refused: u32 = load.join_all().await.into_iter().sum();
+    assert!(refused > 0, "the function was never saturated, so this proved nothing");
+
+    let status = caught_up(&server, "projector").await;
+    assert_eq!(status["parked"], json!([]), "{status}");
+    let (seen, out_of_order) = seen(&server).await;
+    assert_eq!(seen.len(), 20);
+    assert!(!out_of_order);
+}

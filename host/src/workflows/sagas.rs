@@ -8,7 +8,7 @@
 
 use super::saga_state::{Next, SagaState};
 use crate::bindings::step::{StepError, StepKind, StepRequest};
-use crate::invoker::Invoker;
+use crate::invoker::{InvokeError, Invoker};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::StoreError;
@@ -20,6 +20,8 @@ use tokio::sync::watch;
 
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Times a step waits for a busy function before the call counts as a failed attempt (~5 min).
+const MAX_BUSY_WAITS: u32 = 100;
 /// Limits of a definition.
 const MAX_STEPS: usize = 100;
 const MAX_NAME: usize = 200;
@@ -297,7 +299,18 @@ impl Sagas {
             payload: invocation.payload.clone(),
         };
         let timeout = definition.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
-        let result = self.invoker.run_step(&function, &request, timeout).await;
+        // A function too busy to take the call never ran it: wait for room instead of spending
+        // one of the step's attempts (an overload must not compensate healthy sagas).
+        let mut busy = 0;
+        let result = loop {
+            match self.invoker.run_step(&function, &request, timeout).await {
+                Err(InvokeError::Overloaded | InvokeError::QueueTimeout) if busy < MAX_BUSY_WAITS => {
+                    busy += 1;
+                    tokio::time::sleep(backoff(100, busy.min(6))).await;
+                }
+                result => break result,
+            }
+        };
         let kind_label = match kind {
             StepKind::Action => "action",
             StepKind::Compensation => "compensation",
