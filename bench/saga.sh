@@ -11,29 +11,13 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-FAAS=$ROOT/target/release/faas
+source bench/lib.sh
 WASM=$ROOT/target/wasm/wasm32-wasip2/release
 DATABASE_ARGS=()
 if [ "${1:-}" = --database-url ]; then
     [ -n "${2:-}" ] || { echo "usage: $0 [--database-url URL]" >&2; exit 2; }
     DATABASE_ARGS=(--database-url "$2")
 fi
-
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/faas-saga.XXXXXX")
-FAAS_PID=
-cleanup() {
-    if [ -n "$FAAS_PID" ]; then
-        kill "$FAAS_PID" 2>/dev/null || true
-        wait "$FAAS_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
     log "building faas and the bench binaries (release)"
@@ -43,17 +27,7 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
         -p payments -p inventory -p shipping -p orders >&2)
 fi
 
-env -u RUST_BACKTRACE "$FAAS" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    "${DATABASE_ARGS[@]}" >"$WORK/faas.log" 2>&1 &
-FAAS_PID=$!
-for _ in $(seq 1 300); do
-    grep -q 'faas ready' "$WORK/faas.log" && break
-    kill -0 "$FAAS_PID" 2>/dev/null || { cat "$WORK/faas.log" >&2; die "faas exited"; }
-    sleep 0.1
-done
-ready=$(grep -m1 'faas ready' "$WORK/faas.log") || { cat "$WORK/faas.log" >&2; die "faas did not become ready"; }
-DATA_URL=$(sed -E 's/.*data=(http:[^ ]+).*/\1/' <<<"$ready")
-ADMIN_URL=$(sed -E 's/.*admin=(http:[^ ]+).*/\1/' <<<"$ready")
+start_faas "${DATABASE_ARGS[@]}"
 
 for f in payments inventory shipping; do
     env -u RUST_BACKTRACE "$FAAS" deploy "$f" "$WASM/$f.wasm" --route "/$f/..." --admin-url "$ADMIN_URL" >/dev/null
