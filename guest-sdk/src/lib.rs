@@ -1,4 +1,5 @@
-//! Write functions for the faas platform as plain Rust functions.
+//! Write functions for the faas platform as plain Rust functions: HTTP handlers, event
+//! handlers, saga steps and two-phase-commit participants.
 //!
 //! A function is a WebAssembly component. An HTTP function exports
 //! `wasi:http/incoming-handler@0.2` (the `wasi:http/proxy` world, as run by
@@ -101,13 +102,19 @@
 //!   [`event_store::NewEvent`], [`event_store::RecordedEvent`], the error types and
 //!   the id helpers [`event_store::new_id`] and [`event_store::deterministic_id`].
 //! - [`kv`]: typed wrappers of `faas:platform/kv`, with JSON helpers.
+//! - [`saga`]: [`saga::Saga`] and [`saga::Step`] to start sagas (`faas:platform/saga`), and the
+//!   [`saga::StepRequest`] / [`saga::StepError`] of [`macro@step_handler`] functions, with
+//!   [`saga::StepRequest::append_once`] for idempotent effects.
+//! - [`tx`]: [`tx::commit_atomically`] (`faas:platform/tx`) and the [`tx::Participant`] trait,
+//!   exported with [`export_participant!`].
 //! - `handler` (private but for [`EventHandlerResult`]): the bridge from
 //!   `faas:platform/event-handler` to `#[event_handler]` functions.
 //! - `native` (native targets only) and [`testing`]: the in-memory event store
 //!   and kv store that stand in for the platform in unit tests.
 //! - `bindings` (private, reached through `__private::bindings`): what
 //!   `wit-bindgen` generates from `../wit` for the `event-function` world, its
-//!   WASI imports mapped onto the `wasip2` crate.
+//!   WASI imports mapped onto the `wasip2` crate; and for the `step-function` and
+//!   `participant-function` worlds, sharing those imports.
 //!
 //! # Behaviour worth knowing
 //!
@@ -118,7 +125,10 @@
 //! - Response headers the host forbids (e.g. `connection`) are dropped with a
 //!   message on stderr; a `content-length` is added unless the response sets
 //!   one or its status has no body.
-//! - A crate may contain only one `#[http_handler]` and one `#[event_handler]`.
+//! - A crate may contain only one `#[http_handler]`, one `#[event_handler]`, one
+//!   `#[step_handler]` and one `export_participant!`.
+//! - Saga steps and 2PC calls are delivered at least once: derive event ids from the
+//!   request (`StepRequest::event_id`, the transaction id) so repeats change nothing.
 //! - Events are delivered at least once: an event handler must tolerate seeing
 //!   an event again (compare its version or id with what it stored).
 //! - On native targets everything compiles (so handler logic can be unit
