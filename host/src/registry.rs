@@ -35,6 +35,38 @@ pub enum RegistryError {
     Load { function: String, version: u32, message: String },
 }
 
+/// Follows other nodes' deploys, rollbacks and deletes on a shared PostgreSQL: they NOTIFY
+/// `faas_functions` with the function's name in the changing transaction; this reloads it.
+pub fn follow_remote_changes(database_url: String, registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failures: u32 = 0;
+        loop {
+            let result = async {
+                let mut listener = sqlx::postgres::PgListener::connect(&database_url).await?;
+                listener.listen("faas_functions").await?;
+                // Anything changed while we were not listening.
+                if let Err(error) = registry.sync_all().await {
+                    tracing::error!(%error, "reloading functions failed");
+                }
+                loop {
+                    let notification = listener.recv().await?;
+                    if let Err(error) = registry.sync(notification.payload()).await {
+                        tracing::error!(function = notification.payload(), %error, "function not reloaded");
+                    }
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), sqlx::Error>(())
+            }
+            .await;
+            if let Err(error) = result {
+                failures += 1;
+                tracing::warn!(%error, "LISTEN faas_functions failed; other nodes' deploys arrive when it reconnects");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(failures.min(50)))).await;
+            }
+        }
+    })
+}
+
 /// One function's active version, ready to instantiate.
 pub struct LoadedFunction {
     pub name: Arc<str>,
@@ -192,6 +224,45 @@ impl Registry {
         active.remove(name);
         self.publish(&active);
         tracing::info!(function = name, "deleted");
+        Ok(())
+    }
+
+    /// Brings one function in line with the store, after another node deployed, rolled back or
+    /// deleted it (or this node did: then nothing changes).
+    pub async fn sync(&self, name: &str) -> Result<(), RegistryError> {
+        let mut active = self.active.lock().await;
+        let stored = self.store.function(name).await?;
+        let wanted = stored.as_ref().and_then(FunctionRecord::active);
+        let current = active.get(name).map(|f| f.version);
+        match wanted {
+            None if current.is_some() => {
+                active.remove(name);
+                tracing::info!(function = name, "removed: deleted on another node");
+            }
+            Some(version) if current != Some(version.version) => {
+                let loaded = self.load(name, version).await?;
+                check_routes(&active, name, &loaded.routes)?;
+                active.insert(name.to_owned(), loaded);
+                tracing::info!(function = name, version = version.version, "activated: changed on another node");
+            }
+            _ => return Ok(()),
+        }
+        self.publish(&active);
+        Ok(())
+    }
+
+    /// [`sync`](Self::sync) of every function in the store or in memory: after the change feed
+    /// (re)connects, since notifications sent while it was down are lost.
+    pub async fn sync_all(&self) -> Result<(), RegistryError> {
+        let mut names: Vec<String> = self.store.functions().await?.into_iter().map(|f| f.name).collect();
+        names.extend(self.snapshot.load().keys().cloned());
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            if let Err(error) = self.sync(&name).await {
+                tracing::error!(function = %name, %error, "function not reloaded");
+            }
+        }
         Ok(())
     }
 

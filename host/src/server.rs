@@ -8,7 +8,7 @@ use crate::data_plane::{self, DataPlane};
 use crate::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
 use crate::invoker::Invoker;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{Registry, follow_remote_changes};
 use crate::store;
 use crate::subscriptions::{Subscriptions, listen_for_remote_appends};
 use crate::workflows::{self, Workflows};
@@ -52,6 +52,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
     let _ = capabilities.workflows.set(workflows.clone());
     let workflow_tasks = workflows.start();
     let remote_appends = stores.postgres_url.clone().map(|url| listen_for_remote_appends(url, notifier));
+    let remote_deploys = stores.postgres_url.clone().map(|url| follow_remote_changes(url, registry.clone()));
 
     let data_listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let admin_listener =
@@ -82,7 +83,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
     let (data_result, admin_result) = tokio::join!(data_server.into_future(), admin_server.into_future());
     subscription_tasks.abort();
     workflow_tasks.abort();
-    if let Some(task) = remote_appends {
+    for task in remote_appends.into_iter().chain(remote_deploys) {
         task.abort();
     }
     data_result.context("data plane")?;

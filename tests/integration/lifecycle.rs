@@ -186,3 +186,44 @@ async fn in_flight_requests_finish_on_the_version_they_started_on() {
     assert!(!slow.is_finished(), "the deploy waited for the in-flight request");
     assert_eq!(slow.await.unwrap(), (200, "slept 1500".into()));
 }
+
+/// Two nodes on one PostgreSQL database: a deploy, a rollback and a delete made through one
+/// node's API take effect on the other within moments (LISTEN/NOTIFY), without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn deploys_reach_every_node() {
+    let db = crate::support::Database::create(Backend::Postgres).await;
+    let node = || Options { database_url: db.url.clone(), ..Default::default() };
+    let (a, b) = (Server::start_with(node()).await, Server::start_with(node()).await);
+    let c = components();
+
+    async fn until(b: &Server, path: &str, expected: (u16, &str)) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (status, body) = b.call(path).await;
+            // An empty expected body means exactly empty (the echo component answers a GET so).
+            let matches = if expected.1.is_empty() { body.is_empty() } else { body.contains(expected.1) };
+            if status == expected.0 && (matches || expected.0 == 404) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "node B answers {status} {body}, not {expected:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    assert_eq!(b.call("/hello/x").await.0, 404);
+    a.deploy_ok("greeter", c.bytes("hello"), spec(&["/hello/..."], json!({}))).await;
+    until(&b, "/hello/bob", (200, "Hello, bob!")).await;
+    a.deploy_ok("greeter", c.bytes("echo"), spec(&["/hello/..."], json!({}))).await;
+    // Version 2 is the echo component: an empty body, where hello would greet.
+    until(&b, "/hello/echoed", (200, "")).await;
+    // Rollback on A: B serves version 1 again.
+    let rolled =
+        a.admin_request(reqwest::Method::POST, "/v1/functions/greeter/versions/1/activate").send().await.unwrap();
+    assert_eq!(rolled.status(), 200);
+    until(&b, "/hello/carol", (200, "Hello, carol!")).await;
+    // Delete on A: gone on B.
+    let deleted = a.admin_request(reqwest::Method::DELETE, "/v1/functions/greeter").send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    until(&b, "/hello/dave", (404, "")).await;
+    assert!(b.logs().contains("changed on another node"), "{}", b.logs());
+}

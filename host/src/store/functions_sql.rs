@@ -3,11 +3,13 @@
 //! implements the trait for each store type.
 
 /// Implements `FunctionStore` for `$store` (which has a `pool: sqlx::Pool<$db>` field).
+/// `$notify` runs in every changing transaction with the function's name as `$1` (PostgreSQL's
+/// `pg_notify`, so other nodes reload it at commit), or is empty.
 /// `$lock` is appended to the read that picks the next version number: `FOR UPDATE` on
 /// PostgreSQL, where several nodes may deploy at once; empty on SQLite, where the transaction's
 /// first statement is a write and so already holds the database's write lock.
 macro_rules! impl_function_store {
-    ($store:ty, $lock:literal) => {
+    ($store:ty, $lock:literal, $notify:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::FunctionStore for $store {
             async fn insert_version(
@@ -54,6 +56,9 @@ macro_rules! impl_function_store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                if !$notify.is_empty() {
+                    sqlx::query($notify).bind(name).execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok($crate::store::VersionRecord {
                     version: version as u32,
@@ -88,6 +93,9 @@ macro_rules! impl_function_store {
                     .bind($crate::store::now_ms())
                     .execute(&mut *tx)
                     .await?;
+                if !$notify.is_empty() {
+                    sqlx::query($notify).bind(name).execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
@@ -96,6 +104,9 @@ macro_rules! impl_function_store {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("DELETE FROM function_versions WHERE function_name = $1").bind(name).execute(&mut *tx).await?;
                 let deleted = sqlx::query("DELETE FROM functions WHERE name = $1").bind(name).execute(&mut *tx).await?;
+                if !$notify.is_empty() {
+                    sqlx::query($notify).bind(name).execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(deleted.rows_affected() > 0)
             }

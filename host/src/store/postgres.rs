@@ -80,6 +80,7 @@ impl PostgresStore {
 
 type AppendRow = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>);
 
-impl_function_store!(PostgresStore, "FOR UPDATE");
+// Other nodes LISTEN on `faas_functions` and reload the function (see `Registry::sync`).
+impl_function_store!(PostgresStore, "FOR UPDATE", "SELECT pg_notify('faas_functions', $1)");
 impl_event_stores!(PostgresStore, sqlx::Postgres);
 impl_workflow_store!(PostgresStore);

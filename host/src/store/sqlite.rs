@@ -29,7 +29,7 @@ impl SqliteStore {
     }
 }
 
-impl_function_store!(SqliteStore, "");
+impl_function_store!(SqliteStore, "", "");
 impl_event_stores!(SqliteStore, sqlx::Sqlite);
 impl_transactional_append!(SqliteStore, sqlx::Sqlite);
 impl_workflow_store!(SqliteStore);
