@@ -5,6 +5,10 @@
 #   scripts/kafka.sh start [PORT]    start a broker (PORT default 9092; the controller uses PORT+1);
 #                                    prints `kafka pid=<pid> bootstrap=127.0.0.1:<port> data=<dir>`
 #   scripts/kafka.sh stop PID        stop it (kill -9 PID simulates a crash)
+#   scripts/kafka.sh run [PORT]      start one, print the same line, and keep it only while this
+#                                    script's stdin is open: the broker is killed (and a data dir
+#                                    this created removed) when the caller closes it or dies.
+#                                    The integration tests start their brokers this way.
 #   scripts/kafka.sh fetch           only download the jars
 #
 #   FAAS_KAFKA_CACHE   where the jars are kept (default ~/.cache/faas/kafka-4.4.0; the first fetch
@@ -101,9 +105,31 @@ PROPS
     die "the broker did not open 127.0.0.1:$port within 60 s; see $data/broker.log"
 }
 
+run() {
+    local created=""
+    if [ -z "${FAAS_KAFKA_DATA:-}" ]; then
+        FAAS_KAFKA_DATA=$(mktemp -d "${TMPDIR:-/tmp}/faas-kafka.XXXXXX")
+        export FAAS_KAFKA_DATA
+        created=1
+    fi
+    local line pid
+    line=$(start "$@")
+    echo "$line"
+    pid=${line#kafka pid=}
+    pid=${pid%% *}
+    cleanup() {
+        kill -9 "$pid" 2>/dev/null || true
+        [ -z "$created" ] || rm -rf "$FAAS_KAFKA_DATA"
+    }
+    trap 'cleanup; exit 0' TERM INT HUP
+    cat >/dev/null || true
+    cleanup
+}
+
 case "${1:-}" in
     start) shift; start "$@" ;;
+    run) shift; run "$@" ;;
     stop) [ -n "${2:-}" ] || die "usage: $0 stop PID"; kill "$2" ;;
     fetch) fetch ;;
-    *) die "usage: $0 start [PORT] | stop PID | fetch" ;;
+    *) die "usage: $0 start [PORT] | run [PORT] | stop PID | fetch" ;;
 esac

@@ -68,6 +68,7 @@ pub mod step {
         "faas:platform/kv@0.1.0": crate::bindings::faas::platform::kv,
         "faas:platform/saga@0.1.0": crate::bindings::faas::platform::saga,
         "faas:platform/tx@0.1.0": crate::bindings::faas::platform::tx,
+        "faas:platform/kafka-out@0.1.0": crate::bindings::faas::platform::kafka_out,
     });
 }
 
@@ -82,6 +83,23 @@ pub mod participant {
             "faas:platform/kv@0.1.0": crate::bindings::faas::platform::kv,
             "faas:platform/saga@0.1.0": crate::bindings::faas::platform::saga,
             "faas:platform/tx@0.1.0": crate::bindings::faas::platform::tx,
+            "faas:platform/kafka-out@0.1.0": crate::bindings::faas::platform::kafka_out,
+        }
+    );
+}
+
+/// The `message-handler` export (`#[message_handler]`).
+pub mod message {
+    generate_world!(
+        "faas:platform/message-function",
+        "export_message_function",
+        "::faas_sdk::__private::message_bindings",
+        {
+            "faas:platform/event-store@0.1.0": crate::bindings::faas::platform::event_store,
+            "faas:platform/kv@0.1.0": crate::bindings::faas::platform::kv,
+            "faas:platform/saga@0.1.0": crate::bindings::faas::platform::saga,
+            "faas:platform/tx@0.1.0": crate::bindings::faas::platform::tx,
+            "faas:platform/kafka-out@0.1.0": crate::bindings::faas::platform::kafka_out,
         }
     );
 }

@@ -142,6 +142,7 @@ mod bindings;
 mod body;
 pub mod event_store;
 mod handler;
+pub mod kafka;
 pub mod kv;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
@@ -170,6 +171,13 @@ pub use faas_sdk_macros::http_handler;
 /// says what to change. It receives a batch of events in global order and returns `Ok(())`
 /// when it is handled or `Err` to have the host retry it. Delivery is at least once.
 pub use faas_sdk_macros::event_handler;
+
+/// Marks the function that handles the records of a Kafka trigger; see [`kafka`].
+///
+/// The function must look like `fn NAME(records: Vec<faas_sdk::kafka::KafkaRecord>) ->
+/// Result<(), E>` (or `async fn`), with any `E: Display`. It receives a batch of one
+/// partition's records in offset order; `Err` has the host retry them.
+pub use faas_sdk_macros::message_handler;
 
 /// Marks the function that runs saga steps; see [`saga`].
 ///
@@ -247,6 +255,21 @@ pub mod __private {
     pub mod step_bindings {
         pub use crate::bindings::step::*;
     }
+    /// The generated bindings of the message-handler world.
+    pub mod message_bindings {
+        pub use crate::bindings::message::*;
+    }
+    pub use crate::bindings::message::export_message_function;
+    /// The trait of the `faas:platform/message-handler` export.
+    pub use crate::bindings::message::exports::faas::platform::message_handler::{
+        Guest as MessageHandlerGuest, KafkaRecord as WitKafkaRecord,
+    };
+
+    /// Converts the delivered records into the SDK's.
+    pub fn kafka_records(records: Vec<WitKafkaRecord>) -> Vec<crate::kafka::KafkaRecord> {
+        records.into_iter().map(crate::kafka::KafkaRecord::from).collect()
+    }
+
     /// The generated bindings of the participant world.
     pub mod participant_bindings {
         pub use crate::bindings::participant::*;

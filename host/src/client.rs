@@ -2,7 +2,7 @@
 //! (possibly remote) server's API.
 
 use crate::limits::{Limits, parse_bytes, parse_duration};
-use crate::spec::{DeploySpec, Grants, StartFrom, SubscriptionSpec, Triggers};
+use crate::spec::{DeploySpec, Grants, KafkaFrom, KafkaTrigger, StartFrom, SubscriptionSpec, Triggers};
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use reqwest::multipart::{Form, Part};
@@ -55,6 +55,35 @@ pub struct DeployArgs {
     /// Let the function read another namespace's streams. Repeatable.
     #[arg(long = "grant-read")]
     pub read_namespaces: Vec<String>,
+    /// Let the function publish to a Kafka topic (or topics starting with a prefix ending in
+    /// `*`). Repeatable.
+    #[arg(long = "grant-publish")]
+    pub publish_topics: Vec<String>,
+    /// Feed records of a Kafka topic to the function's message handler. Repeatable; all topics
+    /// share one consumer group.
+    #[arg(long = "kafka-topic")]
+    pub kafka_topics: Vec<String>,
+    /// The trigger's consumer group (default `faas-<name>`).
+    #[arg(long, requires = "kafka_topics")]
+    pub kafka_group: Option<String>,
+    /// Most records per handler call.
+    #[arg(long, requires = "kafka_topics")]
+    pub kafka_batch: Option<u32>,
+    /// Retries of a failing record before it goes to the dead-letter topic.
+    #[arg(long, requires = "kafka_topics")]
+    pub kafka_max_retries: Option<u32>,
+    /// The dead-letter topic (default `<topic>.dlq`).
+    #[arg(long, requires = "kafka_topics")]
+    pub kafka_dlq: Option<String>,
+    /// Where a new consumer group starts.
+    #[arg(long, value_enum, requires = "kafka_topics")]
+    pub kafka_from: Option<KafkaFromArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KafkaFromArg {
+    Earliest,
+    Latest,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -102,6 +131,7 @@ impl Client {
             Some(t) => u64::try_from(t.as_millis()).context("timeout too large")?,
             None => defaults.timeout_ms,
         };
+        let kafka = kafka_trigger(&args);
         let spec = DeploySpec {
             triggers: Triggers {
                 http: args.routes,
@@ -116,8 +146,9 @@ impl Client {
                         ..SubscriptionSpec::new(stream)
                     })
                     .collect(),
+                kafka,
             },
-            grants: Grants { read_namespaces: args.read_namespaces },
+            grants: Grants { read_namespaces: args.read_namespaces, publish_topics: args.publish_topics },
             limits: Limits {
                 memory_bytes: args.memory.unwrap_or(defaults.memory_bytes),
                 timeout_ms,
@@ -149,6 +180,24 @@ impl Client {
     pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
         self.send(self.http.delete(self.url(&format!("/v1/functions/{name}")))).await.map(drop)
     }
+}
+
+fn kafka_trigger(args: &DeployArgs) -> Option<KafkaTrigger> {
+    if args.kafka_topics.is_empty() {
+        return None;
+    }
+    let defaults = KafkaTrigger::new(&[]);
+    Some(KafkaTrigger {
+        topics: args.kafka_topics.clone(),
+        group: args.kafka_group.clone(),
+        batch_size: args.kafka_batch.unwrap_or(defaults.batch_size),
+        max_retries: args.kafka_max_retries.unwrap_or(defaults.max_retries),
+        dlq: args.kafka_dlq.clone(),
+        from: match args.kafka_from {
+            Some(KafkaFromArg::Latest) => KafkaFrom::Latest,
+            _ => KafkaFrom::Earliest,
+        },
+    })
 }
 
 /// `faas list` as a table: name, active version, routes.

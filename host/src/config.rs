@@ -43,6 +43,16 @@ pub struct ServeConfig {
     #[arg(long, env = "FAAS_MAX_EVENTS_PER_APPEND", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_events_per_append: u32,
 
+    /// Kafka bootstrap servers (`host:port,…`). Without them, Kafka triggers cannot be deployed
+    /// and `kafka-out` publishing answers `unavailable`.
+    #[arg(long, env = "FAAS_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// How long a Kafka consumer group waits for a silent node before giving its partitions to
+    /// the others (the broker accepts 6s-5min by default).
+    #[arg(long, env = "FAAS_KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = crate::limits::parse_duration)]
+    pub kafka_session_timeout: std::time::Duration,
+
     /// Log format on stderr.
     #[arg(long, env = "FAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

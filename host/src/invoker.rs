@@ -3,6 +3,7 @@
 //! ([`StoreLimits`]), wall-clock deadline (epoch yields + a timer), and concurrency.
 
 use crate::bindings::exports::faas::platform::event_handler::RecordedEvent;
+use crate::bindings::message::KafkaRecord;
 use crate::bindings::participant::Vote;
 use crate::bindings::step::{StepError, StepRequest};
 use crate::capabilities::{Capabilities, PlatformCtx};
@@ -150,6 +151,25 @@ impl Invoker {
             .call(function, delivery_id, None, async |store| {
                 let instance = pre.instantiate_async(&mut *store).await?;
                 instance.faas_platform_event_handler().call_handle(store, events).await
+            })
+            .await?;
+        result.map_err(InvokeError::HandlerFailed)
+    }
+
+    /// Runs one batch of Kafka records through the function's `message-handler` export.
+    pub async fn handle_messages(
+        &self,
+        function: &Arc<LoadedFunction>,
+        records: &[KafkaRecord],
+        delivery_id: &str,
+    ) -> Result<(), InvokeError> {
+        let Some(pre) = &function.handlers.messages else {
+            return Err(InvokeError::Internal(format!("function `{}` exports no message handler", function.name)));
+        };
+        let result = self
+            .call(function, delivery_id, None, async |store| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.faas_platform_message_handler().call_handle(store, records).await
             })
             .await?;
         result.map_err(InvokeError::HandlerFailed)

@@ -14,7 +14,7 @@
 //! What guests import: [`capabilities`] (one module per `faas:platform` interface: event store, kv,
 //! saga, tx), backed by [`store`] and by [`workflows`] (the saga runner, the two-phase-commit
 //! coordinator, node heartbeats and recovery). [`subscriptions`] feeds appended events to
-//! event-handler exports.
+//! event-handler exports; [`kafka`] feeds Kafka records to message-handler exports and publishes.
 //!
 //! Around it: [`admin`] (the control plane: REST, OpenAPI, GraphQL, metrics, health), [`validate`] (what a
 //! deploy must satisfy), [`engine`] (the one wasmtime `Engine` and the on-disk compile cache),
@@ -32,6 +32,7 @@ pub mod engine;
 pub mod error;
 pub mod guest_io;
 pub mod invoker;
+pub mod kafka;
 pub mod limits;
 pub mod metrics;
 pub mod registry;

@@ -1,6 +1,8 @@
 //! [`Metrics`]: the Prometheus series the platform exports on the admin listener's `/metrics`.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Every series, registered in one private registry (not the global default, so tests can run
 /// several servers in one process).
@@ -23,6 +25,18 @@ pub struct Metrics {
     pub saga_steps: IntCounterVec,
     /// `faas_transactions_total{outcome}`: two-phase-commit decisions, committed or aborted.
     pub transactions: IntCounterVec,
+    /// `faas_kafka_records_total{function,topic,outcome}`: outcome handled, failed (an attempt)
+    /// or dead_lettered.
+    pub kafka_records: IntCounterVec,
+    /// `faas_kafka_batch_duration_seconds{function}`: handler time of batches that succeeded.
+    pub kafka_batch_duration: HistogramVec,
+    /// `faas_kafka_consumer_lag{function,topic,partition}`: records behind the partition's end,
+    /// for the partitions this node owns.
+    pub kafka_lag: IntGaugeVec,
+    /// `faas_kafka_published_total{function,outcome}`: `kafka-out` publishes, ok or error.
+    pub kafka_published: IntCounterVec,
+    /// `faas_kafka_connected`: 1 while a broker is reachable.
+    pub kafka_connected: IntGauge,
 }
 
 impl Metrics {
@@ -72,6 +86,32 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let kafka_records = IntCounterVec::new(
+            Opts::new(
+                "faas_kafka_records_total",
+                "Kafka records by outcome: handled, failed (attempts), dead_lettered.",
+            ),
+            &["function", "topic", "outcome"],
+        )
+        .expect("valid metric");
+        let kafka_batch_duration = HistogramVec::new(
+            HistogramOpts::new("faas_kafka_batch_duration_seconds", "Handler time of Kafka batches that succeeded.")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["function"],
+        )
+        .expect("valid metric");
+        let kafka_lag = IntGaugeVec::new(
+            Opts::new("faas_kafka_consumer_lag", "Records behind the end of each partition this node owns."),
+            &["function", "topic", "partition"],
+        )
+        .expect("valid metric");
+        let kafka_published = IntCounterVec::new(
+            Opts::new("faas_kafka_published_total", "Records published by functions, by outcome."),
+            &["function", "outcome"],
+        )
+        .expect("valid metric");
+        let kafka_connected =
+            IntGauge::new("faas_kafka_connected", "1 while a Kafka broker is reachable.").expect("valid metric");
         for collector in [
             Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -81,6 +121,11 @@ impl Metrics {
             Box::new(sagas.clone()),
             Box::new(saga_steps.clone()),
             Box::new(transactions.clone()),
+            Box::new(kafka_records.clone()),
+            Box::new(kafka_batch_duration.clone()),
+            Box::new(kafka_lag.clone()),
+            Box::new(kafka_published.clone()),
+            Box::new(kafka_connected.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -94,6 +139,11 @@ impl Metrics {
             sagas,
             saga_steps,
             transactions,
+            kafka_records,
+            kafka_batch_duration,
+            kafka_lag,
+            kafka_published,
+            kafka_connected,
         }
     }
 

@@ -102,6 +102,8 @@ pub struct Registry {
     snapshot: ArcSwap<HashMap<String, Arc<LoadedFunction>>>,
     /// Bumped on every change, so subscriptions can start and stop consumers.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Whether the server has Kafka brokers, without which a Kafka trigger cannot run.
+    kafka_enabled: bool,
 }
 
 impl Registry {
@@ -122,6 +124,7 @@ impl Registry {
             routes: Default::default(),
             snapshot: Default::default(),
             changes: tokio::sync::watch::Sender::new(0),
+            kafka_enabled: false,
         };
         let mut active = registry.active.lock().await;
         for function in registry.store.functions().await? {
@@ -136,6 +139,12 @@ impl Registry {
         registry.publish(&active);
         drop(active);
         Ok(registry)
+    }
+
+    /// Lets deploys have Kafka triggers (the server has brokers).
+    pub fn with_kafka(mut self, enabled: bool) -> Self {
+        self.kafka_enabled = enabled;
+        self
     }
 
     /// The active function serving `path`, if any. Lock-free.
@@ -175,9 +184,10 @@ impl Registry {
             None => self.cache.compile(bytes.clone()).await.map_err(|e| ValidationError::Invalid(format!("{e:#}")))?,
         };
         let handlers = validate::check_component(self.invoker.linker(), &component)?;
-        check_triggers(&spec, &handlers).map_err(RegistryError::InvalidSpec)?;
+        check_triggers(&spec, &handlers, self.kafka_enabled).map_err(RegistryError::InvalidSpec)?;
 
         let mut active = self.active.lock().await;
+        check_kafka_group(&active, name, &spec).map_err(RegistryError::InvalidSpec)?;
         if let Some(current) = active.get(name).filter(|c| c.sha256 == sha256 && c.spec == spec) {
             let record = self.store.function(name).await?;
             if let Some(version) =
@@ -315,6 +325,7 @@ impl LoadedFunction {
             access: Arc::new(Access {
                 namespace: name.to_owned(),
                 read_namespaces: version.spec.grants.read_namespaces.clone(),
+                publish_topics: version.spec.grants.clone(),
             }),
             limiter: ConcurrencyLimiter::new(limits.max_concurrency, limits.max_queue),
             routes,
@@ -322,8 +333,22 @@ impl LoadedFunction {
     }
 }
 
-/// Each trigger needs its export: routes the HTTP handler, subscriptions the event handler.
-fn check_triggers(spec: &DeploySpec, handlers: &Handlers<HostState>) -> Result<(), String> {
+/// Each trigger needs its export: routes the HTTP handler, subscriptions the event handler, a
+/// Kafka trigger the message handler (and a server with brokers).
+fn check_triggers(spec: &DeploySpec, handlers: &Handlers<HostState>, kafka_enabled: bool) -> Result<(), String> {
+    if spec.triggers.kafka.is_some() {
+        if !kafka_enabled {
+            return Err("the deploy has a Kafka trigger but this server has no Kafka brokers: start it with \
+                        `faas serve --kafka-brokers host:port` (or FAAS_KAFKA_BROKERS)"
+                .into());
+        }
+        if handlers.messages.is_none() {
+            return Err(
+                "the deploy has a Kafka trigger but the component does not export `faas:platform/message-handler`"
+                    .into(),
+            );
+        }
+    }
     if !spec.triggers.http.is_empty() && handlers.http.is_none() {
         return Err("the deploy has HTTP routes but the component does not export `wasi:http/incoming-handler`".into());
     }
@@ -331,6 +356,23 @@ fn check_triggers(spec: &DeploySpec, handlers: &Handlers<HostState>) -> Result<(
         return Err(
             "the deploy has event subscriptions but the component does not export `faas:platform/event-handler`".into(),
         );
+    }
+    Ok(())
+}
+
+/// A consumer group belongs to one function: two functions in one group would each see only
+/// part of the records.
+fn check_kafka_group(
+    active: &HashMap<String, Arc<LoadedFunction>>,
+    name: &str,
+    spec: &DeploySpec,
+) -> Result<(), String> {
+    let Some(kafka) = &spec.triggers.kafka else { return Ok(()) };
+    let group = kafka.group(name);
+    for (owner, function) in active.iter().filter(|(owner, _)| owner.as_str() != name) {
+        if function.spec.triggers.kafka.as_ref().is_some_and(|k| k.group(owner) == group) {
+            return Err(format!("Kafka group `{group}` is already used by function `{owner}`"));
+        }
     }
     Ok(())
 }

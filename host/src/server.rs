@@ -7,6 +7,7 @@ use crate::config::ServeConfig;
 use crate::data_plane::{self, DataPlane};
 use crate::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
 use crate::invoker::Invoker;
+use crate::kafka::{Kafka, KafkaSettings, Publisher};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, follow_remote_changes};
 use crate::store;
@@ -38,12 +39,47 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
         max_event_bytes: usize::try_from(config.max_event_size).unwrap_or(usize::MAX),
         max_events_per_append: config.max_events_per_append as usize,
     };
-    let capabilities = Arc::new(Capabilities::new(stores.clone(), notifier.clone(), event_limits));
+    let kafka_settings = config
+        .kafka_brokers
+        .clone()
+        .filter(|b| !b.trim().is_empty())
+        .map(|brokers| KafkaSettings { brokers, session_timeout: config.kafka_session_timeout });
+    let publisher = match &kafka_settings {
+        Some(settings) => {
+            Some(Arc::new(Publisher::new(settings, metrics.clone()).context("configuring the Kafka producer")?))
+        }
+        None => None,
+    };
+    let capabilities = Arc::new(
+        Capabilities::new(stores.clone(), notifier.clone(), event_limits)
+            .with_kafka(publisher.clone(), metrics.clone()),
+    );
     let invoker = Arc::new(Invoker::new(&engine, metrics.clone(), capabilities.clone())?);
     let cache = CompileCache::new(engine, &config.data_dir.join("cache"))?;
     let max_component_bytes = usize::try_from(config.max_component_size).context("max component size")?;
-    let registry =
-        Arc::new(Registry::open(stores.functions.clone(), cache, invoker.clone(), max_component_bytes).await?);
+    let registry = Arc::new(
+        Registry::open(stores.functions.clone(), cache, invoker.clone(), max_component_bytes)
+            .await?
+            .with_kafka(kafka_settings.is_some()),
+    );
+    let kafka = match (kafka_settings, publisher) {
+        (Some(settings), Some(publisher)) => {
+            Some(Kafka::new(settings, registry.clone(), invoker.clone(), publisher, metrics.clone()))
+        }
+        _ => {
+            let orphaned: Vec<String> = registry
+                .all_active()
+                .iter()
+                .filter(|f| f.spec.triggers.kafka.is_some())
+                .map(|f| f.name.to_string())
+                .collect();
+            if !orphaned.is_empty() {
+                tracing::warn!(functions = ?orphaned, "these functions have Kafka triggers, but no --kafka-brokers is set: they consume nothing");
+            }
+            None
+        }
+    };
+    let kafka_tasks = kafka.as_ref().map(Kafka::start);
     let subscriptions = Subscriptions::new(registry.clone(), invoker.clone(), stores.clone(), notifier.clone());
     let subscription_tasks = subscriptions.start();
     let node = workflows::node_id(&config.data_dir).context("reading the node id")?;
@@ -62,7 +98,15 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
 
     let data =
         data_plane::router(Arc::new(DataPlane { registry: registry.clone(), invoker, metrics: metrics.clone() }));
-    let admin = admin::router(Arc::new(Admin { registry, metrics, token, subscriptions, stores, workflows }));
+    let admin = admin::router(Arc::new(Admin {
+        registry,
+        metrics,
+        token,
+        subscriptions,
+        stores,
+        workflows,
+        kafka: kafka.clone(),
+    }));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -73,6 +117,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let data_server = axum::serve(data_listener, data).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let stop_rx_kafka = stop_rx.clone();
     let admin_server = axum::serve(admin_listener, admin).with_graceful_shutdown(stopped(stop_rx));
 
     tracing::info!(data = %data_addr, admin = %admin_addr, database = %redact(&database_url), "faas serving");
@@ -80,7 +125,20 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
     println!("faas ready data=http://{data_addr} admin=http://{admin_addr}");
     std::io::stdout().flush().ok();
 
-    let (data_result, admin_result) = tokio::join!(data_server.into_future(), admin_server.into_future());
+    // Kafka drains alongside the HTTP servers: stop fetching, finish or abandon in-flight
+    // batches, commit, leave the groups.
+    let kafka_drain = {
+        let (kafka, stopped) = (kafka.clone(), stopped(stop_rx_kafka));
+        async move {
+            stopped.await;
+            if let Some(kafka) = kafka {
+                kafka.shutdown().await;
+            }
+        }
+    };
+    let (data_result, admin_result, ()) =
+        tokio::join!(data_server.into_future(), admin_server.into_future(), kafka_drain);
+    kafka_tasks.into_iter().for_each(|task| task.abort());
     subscription_tasks.abort();
     workflow_tasks.abort();
     for task in remote_appends.into_iter().chain(remote_deploys) {

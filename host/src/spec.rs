@@ -26,10 +26,22 @@ pub struct Grants {
     /// Namespaces whose streams this function may read (and subscribe to).
     #[serde(default)]
     pub read_namespaces: Vec<String>,
+    /// Kafka topics this function may publish to: names, or prefixes ending in `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish_topics: Vec<String>,
 }
 
-/// How a function is invoked. Only HTTP exists today; Kafka topics and event subscriptions will
-/// be further fields here, and `deny_unknown_fields` makes an early use of them a clear 400.
+impl Grants {
+    /// Whether `topic` is one of [`publish_topics`](Self::publish_topics).
+    pub fn may_publish(&self, topic: &str) -> bool {
+        self.publish_topics.iter().any(|grant| match grant.strip_suffix('*') {
+            Some(prefix) => topic.starts_with(prefix),
+            None => grant == topic,
+        })
+    }
+}
+
+/// How a function is invoked; `deny_unknown_fields` makes a misspelt trigger a clear 400.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Triggers {
@@ -39,6 +51,100 @@ pub struct Triggers {
     /// Event subscriptions, delivered to the `event-handler` export.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionSpec>,
+    /// Kafka records, delivered to the `message-handler` export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaTrigger>,
+}
+
+/// A Kafka trigger: one consumer group reading `topics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTrigger {
+    pub topics: Vec<String>,
+    /// The consumer group; default `faas-<function>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Most records per handler call (all of one partition).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Retries of a failing record before it goes to the dead-letter topic.
+    #[serde(default = "default_kafka_retries")]
+    pub max_retries: u32,
+    /// The dead-letter topic; default `<topic>.dlq` for each topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlq: Option<String>,
+    /// Where a group without committed offsets starts.
+    #[serde(default)]
+    pub from: KafkaFrom,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaFrom {
+    /// The oldest retained record: nothing produced before the deploy is missed.
+    #[default]
+    Earliest,
+    Latest,
+}
+
+fn default_kafka_retries() -> u32 {
+    3
+}
+
+impl KafkaTrigger {
+    pub fn new(topics: &[&str]) -> Self {
+        Self {
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            group: None,
+            batch_size: default_batch_size(),
+            max_retries: default_kafka_retries(),
+            dlq: None,
+            from: KafkaFrom::Earliest,
+        }
+    }
+
+    pub fn group(&self, function: &str) -> String {
+        self.group.clone().unwrap_or_else(|| format!("faas-{function}"))
+    }
+
+    /// Where records of `topic` go after their last retry.
+    pub fn dlq_topic(&self, topic: &str) -> String {
+        self.dlq.clone().unwrap_or_else(|| format!("{topic}.dlq"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.topics.is_empty() {
+            return Err("the Kafka trigger names no topic".into());
+        }
+        for (i, topic) in self.topics.iter().enumerate() {
+            validate_topic(topic)?;
+            if self.topics[..i].contains(topic) {
+                return Err(format!("Kafka topic `{topic}` is listed twice"));
+            }
+            if self.dlq_topic(topic) == *topic || self.dlq.as_ref().is_some_and(|d| self.topics.contains(d)) {
+                return Err(format!("the dead-letter topic of `{topic}` is one the trigger consumes"));
+            }
+        }
+        if let Some(dlq) = &self.dlq {
+            validate_topic(dlq)?;
+        }
+        if let Some(group) = &self.group {
+            validate_topic(group).map_err(|_| format!("invalid Kafka group `{group}`: use 1-249 of `a-zA-Z0-9._-`"))?;
+        }
+        if !(1..=1000).contains(&self.batch_size) || self.max_retries > 100 {
+            return Err("Kafka trigger: batch_size is 1-1000, max_retries 0-100".into());
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's own rule for topic names: 1-249 of `a-zA-Z0-9._-`, not `.` or `..`.
+pub fn validate_topic(topic: &str) -> Result<(), String> {
+    let valid = (1..=249).contains(&topic.len())
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && topic != "."
+        && topic != "..";
+    if valid { Ok(()) } else { Err(format!("invalid Kafka topic `{topic}`: use 1-249 of `a-zA-Z0-9._-`")) }
 }
 
 /// One event subscription.
@@ -111,6 +217,15 @@ impl DeploySpec {
         self.limits.validate()?;
         for namespace in &self.grants.read_namespaces {
             validate_name(namespace).map_err(|e| format!("grants.read_namespaces: {e}"))?;
+        }
+        for grant in &self.grants.publish_topics {
+            let topic = grant.strip_suffix('*').unwrap_or(grant);
+            if !topic.is_empty() || grant != "*" {
+                validate_topic(topic).map_err(|e| format!("grants.publish_topics: {e}"))?;
+            }
+        }
+        if let Some(kafka) = &self.triggers.kafka {
+            kafka.validate()?;
         }
         for subscription in &self.triggers.subscriptions {
             let (namespace, _) = subscription.target(name)?;
@@ -192,8 +307,30 @@ mod tests {
 
     #[test]
     fn unknown_spec_fields_are_rejected() {
-        let err = serde_json::from_str::<DeploySpec>(r#"{"triggers":{"kafka":["t"]}}"#).unwrap_err();
-        assert!(err.to_string().contains("unknown field `kafka`"));
+        let err = serde_json::from_str::<DeploySpec>(r#"{"triggers":{"kafak":["t"]}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `kafak`"));
+    }
+
+    #[test]
+    fn kafka_triggers_and_grants() {
+        let mut spec = DeploySpec::default();
+        spec.triggers.kafka = Some(KafkaTrigger::new(&["orders"]));
+        assert!(spec.validate("f").is_ok());
+        let kafka = spec.triggers.kafka.as_ref().unwrap();
+        assert_eq!((kafka.group("f"), kafka.dlq_topic("orders")), ("faas-f".into(), "orders.dlq".into()));
+        spec.triggers.kafka = Some(KafkaTrigger::new(&[]));
+        assert!(spec.validate("f").unwrap_err().contains("no topic"));
+        spec.triggers.kafka = Some(KafkaTrigger::new(&["a b"]));
+        assert!(spec.validate("f").unwrap_err().contains("invalid Kafka topic"));
+        spec.triggers.kafka = Some(KafkaTrigger { dlq: Some("orders".into()), ..KafkaTrigger::new(&["orders"]) });
+        assert!(spec.validate("f").unwrap_err().contains("dead-letter"));
+        spec.triggers.kafka = None;
+        spec.grants.publish_topics = vec!["orders".into(), "audit.*".into()];
+        assert!(spec.validate("f").is_ok());
+        assert!(spec.grants.may_publish("orders") && spec.grants.may_publish("audit.x"));
+        assert!(!spec.grants.may_publish("orders2") && !spec.grants.may_publish("audit"));
+        spec.grants.publish_topics = vec!["bad topic".into()];
+        assert!(spec.validate("f").is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Each failure is a [`ValidationError`] whose message tells the user what to do.
 
 use crate::bindings::EventFunctionPre;
+use crate::bindings::message::MessageFunctionPre;
 use crate::bindings::participant::ParticipantFunctionPre;
 use crate::bindings::step::StepFunctionPre;
 use wasmtime::component::{Component, Linker};
@@ -17,6 +18,8 @@ pub const HTTP_HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2";
 pub const EVENT_HANDLER_EXPORT: &str = "faas:platform/event-handler@0.1";
 /// The export of a saga step function.
 pub const STEP_HANDLER_EXPORT: &str = "faas:platform/step-handler@0.1";
+/// The export of a function with a Kafka trigger.
+pub const MESSAGE_HANDLER_EXPORT: &str = "faas:platform/message-handler@0.1";
 /// The export of a two-phase-commit participant.
 pub const PARTICIPANT_EXPORT: &str = "faas:platform/participant@0.1";
 /// Import packages the platform links, with the version prefix it accepts: all of WASI 0.2
@@ -49,7 +52,8 @@ pub enum ValidationError {
     #[error(
         "the component exports no handler the platform knows: expected an export named \
          `wasi:http/incoming-handler@0.2.x`, `faas:platform/event-handler@0.1.x`, \
-         `faas:platform/step-handler@0.1.x` or `faas:platform/participant@0.1.x`{}", found_list(.0)
+         `faas:platform/message-handler@0.1.x`, `faas:platform/step-handler@0.1.x` or \
+         `faas:platform/participant@0.1.x`{}", found_list(.0)
     )]
     NoHandler(Vec<String>),
     #[error("the component imports what the platform cannot provide: {}", .0.join(", "))]
@@ -78,6 +82,7 @@ pub fn check_bytes(bytes: &[u8], max_size: usize) -> Result<(), ValidationError>
 pub struct Handlers<T: 'static> {
     pub http: Option<ProxyPre<T>>,
     pub events: Option<EventFunctionPre<T>>,
+    pub messages: Option<MessageFunctionPre<T>>,
     pub step: Option<StepFunctionPre<T>>,
     pub participant: Option<ParticipantFunctionPre<T>>,
 }
@@ -94,9 +99,10 @@ pub fn check_component<T: 'static>(linker: &Linker<T>, component: &Component) ->
     let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
     let exports_http = exports.iter().any(|name| name.starts_with(HTTP_HANDLER_EXPORT));
     let exports_events = exports.iter().any(|name| name.starts_with(EVENT_HANDLER_EXPORT));
+    let exports_messages = exports.iter().any(|name| name.starts_with(MESSAGE_HANDLER_EXPORT));
     let exports_step = exports.iter().any(|name| name.starts_with(STEP_HANDLER_EXPORT));
     let exports_participant = exports.iter().any(|name| name.starts_with(PARTICIPANT_EXPORT));
-    if !exports_http && !exports_events && !exports_step && !exports_participant {
+    if !exports_http && !exports_events && !exports_messages && !exports_step && !exports_participant {
         return Err(ValidationError::NoHandler(exports));
     }
     // Names are right; the linker now checks every type, and the typed wrappers each handler's
@@ -106,9 +112,10 @@ pub fn check_component<T: 'static>(linker: &Linker<T>, component: &Component) ->
     let wrong_type = |e: wasmtime::Error| ValidationError::NoHandler(vec![format!("{e:#}")]);
     let http = exports_http.then(|| ProxyPre::new(pre.clone())).transpose().map_err(wrong_type)?;
     let events = exports_events.then(|| EventFunctionPre::new(pre.clone())).transpose().map_err(wrong_type)?;
+    let messages = exports_messages.then(|| MessageFunctionPre::new(pre.clone())).transpose().map_err(wrong_type)?;
     let step = exports_step.then(|| StepFunctionPre::new(pre.clone())).transpose().map_err(wrong_type)?;
     let participant = exports_participant.then(|| ParticipantFunctionPre::new(pre)).transpose().map_err(wrong_type)?;
-    Ok(Handlers { http, events, step, participant })
+    Ok(Handlers { http, events, messages, step, participant })
 }
 
 /// `wasi:cli/environment@0.2.12` → is `wasi:cli` at 0.2.x one of ours?

@@ -10,6 +10,7 @@ mod cqrs;
 mod event_store;
 mod failures;
 mod graphql;
+mod kafka;
 mod lifecycle;
 mod limits;
 mod observability;

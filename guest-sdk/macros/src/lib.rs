@@ -129,6 +129,18 @@ const EVENTS: Kind = Kind {
     generate: generate_events,
 };
 
+/// `#[message_handler]`.
+const MESSAGES: Kind = Kind {
+    attr: "message_handler",
+    expected: "`fn handle(records: Vec<faas_sdk::kafka::KafkaRecord>) -> Result<(), String>`",
+    export: "faas:platform/message-handler",
+    argument: "the batch of records",
+    by_value: "the records by value: write `records: Vec<faas_sdk::kafka::KafkaRecord>`",
+    missing_return: "must return `Result<(), E>` with `E: Display`: add a return type such as \
+                     `-> Result<(), String>`; an `Err` makes the host retry the records",
+    generate: generate_messages,
+};
+
 /// `#[step_handler]`.
 const STEP: Kind = Kind {
     attr: "step_handler",
@@ -203,6 +215,29 @@ pub fn http_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     entry_point(&EVENTS, attr, item)
+}
+
+/// Turns a function into the Kafka message handler of a wasm component: the
+/// `faas:platform/message-handler` export, called by the host with batches of one partition's
+/// records, in offset order.
+///
+/// ```ignore
+/// use faas_sdk::kafka::KafkaRecord;
+/// use faas_sdk::message_handler;
+///
+/// #[message_handler]
+/// fn handle(records: Vec<KafkaRecord>) -> Result<(), String> {
+///     for record in records {
+///         println!("{}@{}: {} bytes", record.topic, record.offset, record.payload().len());
+///     }
+///     Ok(())
+/// }
+/// ```
+///
+/// The signature is checked at compile time like that of `#[event_handler]`.
+#[proc_macro_attribute]
+pub fn message_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    entry_point(&MESSAGES, attr, item)
 }
 
 /// Turns a function into the saga step handler of a wasm component: the
@@ -469,6 +504,42 @@ fn generate_events(func: &ItemFn) -> TokenStream2 {
 
             ::faas_sdk::__private::export_event_function!(
                 __FaasSdkEventHandler with_types_in ::faas_sdk::__private::bindings
+            );
+        };
+    }
+}
+
+/// Emits the function unchanged plus the hidden faas:platform/message-handler export calling it.
+fn generate_messages(func: &ItemFn) -> TokenStream2 {
+    let name = &func.sig.ident;
+    let (arg_span, output_span) = signature_spans(func);
+    let call = quote_spanned!(arg_span=> #name(__faas_sdk_records));
+    let body = if func.sig.asyncness.is_some() {
+        let result = quote_spanned!(output_span=> ::faas_sdk::__private::into_handler_result(#call.await));
+        quote!(::faas_sdk::__private::block_on(async move { #result }))
+    } else {
+        quote_spanned!(output_span=> ::faas_sdk::__private::into_handler_result(#call))
+    };
+
+    quote! {
+        #func
+
+        #[doc(hidden)]
+        const _: () = {
+            #[doc(hidden)]
+            struct __FaasSdkMessageHandler;
+
+            impl ::faas_sdk::__private::MessageHandlerGuest for __FaasSdkMessageHandler {
+                fn handle(
+                    records: ::std::vec::Vec<::faas_sdk::__private::WitKafkaRecord>,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    let __faas_sdk_records = ::faas_sdk::__private::kafka_records(records);
+                    #body
+                }
+            }
+
+            ::faas_sdk::__private::export_message_function!(
+                __FaasSdkMessageHandler with_types_in ::faas_sdk::__private::message_bindings
             );
         };
     }

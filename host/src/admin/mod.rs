@@ -31,6 +31,8 @@ pub struct Admin {
     pub subscriptions: Arc<Subscriptions>,
     pub stores: Stores,
     pub workflows: Arc<Workflows>,
+    /// None without `--kafka-brokers`.
+    pub kafka: Option<Arc<crate::kafka::Kafka>>,
 }
 
 pub fn router(state: Arc<Admin>) -> Router {
@@ -60,8 +62,14 @@ pub fn router(state: Arc<Admin>) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
+/// Always 200 while the process serves HTTP; a Kafka outage shows in the detail (and in
+/// `faas_kafka_connected`) without failing the probe, since functions still serve.
+async fn healthz(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    let mut body = serde_json::json!({ "status": "ok" });
+    if let Some(kafka) = &admin.kafka {
+        body["kafka"] = kafka.status().await;
+    }
+    Json(body)
 }
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {

@@ -3,6 +3,7 @@
 //! [`EventNotifier`] that wakes subscriptions after an append.
 
 pub mod event_store;
+pub mod kafka_out;
 pub mod kv;
 pub mod saga;
 pub mod tx;
@@ -28,11 +29,32 @@ pub struct Capabilities {
     pub event_limits: EventLimits,
     /// Set once at start-up: the engines need the invoker, which needs these capabilities.
     pub workflows: std::sync::OnceLock<Arc<Workflows>>,
+    /// The producer behind `kafka-out`; none without `--kafka-brokers`.
+    pub kafka: Option<Arc<crate::kafka::Publisher>>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Capabilities {
     pub fn new(stores: Stores, notifier: EventNotifier, event_limits: EventLimits) -> Self {
-        Self { stores, notifier, event_limits, workflows: std::sync::OnceLock::new() }
+        Self {
+            stores,
+            notifier,
+            event_limits,
+            workflows: std::sync::OnceLock::new(),
+            kafka: None,
+            metrics: crate::metrics::Metrics::default(),
+        }
+    }
+
+    /// With Kafka publishing (and its metrics).
+    pub fn with_kafka(
+        mut self,
+        publisher: Option<Arc<crate::kafka::Publisher>>,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
+        self.kafka = publisher;
+        self.metrics = metrics;
+        self
     }
 
     pub fn workflows(&self) -> &Workflows {
@@ -62,6 +84,8 @@ impl Default for EventLimits {
 pub struct Access {
     pub namespace: String,
     pub read_namespaces: Vec<String>,
+    /// What `kafka-out` may publish to (names, or prefixes ending in `*`).
+    pub publish_topics: crate::spec::Grants,
 }
 
 /// Per-invocation view of the platform imports.
@@ -107,6 +131,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     bindings::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     bindings::saga::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     bindings::tx::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    bindings::kafka_out::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     Ok(())
 }
 
@@ -181,7 +206,7 @@ mod tests {
     use super::*;
 
     fn access() -> Access {
-        Access { namespace: "bank".into(), read_namespaces: vec!["audit".into()] }
+        Access { namespace: "bank".into(), read_namespaces: vec!["audit".into()], publish_topics: Default::default() }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

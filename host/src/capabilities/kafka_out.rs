@@ -1,0 +1,40 @@
+//! `faas:platform/kafka-out`: publishing from any function, to the topics its deploy granted.
+
+use crate::bindings::kafka_out::{self as wit, Delivery, PublishError};
+use crate::invoker::HostState;
+use crate::kafka;
+
+impl wit::Host for HostState {
+    async fn publish(
+        &mut self,
+        topic: String,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+        headers: Vec<wit::Header>,
+    ) -> Result<Delivery, PublishError> {
+        let platform = self.platform();
+        let function = platform.access.namespace.as_str();
+        let result = async {
+            if !platform.access.publish_topics.may_publish(&topic) {
+                return Err(PublishError::AccessDenied(format!(
+                    "function `{function}` may not publish to `{topic}`; grant it at deploy time (--grant-publish {topic})"
+                )));
+            }
+            let Some(publisher) = &platform.caps.kafka else {
+                return Err(PublishError::Unavailable(
+                    "Kafka is not configured on this server (faas serve --kafka-brokers)".into(),
+                ));
+            };
+            let headers: Vec<(String, Vec<u8>)> = headers.into_iter().map(|h| (h.key, h.value)).collect();
+            match publisher.publish(&topic, key.as_deref(), &value, &headers).await {
+                Ok(d) => Ok(Delivery { partition: d.partition as u32, offset: d.offset as u64 }),
+                Err(kafka::PublishError::Invalid(message)) => Err(PublishError::InvalidRequest(message)),
+                Err(kafka::PublishError::Unavailable(message)) => Err(PublishError::Unavailable(message)),
+            }
+        }
+        .await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        platform.caps.metrics.kafka_published.with_label_values(&[function, outcome]).inc();
+        result
+    }
+}

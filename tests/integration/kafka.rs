@@ -1,0 +1,417 @@
+//! Kafka triggers and publishing against a real Apache Kafka 4.4 broker (started by
+//! `support::kafka`): every record handled in per-partition order with correct commits, poison
+//! records dead-lettered, kill -9 of the host and of the broker, failover between two hosts on
+//! one PostgreSQL, redeploys keeping positions, publishing with grants.
+
+use crate::support::kafka::{self as k, Broker};
+use crate::support::{Backend, Database, Options, Server, components, error_of};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+fn trigger_spec(topic: &str, extra: Value) -> Value {
+    let mut kafka = json!({ "topics": [topic] });
+    if let (Some(kafka), Some(extra)) = (kafka.as_object_mut(), extra.as_object()) {
+        kafka.extend(extra.clone());
+    }
+    json!({ "triggers": { "http": ["/order-events/..."], "kafka": kafka } })
+}
+
+async fn kafka_server(bootstrap: &str, backend: Backend) -> Server {
+    let db = Database::create(backend).await;
+    Server::start_with(Options { database_url: db.url, extra_args: k::serve_args(bootstrap), ..Default::default() })
+        .await
+}
+
+/// Every event `order-events` recorded, in global order.
+async fn recorded(server: &Server) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut from = 1;
+    loop {
+        let (status, body) = server.get_json_data(&format!("/order-events/events?from={from}&max=1000")).await;
+        assert_eq!(status, 200, "{body}");
+        let page = body["events"].as_array().cloned().unwrap_or_default();
+        let Some(last) = page.last() else { return all };
+        from = last["position"].as_u64().expect("position") + 1;
+        all.extend(page);
+    }
+}
+
+/// Waits until `order-events` has recorded `count` events (fails after `limit`).
+async fn wait_for_events(server: &Server, count: usize, limit: Duration) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let events = recorded(server).await;
+        if events.len() >= count {
+            return events;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "only {} of {count} events after {limit:?}; logs:\n{}",
+            events.len(),
+            tail(&server.logs())
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn tail(logs: &str) -> String {
+    let lines: Vec<&str> = logs.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// Each record became exactly one event; per partition, events were recorded in offset order.
+fn assert_exactly_once_in_order(events: &[Value], expected: usize) {
+    assert_eq!(events.len(), expected, "one event per record, no duplicates");
+    let ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().expect("id")).collect();
+    assert_eq!(ids.len(), expected, "event ids are unique");
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for event in events {
+        let source = event["kafka"].as_str().expect("kafka source");
+        let (partition, offset) = source.rsplit_once('/').expect("topic/partition/offset");
+        let offset: i64 = offset.parse().expect("offset");
+        let previous = last.insert(partition.to_owned(), offset).unwrap_or(-1);
+        assert!(offset > previous, "partition {partition}: offset {offset} recorded after {previous}");
+    }
+}
+
+/// Waits until the group's committed offsets equal the partitions' end offsets.
+async fn assert_committed_to_end(bootstrap: &str, group: &str, topic: &str, partitions: i32) {
+    let end = k::end_offsets(bootstrap, topic, partitions).await;
+    let started = Instant::now();
+    loop {
+        let committed = k::committed(bootstrap, group, topic, partitions).await;
+        if committed == end {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "committed {committed:?}, end {end:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn metric(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+async fn metrics(server: &Server) -> String {
+    server.admin_request(reqwest::Method::GET, "/metrics").send().await.expect("metrics").text().await.expect("text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_records_across_four_partitions_in_order_and_committed() {
+    let broker = k::broker();
+    let topic = k::topic("orders");
+    k::create_topic(&broker.bootstrap, &topic, 4).await;
+    let server = kafka_server(&broker.bootstrap, Backend::Sqlite).await;
+    server.deploy_ok("order-events", components().bytes("order-events"), trigger_spec(&topic, json!({}))).await;
+    k::produce(&broker.bootstrap, &topic, (0..10_000).map(k::order).collect()).await;
+
+    let events = wait_for_events(&server, 10_000, Duration::from_secs(180)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_exactly_once_in_order(&recorded(&server).await, 10_000);
+    let partitions: HashSet<&str> =
+        events.iter().map(|e| e["kafka"].as_str().unwrap().rsplit_once('/').unwrap().0).collect();
+    assert_eq!(partitions.len(), 4, "records came from all four partitions");
+    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 4).await;
+
+    let text = metrics(&server).await;
+    let handled =
+        format!("faas_kafka_records_total{{function=\"order-events\",outcome=\"handled\",topic=\"{topic}\"}}");
+    assert!(metric(&text, &handled) >= 10_000, "{text}");
+    assert!(text.contains("faas_kafka_batch_duration_seconds_count{function=\"order-events\"}"), "{text}");
+    let (_, health) = server.get_json("/healthz").await;
+    assert_eq!(health["kafka"]["connected"], true, "{health}");
+    assert_eq!(health["kafka"]["triggers"][0]["assigned"].as_array().map(Vec::len), Some(4), "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_goes_to_the_dead_letter_topic_while_the_rest_flow() {
+    let broker = k::broker();
+    let topic = k::topic("poison");
+    k::create_topic(&broker.bootstrap, &topic, 2).await;
+    k::create_topic(&broker.bootstrap, &format!("{topic}.dlq"), 1).await;
+    let server = kafka_server(&broker.bootstrap, Backend::Sqlite).await;
+    let spec = trigger_spec(&topic, json!({ "max_retries": 2, "batch_size": 10 }));
+    server.deploy_ok("order-events", components().bytes("order-events"), spec).await;
+
+    let mut records: Vec<(String, Vec<u8>)> = (0..30).map(k::order).collect();
+    records.insert(15, ("o-15".into(), b"this is not an order".to_vec()));
+    k::produce(&broker.bootstrap, &topic, records).await;
+
+    assert_exactly_once_in_order(&wait_for_events(&server, 30, Duration::from_secs(60)).await, 30);
+    let dead = k::read_all(&broker.bootstrap, &format!("{topic}.dlq"), 1).await;
+    assert_eq!(dead.len(), 1, "one record dead-lettered");
+    let record = &dead[0];
+    assert_eq!(record.value.as_deref(), Some(&b"this is not an order"[..]));
+    assert_eq!(record.key.as_deref(), Some(&b"o-15"[..]));
+    assert_eq!(record.header("faas-original-topic"), Some(topic.as_str()));
+    assert!(record.header("faas-original-partition").is_some_and(|p| p.parse::<i32>().is_ok()));
+    assert!(record.header("faas-original-offset").is_some_and(|o| o.parse::<i64>().is_ok()));
+    assert_eq!(record.header("faas-attempts"), Some("3"), "1 attempt + 2 retries");
+    assert!(record.header("faas-error").is_some_and(|e| e.contains("malformed JSON")), "{record:?}");
+    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 2).await;
+    let text = metrics(&server).await;
+    let dead_lettered =
+        format!("faas_kafka_records_total{{function=\"order-events\",outcome=\"dead_lettered\",topic=\"{topic}\"}}");
+    assert_eq!(metric(&text, &dead_lettered), 1, "{text}");
+    server.wait_for_log("sent to the dead-letter topic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_nothing_and_applies_each_record_once() {
+    let broker = k::broker();
+    let topic = k::topic("crash");
+    k::create_topic(&broker.bootstrap, &topic, 4).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = Options {
+        data_dir: Some(dir.path().to_owned()),
+        extra_args: k::serve_args(&broker.bootstrap),
+        ..Default::default()
+    };
+    let mut server = Server::start_with(options.clone()).await;
+    let spec = trigger_spec(&topic, json!({ "batch_size": 20 }));
+    server.deploy_ok("order-events", components().bytes("order-events"), spec).await;
+    k::produce(&broker.bootstrap, &topic, (0..4000).map(k::order).collect()).await;
+    let seen = wait_for_events(&server, 300, Duration::from_secs(60)).await.len();
+    server.kill();
+    assert!(seen < 4000, "the kill must land mid-stream (saw {seen})");
+
+    let server = Server::start_with(options).await;
+    let events = wait_for_events(&server, 4000, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_exactly_once_in_order(&recorded(&server).await, 4000);
+    assert!(events.len() == 4000);
+    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_host_takes_over_the_partitions_of_a_killed_one() {
+    let broker = k::broker();
+    let topic = k::topic("failover");
+    k::create_topic(&broker.bootstrap, &topic, 4).await;
+    let db = Database::create(Backend::Postgres).await;
+    let options = Options { database_url: db.url, extra_args: k::serve_args(&broker.bootstrap), ..Default::default() };
+    let mut a = Server::start_with(options.clone()).await;
+    let b = Server::start_with(options).await;
+    a.deploy_ok("order-events", components().bytes("order-events"), trigger_spec(&topic, json!({ "batch_size": 10 })))
+        .await;
+    // Deployed once, on A; B learns of it from PostgreSQL. Wait until the group split the partitions.
+    let assigned = |health: &Value| health["kafka"]["triggers"][0]["assigned"].as_array().map_or(0, Vec::len);
+    let started = Instant::now();
+    loop {
+        let (_, ha) = a.get_json("/healthz").await;
+        let (_, hb) = b.get_json("/healthz").await;
+        if assigned(&ha) + assigned(&hb) == 4 && assigned(&ha) > 0 && assigned(&hb) > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the partitions were never split: {ha} {hb}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A steady stream, so records keep arriving while A dies and B takes over.
+    let producer = {
+        let (bootstrap, topic) = (broker.bootstrap.clone(), topic.clone());
+        tokio::spawn(async move {
+            for chunk in 0..30 {
+                k::produce(&bootstrap, &topic, (chunk * 200..(chunk + 1) * 200).map(k::order).collect()).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    wait_for_events(&b, 500, Duration::from_secs(60)).await;
+    a.kill();
+    let killed = Instant::now();
+    loop {
+        let (_, hb) = b.get_json("/healthz").await;
+        if assigned(&hb) == 4 {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "B never took all partitions: {hb}\n{}", tail(&b.logs()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let takeover = killed.elapsed();
+    eprintln!("failover: B owned all 4 partitions {:.1} s after kill -9 of A", takeover.as_secs_f64());
+    assert!(takeover < Duration::from_secs(6 + 8), "takeover took {takeover:?} (session timeout 6 s)");
+    producer.await.expect("producer");
+
+    let events = wait_for_events(&b, 6000, Duration::from_secs(120)).await;
+    assert!(events.len() >= 6000);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_exactly_once_in_order(&recorded(&b).await, 6000);
+    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trigger_resumes_by_itself_after_the_broker_is_killed_and_restarted() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = k::data_dir(root.path());
+    let mut broker = Broker::start(None, Some(&data));
+    let (port, bootstrap) = (broker.port, broker.bootstrap.clone());
+    let topic = k::topic("restart");
+    k::create_topic(&bootstrap, &topic, 2).await;
+    let server = kafka_server(&bootstrap, Backend::Sqlite).await;
+    server.deploy_ok("order-events", components().bytes("order-events"), trigger_spec(&topic, json!({}))).await;
+    k::produce(&bootstrap, &topic, (0..500).map(k::order).collect()).await;
+    wait_for_events(&server, 500, Duration::from_secs(60)).await;
+
+    broker.kill();
+    let health = || async {
+        let (_, health) = server.get_json("/healthz").await;
+        health["kafka"]["connected"].as_bool()
+    };
+    // The HTTP side keeps serving while the broker is away, and the outage shows in /healthz.
+    let started = Instant::now();
+    while health().await != Some(false) {
+        assert!(started.elapsed() < Duration::from_secs(30), "/healthz never showed the broker down");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(recorded(&server).await.len(), 500);
+
+    let _broker = Broker::start(Some(port), Some(&data));
+    k::produce(&bootstrap, &topic, (500..1000).map(k::order).collect()).await;
+    wait_for_events(&server, 1000, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_exactly_once_in_order(&recorded(&server).await, 1000);
+    server.wait_for_log("Kafka brokers reachable").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeploy_rollback_and_delete_keep_the_group_position() {
+    let broker = k::broker();
+    let topic = k::topic("lifecycle");
+    k::create_topic(&broker.bootstrap, &topic, 2).await;
+    let server = kafka_server(&broker.bootstrap, Backend::Sqlite).await;
+    let handled =
+        format!("faas_kafka_records_total{{function=\"order-events\",outcome=\"handled\",topic=\"{topic}\"}}");
+    let bytes = components().bytes("order-events");
+    server.deploy_ok("order-events", bytes.clone(), trigger_spec(&topic, json!({}))).await;
+    k::produce(&broker.bootstrap, &topic, (0..100).map(k::order).collect()).await;
+    wait_for_events(&server, 100, Duration::from_secs(60)).await;
+
+    // A new trigger configuration restarts the consumer: it drains, commits and resumes there.
+    server.deploy_ok("order-events", bytes.clone(), trigger_spec(&topic, json!({ "batch_size": 7 }))).await;
+    k::produce(&broker.bootstrap, &topic, (100..200).map(k::order).collect()).await;
+    wait_for_events(&server, 200, Duration::from_secs(60)).await;
+    // Rollback to version 1: again a different trigger.
+    let (status, body) = async {
+        let response = server
+            .admin_request(reqwest::Method::POST, "/v1/functions/order-events/versions/1/activate")
+            .send()
+            .await
+            .expect("activate");
+        (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+    }
+    .await;
+    assert_eq!(status, 200, "{body}");
+    k::produce(&broker.bootstrap, &topic, (200..300).map(k::order).collect()).await;
+    wait_for_events(&server, 300, Duration::from_secs(60)).await;
+    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 2).await;
+
+    // Deleted: nothing consumes. Deployed again: it resumes at the committed offsets, so only
+    // the new records are handled (events are kept: the namespace's streams outlive the function).
+    let response = server.admin_request(reqwest::Method::DELETE, "/v1/functions/order-events").send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    k::produce(&broker.bootstrap, &topic, (300..350).map(k::order).collect()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(metric(&metrics(&server).await, &handled), 300, "no consumer while deleted");
+    server.deploy_ok("order-events", bytes, trigger_spec(&topic, json!({}))).await;
+    let events = wait_for_events(&server, 350, Duration::from_secs(60)).await;
+    assert_exactly_once_in_order(&events, 350);
+    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 2).await;
+    assert_eq!(metric(&metrics(&server).await, &handled), 350, "each record handled once: positions were kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_commits_and_leaves_the_group() {
+    let broker = k::broker();
+    let topic = k::topic("drain");
+    k::create_topic(&broker.bootstrap, &topic, 2).await;
+    let mut server = kafka_server(&broker.bootstrap, Backend::Sqlite).await;
+    server.deploy_ok("order-events", components().bytes("order-events"), trigger_spec(&topic, json!({}))).await;
+    k::produce(&broker.bootstrap, &topic, (0..200).map(k::order).collect()).await;
+    wait_for_events(&server, 200, Duration::from_secs(60)).await;
+    let status = server.terminate();
+    assert!(status.success(), "faas exits cleanly on SIGTERM: {status}");
+    let logs = server.logs();
+    assert!(logs.contains("Kafka trigger stopped"), "{}", tail(&logs));
+    // Committed at the drain, not merely by the periodic auto-commit.
+    assert_eq!(
+        k::committed(&broker.bootstrap, "faas-order-events", &topic, 2).await,
+        k::end_offsets(&broker.bootstrap, &topic, 2).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_that_cannot_consume_are_clear_400s() {
+    // No brokers configured.
+    let server = Server::start(Backend::Sqlite).await;
+    let response =
+        server.deploy("order-events", components().bytes("order-events"), trigger_spec("t", json!({}))).await;
+    assert_eq!(response.status().as_u16(), 400);
+    let (_, message) = error_of(&response.json().await.expect("json"));
+    assert!(message.contains("--kafka-brokers"), "{message}");
+
+    let broker = k::broker();
+    let server = kafka_server(&broker.bootstrap, Backend::Sqlite).await;
+    // A component without the message-handler export.
+    let spec = json!({ "triggers": { "kafka": { "topics": ["t"] } } });
+    let response = server.deploy("hello", components().bytes("hello"), spec).await;
+    assert_eq!(response.status().as_u16(), 400);
+    let (_, message) = error_of(&response.json().await.expect("json"));
+    assert!(message.contains("message-handler"), "{message}");
+    // A malformed topic.
+    let response =
+        server.deploy("order-events", components().bytes("order-events"), trigger_spec("a b", json!({}))).await;
+    assert_eq!(response.status().as_u16(), 400);
+    // Two functions in one group.
+    let spec = trigger_spec("t", json!({ "group": "shared" }));
+    server.deploy_ok("order-events", components().bytes("order-events"), spec.clone()).await;
+    let mut other = spec;
+    other["triggers"]["http"] = json!([]);
+    let response = server.deploy("order-events-2", components().bytes("order-events"), other).await;
+    assert_eq!(response.status().as_u16(), 400);
+    let (_, message) = error_of(&response.json().await.expect("json"));
+    assert!(message.contains("already used by function `order-events`"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_needs_a_grant_and_returns_after_the_broker_acknowledged() {
+    let broker = k::broker();
+    let topic = k::topic("published");
+    k::create_topic(&broker.bootstrap, &topic, 3).await;
+    let server = kafka_server(&broker.bootstrap, Backend::Sqlite).await;
+    let spec =
+        json!({ "triggers": { "http": ["/orders/publish"] }, "grants": { "publish_topics": [format!("{topic}*")] } });
+    server.deploy_ok("order-publisher", components().bytes("order-publisher"), spec).await;
+    let order = json!({ "order_id": "o-42", "customer": "c-1", "amount_cents": 1250 });
+    let (status, body) = server.post_json(&format!("/orders/publish?topic={topic}"), &order).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body["partition"].as_u64().is_some() && body["offset"].as_u64().is_some(), "{body}");
+    let records = k::read_all(&broker.bootstrap, &topic, 1).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].key.as_deref(), Some(&b"o-42"[..]));
+    let value: Value = serde_json::from_slice(records[0].value.as_deref().unwrap_or_default()).expect("json");
+    assert_eq!(value, order);
+
+    // Not granted: refused before anything is sent.
+    let (status, body) = server.post_json("/orders/publish?topic=payments", &order).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("--grant-publish payments")), "{body}");
+    let (status, _) = server.post_json("/orders/publish", &json!({ "nope": 1 })).await;
+    assert_eq!(status, 400);
+    let text = metrics(&server).await;
+    assert_eq!(metric(&text, "faas_kafka_published_total{function=\"order-publisher\",outcome=\"ok\"}"), 1, "{text}");
+
+    // Without brokers, publishing is an error value, not a trap.
+    let plain = Server::start(Backend::Sqlite).await;
+    let spec = json!({ "triggers": { "http": ["/orders/publish"] }, "grants": { "publish_topics": ["*"] } });
+    plain.deploy_ok("order-publisher", components().bytes("order-publisher"), spec).await;
+    let (status, body) = plain.post_json("/orders/publish", &order).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("--kafka-brokers")), "{body}");
+}
