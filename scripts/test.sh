@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: adds the wasm target, installs and starts a
-# private PostgreSQL for the run, builds the example components, then runs `cargo test`.
+# private PostgreSQL for the run, fetches Apache Kafka's jars (the Kafka tests start their own
+# brokers from them), builds the example components, then runs `cargo test`.
 # Extra arguments go to `cargo test` (e.g. a test-name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,11 @@ as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync >/dev/nu
 as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w \
   -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
 export FAAS_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+
+# --- Kafka: the tests start their own brokers (scripts/kafka.sh run); fetch the jars up front ---
+command -v java >/dev/null || { echo "Java 17+ is needed for the Kafka tests" >&2; exit 1; }
+echo "==> fetching Apache Kafka (cached after the first run)" >&2
+scripts/kafka.sh fetch
 
 # --- Build and test ---------------------------------------------------------------------------
 build_functions

@@ -2,7 +2,7 @@
 //! (possibly remote) server's API.
 
 use crate::limits::{Limits, parse_bytes, parse_duration};
-use crate::spec::{DeploySpec, Grants, KafkaFrom, KafkaTrigger, StartFrom, SubscriptionSpec, Triggers};
+use crate::spec::{DeploySpec, Grants, KafkaFrom, KafkaTrigger, OutboxSpec, StartFrom, SubscriptionSpec, Triggers};
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use reqwest::multipart::{Form, Part};
@@ -63,6 +63,10 @@ pub struct DeployArgs {
     /// share one consumer group.
     #[arg(long = "kafka-topic")]
     pub kafka_topics: Vec<String>,
+    /// Forward the events of a stream or category to a Kafka topic: `STREAM=TOPIC`, e.g.
+    /// `order-*=orders` (an outbox: at least once, in order per stream). Repeatable.
+    #[arg(long = "outbox", value_parser = parse_outbox)]
+    pub outbox: Vec<OutboxSpec>,
     /// The trigger's consumer group (default `faas-<name>`).
     #[arg(long, requires = "kafka_topics")]
     pub kafka_group: Option<String>,
@@ -148,6 +152,7 @@ impl Client {
                     .collect(),
                 kafka,
             },
+            outbox: args.outbox,
             grants: Grants { read_namespaces: args.read_namespaces, publish_topics: args.publish_topics },
             limits: Limits {
                 memory_bytes: args.memory.unwrap_or(defaults.memory_bytes),
@@ -180,6 +185,11 @@ impl Client {
     pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
         self.send(self.http.delete(self.url(&format!("/v1/functions/{name}")))).await.map(drop)
     }
+}
+
+fn parse_outbox(text: &str) -> Result<OutboxSpec, String> {
+    let (stream, topic) = text.split_once('=').ok_or("expected STREAM=TOPIC, e.g. `order-*=orders`")?;
+    Ok(OutboxSpec { stream: stream.to_owned(), topic: topic.to_owned() })
 }
 
 fn kafka_trigger(args: &DeployArgs) -> Option<KafkaTrigger> {

@@ -336,6 +336,11 @@ impl LoadedFunction {
 /// Each trigger needs its export: routes the HTTP handler, subscriptions the event handler, a
 /// Kafka trigger the message handler (and a server with brokers).
 fn check_triggers(spec: &DeploySpec, handlers: &Handlers<HostState>, kafka_enabled: bool) -> Result<(), String> {
+    if !spec.outbox.is_empty() && !kafka_enabled {
+        return Err("the deploy forwards streams to Kafka (outbox) but this server has no Kafka brokers: start it \
+                    with `faas serve --kafka-brokers host:port` (or FAAS_KAFKA_BROKERS)"
+            .into());
+    }
     if spec.triggers.kafka.is_some() {
         if !kafka_enabled {
             return Err("the deploy has a Kafka trigger but this server has no Kafka brokers: start it with \

@@ -80,7 +80,13 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
         }
     };
     let kafka_tasks = kafka.as_ref().map(Kafka::start);
-    let subscriptions = Subscriptions::new(registry.clone(), invoker.clone(), stores.clone(), notifier.clone());
+    let subscriptions = Subscriptions::new(
+        registry.clone(),
+        invoker.clone(),
+        stores.clone(),
+        notifier.clone(),
+        kafka.as_ref().map(|k| k.publisher().clone()),
+    );
     let subscription_tasks = subscriptions.start();
     let node = workflows::node_id(&config.data_dir).context("reading the node id")?;
     let workflows =

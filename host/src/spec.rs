@@ -17,6 +17,32 @@ pub struct DeploySpec {
     pub limits: Limits,
     #[serde(default)]
     pub grants: Grants,
+    /// Event streams forwarded to Kafka topics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<OutboxSpec>,
+}
+
+/// Forwards the events of matching streams to a Kafka topic: a transactional outbox, where the
+/// appended events are the state change and the host publishes them, at least once and in
+/// order per stream (the stream is the record key), resuming from a durable checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSpec {
+    /// A stream or category, as in a subscription (`order-*`, `bank/account-*` when granted).
+    pub stream: String,
+    pub topic: String,
+}
+
+impl OutboxSpec {
+    /// The name of its checkpoint, next to the function's subscriptions.
+    pub fn key(&self) -> String {
+        format!("kafka:{}:{}", self.topic, self.stream)
+    }
+
+    /// Reading it works like a subscription from the start of history.
+    pub fn as_subscription(&self) -> SubscriptionSpec {
+        SubscriptionSpec::new(&self.stream)
+    }
 }
 
 /// Access beyond the function's own namespace.
@@ -226,6 +252,20 @@ impl DeploySpec {
         }
         if let Some(kafka) = &self.triggers.kafka {
             kafka.validate()?;
+        }
+        for (i, outbox) in self.outbox.iter().enumerate() {
+            validate_topic(&outbox.topic).map_err(|e| format!("outbox: {e}"))?;
+            let subscription = outbox.as_subscription();
+            let (namespace, _) = subscription.target(name)?;
+            if namespace != name && !self.grants.read_namespaces.iter().any(|n| n == namespace) {
+                return Err(format!(
+                    "outbox `{}` reads namespace `{namespace}`, which is not in grants.read_namespaces",
+                    outbox.stream
+                ));
+            }
+            if self.outbox[..i].contains(outbox) {
+                return Err(format!("outbox `{}` -> `{}` is listed twice", outbox.stream, outbox.topic));
+            }
         }
         for subscription in &self.triggers.subscriptions {
             let (namespace, _) = subscription.target(name)?;

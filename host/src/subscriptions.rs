@@ -5,11 +5,17 @@
 //! Delivery is at least once: the checkpoint moves only after the handler succeeded. A failing
 //! batch is retried with backoff; when it keeps failing, its events are retried one by one and the
 //! ones that still fail are parked (recorded, visible in the API, replayable) so delivery goes on.
+//! An outbox (`DeploySpec::outbox`) is read the same way, but its events go to a Kafka topic
+//! instead of the function: published one by one in global order, each acknowledged before the
+//! next, retried until the broker takes them (never parked), keyed by stream, so each stream's
+//! events stay in order on one partition.
+//!
 //! The task sleeps until an append wakes it (in this process, or via PostgreSQL NOTIFY from other
 //! nodes), with a slow poll as a safety net.
 
 use crate::capabilities::{EventNotifier, event_store::to_wit};
 use crate::invoker::{InvokeError, Invoker};
+use crate::kafka::Publisher;
 use crate::registry::{LoadedFunction, Registry};
 use crate::spec::{StartFrom, SubscriptionSpec};
 use crate::store::Stores;
@@ -30,15 +36,39 @@ pub struct Subscriptions {
     invoker: Arc<Invoker>,
     stores: Stores,
     notifier: EventNotifier,
+    /// For outboxes; none without Kafka brokers.
+    publisher: Option<Arc<Publisher>>,
 }
 
 /// The key of a subscription's checkpoint and task: function name and the subscription's stream
-/// pattern as deployed.
+/// pattern as deployed (an outbox's [`OutboxSpec::key`](crate::spec::OutboxSpec::key)).
 type Key = (String, String);
 
+/// Where a subscription's events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sink {
+    Function,
+    Kafka { topic: String },
+}
+
+/// The subscription or outbox named `key` in the function's active spec.
+fn find(function: &LoadedFunction, key: &str) -> Option<(SubscriptionSpec, Sink)> {
+    if let Some(subscription) = function.spec.triggers.subscriptions.iter().find(|s| s.stream == key) {
+        return Some((subscription.clone(), Sink::Function));
+    }
+    let outbox = function.spec.outbox.iter().find(|o| o.key() == key)?;
+    Some((outbox.as_subscription(), Sink::Kafka { topic: outbox.topic.clone() }))
+}
+
 impl Subscriptions {
-    pub fn new(registry: Arc<Registry>, invoker: Arc<Invoker>, stores: Stores, notifier: EventNotifier) -> Arc<Self> {
-        Arc::new(Self { registry, invoker, stores, notifier })
+    pub fn new(
+        registry: Arc<Registry>,
+        invoker: Arc<Invoker>,
+        stores: Stores,
+        notifier: EventNotifier,
+        publisher: Option<Arc<Publisher>>,
+    ) -> Arc<Self> {
+        Arc::new(Self { registry, invoker, stores, notifier, publisher })
     }
 
     /// Starts and stops subscription tasks as functions come and go, until the returned task is
@@ -54,7 +84,9 @@ impl Subscriptions {
                     .all_active()
                     .iter()
                     .flat_map(|f| {
-                        f.spec.triggers.subscriptions.iter().map(|s| ((f.name.to_string(), s.stream.clone()), ()))
+                        let outboxes = f.spec.outbox.iter().map(|o| o.key());
+                        let keys = f.spec.triggers.subscriptions.iter().map(|s| s.stream.clone()).chain(outboxes);
+                        keys.map(|key| ((f.name.to_string(), key), ())).collect::<Vec<_>>()
                     })
                     .collect();
                 tasks.retain(|key, task| {
@@ -87,16 +119,13 @@ impl Subscriptions {
         let mut failures = 0u32;
         loop {
             let Some(function) = self.registry.active(&function_name) else { return };
-            let Some(subscription) = function.spec.triggers.subscriptions.iter().find(|s| s.stream == pattern).cloned()
-            else {
-                return;
-            };
+            let Some((subscription, sink)) = find(&function, &pattern) else { return };
             let result = match checkpoint {
-                None => self.initial_checkpoint(&function_name, &subscription).await.map(|cp| {
+                None => self.initial_checkpoint(&function_name, &pattern, &subscription).await.map(|cp| {
                     checkpoint = Some(cp);
                     true
                 }),
-                Some(after) => self.deliver_next(&function, &subscription, after).await.map(|next| {
+                Some(after) => self.deliver_next(&function, &subscription, &pattern, &sink, after).await.map(|next| {
                     let progressed = next != after;
                     checkpoint = Some(next);
                     progressed
@@ -122,16 +151,17 @@ impl Subscriptions {
     async fn initial_checkpoint(
         &self,
         function: &str,
+        key: &str,
         subscription: &SubscriptionSpec,
     ) -> Result<u64, crate::store::StoreError> {
-        if let Some(position) = self.stores.subscriptions.checkpoint(function, &subscription.stream).await? {
+        if let Some(position) = self.stores.subscriptions.checkpoint(function, key).await? {
             return Ok(position);
         }
         let start = match subscription.from {
             StartFrom::Start => 0,
             StartFrom::Now => self.stores.events.head().await?,
         };
-        self.stores.subscriptions.save_checkpoint(function, &subscription.stream, start).await?;
+        self.stores.subscriptions.save_checkpoint(function, key, start).await?;
         Ok(start)
     }
 
@@ -140,6 +170,8 @@ impl Subscriptions {
         &self,
         function: &Arc<LoadedFunction>,
         subscription: &SubscriptionSpec,
+        key: &str,
+        sink: &Sink,
         after: u64,
     ) -> Result<u64, crate::store::StoreError> {
         let (namespace, filter) = match subscription.target(&function.name) {
@@ -151,6 +183,11 @@ impl Subscriptions {
         };
         let events = self.stores.events.read_filtered(namespace, &filter, after, subscription.batch_size).await?;
         let Some(last) = events.last().map(|e| e.position) else { return Ok(after) };
+        if let Sink::Kafka { topic } = sink {
+            self.forward(function, topic, &events).await;
+            self.stores.subscriptions.save_checkpoint(&function.name, key, last).await?;
+            return Ok(last);
+        }
         if let Err(error) = self.deliver_with_retries(function, subscription, &events).await {
             if let [event] = events.as_slice() {
                 self.park(function, subscription, event, &error).await?;
@@ -162,15 +199,49 @@ impl Subscriptions {
                     {
                         self.park(function, subscription, event, &error).await?;
                     }
-                    self.stores
-                        .subscriptions
-                        .save_checkpoint(&function.name, &subscription.stream, event.position)
-                        .await?;
+                    self.stores.subscriptions.save_checkpoint(&function.name, key, event.position).await?;
                 }
             }
         }
-        self.stores.subscriptions.save_checkpoint(&function.name, &subscription.stream, last).await?;
+        self.stores.subscriptions.save_checkpoint(&function.name, key, last).await?;
         Ok(last)
+    }
+
+    /// Publishes `events` to `topic` in order, each acknowledged before the next; a failure is
+    /// retried with backoff until the broker takes the event (an outbox never skips one).
+    async fn forward(&self, function: &LoadedFunction, topic: &str, events: &[RecordedEvent]) {
+        for event in events {
+            let key = function.access.address(&event.namespace, &event.stream);
+            let headers = [
+                ("faas-event-id", event.id.clone()),
+                ("faas-event-type", event.event_type.clone()),
+                ("faas-namespace", event.namespace.clone()),
+                ("faas-stream", event.stream.clone()),
+                ("faas-version", event.version.to_string()),
+                ("faas-position", event.position.to_string()),
+                ("faas-recorded-at", event.recorded_at_ms.to_string()),
+                ("faas-metadata", event.metadata.clone()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.into_bytes()));
+            let mut failures = 0;
+            loop {
+                let result = match &self.publisher {
+                    Some(publisher) => publisher.publish(topic, Some(key.as_bytes()), &event.data, &headers).await,
+                    None => Err(crate::kafka::PublishError::Unavailable("no --kafka-brokers on this node".into())),
+                };
+                match result {
+                    Ok(_) => break,
+                    Err(error) => {
+                        failures += 1;
+                        if failures == 1 || failures % 20 == 0 {
+                            tracing::warn!(function = %function.name, topic, position = event.position, %error,
+                                failures, "outbox publish failed; retrying");
+                        }
+                        tokio::time::sleep(backoff(failures)).await;
+                    }
+                }
+            }
+        }
     }
 
     async fn park(

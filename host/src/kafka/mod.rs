@@ -63,6 +63,11 @@ impl Kafka {
         Arc::new(Self { shared, running: Default::default() })
     }
 
+    /// The node's producer (also used by outboxes).
+    pub fn publisher(&self) -> &Arc<Publisher> {
+        &self.shared.publisher
+    }
+
     /// Starts and stops triggers as functions come and go, until the returned task is aborted.
     pub fn start(self: &Arc<Self>) -> JoinHandle<()> {
         let this = self.clone();

@@ -34,6 +34,8 @@ use tokio::task::JoinHandle;
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How often the dispatcher moves overflow into lanes and resumes paused partitions.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+/// Pause after a consume error, so a broker outage does not spin the dispatcher.
+const CONSUME_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 type PartitionKey = (String, i32);
 
@@ -207,9 +209,14 @@ impl Trigger {
                             self.route(record, &mut lanes, &mut retiring);
                         }
                         Err(error) => {
+                            // librdkafka reconnects by itself; these report transient trouble.
+                            // Keep polling (rebalances and stats are served by polling), and
+                            // keep the log readable during an outage.
                             errors += 1;
-                            tracing::warn!(function = %self.function, %error, "Kafka consume error; retrying");
-                            tokio::time::sleep(backoff(errors)).await;
+                            if errors == 1 || errors % 100 == 0 {
+                                tracing::warn!(function = %self.function, %error, errors, "Kafka consume error; librdkafka retries");
+                            }
+                            tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
                         }
                     }
                 }
