@@ -233,7 +233,7 @@ impl Subscriptions {
                     Ok(_) => break,
                     Err(error) => {
                         failures += 1;
-                        if failures == 1 || failures % 20 == 0 {
+                        if failures == 1 || failures.is_multiple_of(20) {
                             tracing::warn!(function = %function.name, topic, position = event.position, %error,
                                 failures, "outbox publish failed; retrying");
                         }

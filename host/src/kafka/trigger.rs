@@ -213,7 +213,7 @@ impl Trigger {
                             // Keep polling (rebalances and stats are served by polling), and
                             // keep the log readable during an outage.
                             errors += 1;
-                            if errors == 1 || errors % 100 == 0 {
+                            if errors == 1 || errors.is_multiple_of(100) {
                                 tracing::warn!(function = %self.function, %error, errors, "Kafka consume error; librdkafka retries");
                             }
                             tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
