@@ -223,7 +223,7 @@ impl Subscriptions {
                 ("faas-metadata", event.metadata.clone()),
             ]
             .map(|(k, v)| (k.to_owned(), v.into_bytes()));
-            let mut failures = 0;
+            let mut failures: u32 = 0;
             loop {
                 let result = match &self.publisher {
                     Some(publisher) => publisher.publish(topic, Some(key.as_bytes()), &event.data, &headers).await,
