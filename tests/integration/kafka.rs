@@ -9,8 +9,14 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
+/// The consumer group of a test's trigger: its own, since the tests share one broker and run
+/// in parallel (a shared group would rebalance across tests).
+fn group(topic: &str) -> String {
+    format!("{topic}-group")
+}
+
 fn trigger_spec(topic: &str, extra: Value) -> Value {
-    let mut kafka = json!({ "topics": [topic] });
+    let mut kafka = json!({ "topics": [topic], "group": group(topic) });
     if let (Some(kafka), Some(extra)) = (kafka.as_object_mut(), extra.as_object()) {
         kafka.extend(extra.clone());
     }
@@ -117,7 +123,7 @@ async fn ten_thousand_records_across_four_partitions_in_order_and_committed() {
     let partitions: HashSet<&str> =
         events.iter().map(|e| e["kafka"].as_str().unwrap().rsplit_once('/').unwrap().0).collect();
     assert_eq!(partitions.len(), 4, "records came from all four partitions");
-    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 4).await;
+    assert_committed_to_end(&broker.bootstrap, &group(&topic), &topic, 4).await;
 
     let text = metrics(&server).await;
     let handled =
@@ -154,7 +160,7 @@ async fn a_poison_record_goes_to_the_dead_letter_topic_while_the_rest_flow() {
     assert!(record.header("faas-original-offset").is_some_and(|o| o.parse::<i64>().is_ok()));
     assert_eq!(record.header("faas-attempts"), Some("3"), "1 attempt + 2 retries");
     assert!(record.header("faas-error").is_some_and(|e| e.contains("malformed JSON")), "{record:?}");
-    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 2).await;
+    assert_committed_to_end(&broker.bootstrap, &group(&topic), &topic, 2).await;
     let text = metrics(&server).await;
     let dead_lettered =
         format!("faas_kafka_records_total{{function=\"order-events\",outcome=\"dead_lettered\",topic=\"{topic}\"}}");
@@ -186,7 +192,7 @@ async fn kill_9_mid_stream_loses_nothing_and_applies_each_record_once() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_exactly_once_in_order(&recorded(&server).await, 4000);
     assert!(events.len() == 4000);
-    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 4).await;
+    assert_committed_to_end(&broker.bootstrap, &group(&topic), &topic, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +249,7 @@ async fn a_second_host_takes_over_the_partitions_of_a_killed_one() {
     assert!(events.len() >= 6000);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_exactly_once_in_order(&recorded(&b).await, 6000);
-    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 4).await;
+    assert_committed_to_end(&broker.bootstrap, &group(&topic), &topic, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,12 +278,22 @@ async fn the_trigger_resumes_by_itself_after_the_broker_is_killed_and_restarted(
     }
     assert_eq!(recorded(&server).await.len(), 500);
 
-    let _broker = Broker::start(Some(port), Some(&data));
+    let broker = Broker::start(Some(port), Some(&data));
     k::produce(&bootstrap, &topic, (500..1000).map(k::order).collect()).await;
     wait_for_events(&server, 1000, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_exactly_once_in_order(&recorded(&server).await, 1000);
     server.wait_for_log("Kafka brokers reachable").await;
+
+    // SIGTERM while the broker is away still ends the process: the drain gives up on the
+    // final commit after a grace period instead of waiting for the broker forever.
+    let mut broker = broker;
+    broker.kill();
+    let mut server = server;
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.terminate()).await.expect("join");
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(30), "shutdown took {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,7 +326,7 @@ async fn redeploy_rollback_and_delete_keep_the_group_position() {
     assert_eq!(status, 200, "{body}");
     k::produce(&broker.bootstrap, &topic, (200..300).map(k::order).collect()).await;
     wait_for_events(&server, 300, Duration::from_secs(60)).await;
-    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 2).await;
+    assert_committed_to_end(&broker.bootstrap, &group(&topic), &topic, 2).await;
 
     // Deleted: nothing consumes. Deployed again: it resumes at the committed offsets, so only
     // the new records are handled (events are kept: the namespace's streams outlive the function).
@@ -322,7 +338,7 @@ async fn redeploy_rollback_and_delete_keep_the_group_position() {
     server.deploy_ok("order-events", bytes, trigger_spec(&topic, json!({}))).await;
     let events = wait_for_events(&server, 350, Duration::from_secs(60)).await;
     assert_exactly_once_in_order(&events, 350);
-    assert_committed_to_end(&broker.bootstrap, "faas-order-events", &topic, 2).await;
+    assert_committed_to_end(&broker.bootstrap, &group(&topic), &topic, 2).await;
     assert_eq!(metric(&metrics(&server).await, &handled), 350, "each record handled once: positions were kept");
 }
 
@@ -339,9 +355,10 @@ async fn sigterm_drains_commits_and_leaves_the_group() {
     assert!(status.success(), "faas exits cleanly on SIGTERM: {status}");
     let logs = server.logs();
     assert!(logs.contains("Kafka trigger stopped"), "{}", tail(&logs));
-    // Committed at the drain, not merely by the periodic auto-commit.
+    // It left the group (rather than being timed out of it), and committed at the drain.
+    assert_eq!(k::group_members(&broker.bootstrap, &group(&topic)).await, 0);
     assert_eq!(
-        k::committed(&broker.bootstrap, "faas-order-events", &topic, 2).await,
+        k::committed(&broker.bootstrap, &group(&topic), &topic, 2).await,
         k::end_offsets(&broker.bootstrap, &topic, 2).await
     );
 }
@@ -369,7 +386,7 @@ async fn deploys_that_cannot_consume_are_clear_400s() {
         server.deploy("order-events", components().bytes("order-events"), trigger_spec("a b", json!({}))).await;
     assert_eq!(response.status().as_u16(), 400);
     // Two functions in one group.
-    let spec = trigger_spec("t", json!({ "group": "shared" }));
+    let spec = trigger_spec("t", json!({ "group": k::topic("shared") }));
     server.deploy_ok("order-events", components().bytes("order-events"), spec.clone()).await;
     let mut other = spec;
     other["triggers"]["http"] = json!([]);

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct KafkaHealth {
     connected: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// When an error was last logged: during an outage librdkafka reports one every few
+    /// hundred milliseconds per client.
+    last_logged: Mutex<Option<std::time::Instant>>,
 }
 
 impl KafkaHealth {
@@ -40,13 +43,26 @@ impl KafkaHealth {
         metrics.kafka_connected.set(i64::from(up));
     }
 
-    fn error(&self, error: &KafkaError, reason: &str) {
+    /// Records an error; true when it should be logged (none logged in the last 10 s).
+    fn error(&self, error: &KafkaError, reason: &str) -> bool {
+        let text = format!("{error}: {reason}");
+        let log = match self.last_logged.lock() {
+            Ok(mut last) => {
+                let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
+                if due {
+                    *last = Some(std::time::Instant::now());
+                }
+                due
+            }
+            Err(_) => true,
+        };
         if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
             self.connected.store(false, Ordering::Relaxed);
         }
         if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(format!("{error}: {reason}"));
+            *last = Some(text);
         }
+        log
     }
 }
 
@@ -66,8 +82,9 @@ impl ClientContext for ProducerContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(client = "producer", %error, reason, "Kafka error");
-        self.health.error(&error, reason);
+        if self.health.error(&error, reason) {
+            tracing::warn!(client = "producer", %error, reason, "Kafka error (repeats within 10 s not logged)");
+        }
     }
 }
 
@@ -79,6 +96,8 @@ pub struct TriggerContext {
     pub metrics: Metrics,
     /// Partitions revoked since the dispatcher last looked: their workers must stop.
     pub revoked: Mutex<Vec<(String, i32)>>,
+    /// What this node owns now, for `/healthz`.
+    pub assigned: std::sync::Arc<Mutex<Vec<(String, i32)>>>,
 }
 
 impl TriggerContext {
@@ -112,8 +131,10 @@ impl ClientContext for TriggerContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(function = %self.function, group = %self.group, %error, reason, "Kafka error");
-        self.health.error(&error, reason);
+        if self.health.error(&error, reason) {
+            tracing::warn!(function = %self.function, group = %self.group, %error, reason,
+                "Kafka error (repeats within 10 s not logged)");
+        }
     }
 }
 
@@ -132,6 +153,9 @@ impl ConsumerContext for TriggerContext {
             for (topic, partition) in &list {
                 let _ = self.metrics.kafka_lag.remove_label_values(&[&self.function, topic, &partition.to_string()]);
             }
+            if let Ok(mut assigned) = self.assigned.lock() {
+                assigned.retain(|p| !list.contains(p));
+            }
             if let Ok(mut revoked) = self.revoked.lock() {
                 revoked.extend(list);
             }
@@ -144,6 +168,10 @@ impl ConsumerContext for TriggerContext {
                 let list: Vec<(String, i32)> =
                     partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
                 tracing::info!(function = %self.function, group = %self.group, partitions = ?list, "partitions assigned");
+                if let Ok(mut assigned) = self.assigned.lock() {
+                    assigned.retain(|p| !list.contains(p));
+                    assigned.extend(list);
+                }
                 // A partition paused for back-pressure before a revoke starts unpaused.
                 let _ = consumer.resume(partitions);
             }

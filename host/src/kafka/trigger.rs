@@ -8,9 +8,10 @@
 //! record. Records handled but not yet committed when a node dies are delivered again: at
 //! least once; deterministic event ids make the effects exactly once.
 //!
-//! Back-pressure: each lane's queue is bounded. When it is full the dispatcher pauses that
-//! partition (librdkafka resumes it from the last record handed to us) and parks what already
-//! arrived in the lane's overflow, so one slow partition never stalls the others.
+//! Back-pressure: each lane counts the records queued for its worker. Past a high-water mark the
+//! dispatcher pauses that partition (librdkafka later resumes it from the last record handed to
+//! us) and resumes it once the worker has worked the queue down, so memory stays bounded and one
+//! slow partition never stalls the others.
 
 use super::context::TriggerContext;
 use super::{Shared, backoff};
@@ -23,17 +24,21 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// How long a drain waits for in-flight batches before abandoning them (uncommitted).
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
-/// How often the dispatcher moves overflow into lanes and resumes paused partitions.
+/// How long a drain waits for the final commit and for leaving the group.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How often the dispatcher looks for paused partitions to resume.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+/// Records queued per partition before it is paused (in batches: this many handler calls).
+const HIGH_WATER_BATCHES: usize = 20;
 /// Pause after a consume error, so a broker outage does not spin the dispatcher.
 const CONSUME_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -89,7 +94,11 @@ impl Record {
 /// A started trigger; [`stop`](Self::stop) drains it.
 pub struct RunningTrigger {
     pub spec: KafkaTrigger,
-    trigger: Arc<Trigger>,
+    group: String,
+    /// The partitions this node owns (kept by the rebalance callbacks). The trigger itself is
+    /// not held here: the drain's thread must drop the last handle, since that closes the
+    /// consumer (leaves the group), which blocks.
+    assigned: Arc<std::sync::Mutex<Vec<(String, i32)>>>,
     stop: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -103,7 +112,9 @@ impl RunningTrigger {
             health: shared.health.clone(),
             metrics: shared.metrics.clone(),
             revoked: Default::default(),
+            assigned: Default::default(),
         };
+        let assigned = context.assigned.clone();
         let session_ms = shared.settings.session_timeout.as_millis().max(1000);
         let consumer: StreamConsumer<TriggerContext> = ClientConfig::new()
             .set("bootstrap.servers", &shared.settings.brokers)
@@ -131,13 +142,13 @@ impl RunningTrigger {
         let trigger = Arc::new(Trigger {
             shared,
             function: function.to_owned(),
-            group,
+            group: group.clone(),
             consumer,
             stopping: AtomicBool::new(false),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(trigger.clone().dispatch(stop_rx));
-        Ok(Self { spec, trigger, stop, task })
+        let task = tokio::spawn(trigger.dispatch(stop_rx));
+        Ok(Self { spec, group, assigned, stop, task })
     }
 
     /// Stops fetching, lets in-flight batches finish (abandoning them after a grace period),
@@ -148,20 +159,15 @@ impl RunningTrigger {
     }
 
     pub fn status(&self, function: &str) -> serde_json::Value {
-        let assigned: Vec<serde_json::Value> = self
-            .trigger
-            .consumer
-            .assignment()
-            .map(|tpl| {
-                tpl.elements()
-                    .iter()
-                    .map(|e| serde_json::json!({ "topic": e.topic(), "partition": e.partition() }))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut assigned: Vec<(String, i32)> = self.assigned.lock().map(|a| a.clone()).unwrap_or_default();
+        assigned.sort();
+        let assigned: Vec<serde_json::Value> = assigned
+            .iter()
+            .map(|(topic, partition)| serde_json::json!({ "topic": topic, "partition": partition }))
+            .collect();
         serde_json::json!({
             "function": function,
-            "group": self.trigger.group,
+            "group": self.group,
             "topics": self.spec.topics,
             "assigned": assigned,
         })
@@ -178,8 +184,10 @@ struct Trigger {
 
 /// The dispatcher's side of one partition.
 struct Lane {
-    sender: mpsc::Sender<Record>,
-    overflow: VecDeque<Record>,
+    sender: mpsc::UnboundedSender<Record>,
+    /// Records sent to the worker and not yet taken.
+    queued: Arc<AtomicUsize>,
+    high_water: usize,
     paused: bool,
     /// The next offset to hand on; anything below was handed on already.
     next_offset: i64,
@@ -244,27 +252,23 @@ impl Trigger {
             return; // handed on already
         }
         lane.next_offset = record.offset + 1;
-        if lane.paused || !lane.overflow.is_empty() {
-            lane.overflow.push_back(record);
-            return;
-        }
-        match lane.sender.try_send(record) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(record)) => {
-                lane.overflow.push_back(record);
-                self.pause(&mut lane.paused, &key);
-            }
-            // The worker ended: the function is gone and the trigger is about to stop.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        // A closed lane means the worker ended: the function is gone and the trigger stops.
+        if lane.sender.send(record).is_ok()
+            && lane.queued.fetch_add(1, Ordering::AcqRel) + 1 >= lane.high_water
+            && !lane.paused
+        {
+            self.pause(&mut lane.paused, &key);
         }
     }
 
     fn open_lane(self: &Arc<Self>, key: PartitionKey, previous: Option<JoinHandle<()>>) -> Lane {
         let batch = self.spec().map_or(100, |s| s.batch_size as usize);
-        let (sender, receiver) = mpsc::channel(batch.saturating_mul(2).max(16));
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let revoked = Arc::new(AtomicBool::new(false));
-        let worker = tokio::spawn(self.clone().work(key, receiver, revoked.clone(), previous));
-        Lane { sender, overflow: VecDeque::new(), paused: false, next_offset: -1, revoked, worker }
+        let worker = tokio::spawn(self.clone().work(key, receiver, queued.clone(), revoked.clone(), previous));
+        let high_water = batch.saturating_mul(HIGH_WATER_BATCHES).max(1000);
+        Lane { sender, queued, high_water, paused: false, next_offset: -1, revoked, worker }
     }
 
     fn pause(&self, paused: &mut bool, (topic, partition): &PartitionKey) {
@@ -276,20 +280,10 @@ impl Trigger {
         }
     }
 
-    /// Moves overflow into lanes with room, and resumes partitions whose overflow is empty.
+    /// Resumes paused partitions whose queue is down to a quarter of the high-water mark.
     fn flush(&self, lanes: &mut HashMap<PartitionKey, Lane>) {
         for ((topic, partition), lane) in lanes.iter_mut() {
-            while let Some(record) = lane.overflow.pop_front() {
-                match lane.sender.try_send(record) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(record)) => {
-                        lane.overflow.push_front(record);
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => lane.overflow.clear(),
-                }
-            }
-            if lane.paused && lane.overflow.is_empty() {
+            if lane.paused && lane.queued.load(Ordering::Acquire) <= lane.high_water / 4 {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(topic, *partition);
                 match self.consumer.resume(&tpl) {
@@ -333,20 +327,28 @@ impl Trigger {
                 worker.abort();
             }
         }
+        // Committing and leaving the group block on the network, and with the brokers away
+        // librdkafka waits for them: a detached thread, given `CLOSE_GRACE`, so a shutdown
+        // during an outage still ends (uncommitted records are delivered again: at least once).
+        let (done, finished) = tokio::sync::oneshot::channel();
         let this = self.clone();
         drop(self);
-        // Committing and leaving the group block on the network.
-        let _ = tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || {
             if let Err(error) = this.consumer.commit_consumer_state(CommitMode::Sync)
                 && !matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::NoOffset))
             {
                 tracing::warn!(function = %this.function, %error, "final commit failed");
             }
             this.consumer.unsubscribe();
-            tracing::info!(function = %this.function, group = %this.group, "Kafka trigger stopped");
+            let (function, group) = (this.function.clone(), this.group.clone());
+            // The last handle: dropping it closes the consumer and leaves the group.
             drop(this);
-        })
-        .await;
+            tracing::info!(function = %function, group = %group, "Kafka trigger stopped");
+            let _ = done.send(());
+        });
+        if tokio::time::timeout(CLOSE_GRACE, finished).await.is_err() {
+            tracing::warn!("Kafka trigger did not close within {CLOSE_GRACE:?} (brokers unreachable?); leaving it");
+        }
     }
 
     fn spec(&self) -> Option<KafkaTrigger> {
@@ -362,7 +364,8 @@ impl Trigger {
     async fn work(
         self: Arc<Self>,
         (topic, partition): PartitionKey,
-        mut receiver: mpsc::Receiver<Record>,
+        mut receiver: mpsc::UnboundedReceiver<Record>,
+        queued: Arc<AtomicUsize>,
         revoked: Arc<AtomicBool>,
         previous: Option<JoinHandle<()>>,
     ) {
@@ -379,6 +382,7 @@ impl Trigger {
                     Err(_) => break,
                 }
             }
+            queued.fetch_sub(batch.len(), Ordering::AcqRel);
             if self.cancelled(&revoked) || !self.run_batch(&spec, &batch, &revoked).await {
                 return;
             }

@@ -233,3 +233,16 @@ pub fn serve_args(bootstrap: &str) -> Vec<String> {
 pub fn data_dir(root: &Path) -> PathBuf {
     root.join("kafka-data")
 }
+
+/// How many members the broker lists in `group`.
+pub async fn group_members(bootstrap: &str, group: &str) -> usize {
+    let (bootstrap, group) = (bootstrap.to_owned(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("consumer");
+        let groups = consumer.fetch_group_list(Some(&group), Duration::from_secs(10)).expect("group list");
+        groups.groups().iter().filter(|g| g.name() == group).map(|g| g.members().len()).sum()
+    })
+    .await
+    .expect("join")
+}
