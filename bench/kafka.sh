@@ -42,7 +42,8 @@ LOAD=(env -u RUST_BACKTRACE "$ROOT/target/release/kafka-load" --bootstrap "$BOOT
     --data "$DATA_URL" --probe "$WASM/kafka_probe.wasm")
 
 echo "# kafka, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, Apache Kafka 4.4.0 single node, faas on SQLite"
-"${LOAD[@]}" throughput --records "${BENCH_RECORDS:-200000}"
+"${LOAD[@]}" throughput --records "${BENCH_RECORDS:-200000}" --batch 100
+"${LOAD[@]}" throughput --records "${BENCH_RECORDS:-200000}" --batch 500
 "${LOAD[@]}" latency --rate "${BENCH_RATE:-1000}" --seconds "${BENCH_SECONDS:-10}"
 
 log "starting a second node for the failover run"

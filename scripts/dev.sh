@@ -2,6 +2,10 @@
 # Runs the platform locally with the examples deployed: builds the example functions and the
 # `faas` binary, starts `faas serve` on embedded SQLite under ./.faas/, deploys the examples and
 # prints their URLs. Ctrl-C stops it; the data stays in ./.faas for the next run.
+#
+# With Kafka: `./scripts/dev.sh --kafka` also starts a local Apache Kafka broker on
+# 127.0.0.1:9092 (scripts/kafka.sh; needs Java 17+ and Maven) and deploys the Kafka examples;
+# or set FAAS_KAFKA_BROKERS to use a broker of your own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -15,9 +19,16 @@ wasm=target/wasm/wasm32-wasip2/release
 
 listen=${FAAS_LISTEN:-127.0.0.1:8080}
 admin=${FAAS_ADMIN_LISTEN:-127.0.0.1:8081}
+kafka_pid=
+if [ "${1:-}" = --kafka ]; then
+  mkdir -p .faas
+  line=$(FAAS_KAFKA_DATA="$PWD/.faas/kafka" scripts/kafka.sh start 9092)
+  kafka_pid=$(sed -E 's/kafka pid=([0-9]+).*/\1/' <<<"$line")
+  export FAAS_KAFKA_BROKERS=127.0.0.1:9092
+fi
 "$faas" serve --listen "$listen" --admin-listen "$admin" --data-dir ./.faas &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; [ -z "$kafka_pid" ] || kill $kafka_pid 2>/dev/null' EXIT INT TERM
 for _ in $(seq 1 100); do
   curl -fsS "http://$admin/healthz" >/dev/null 2>&1 && break
   kill -0 $server 2>/dev/null || { echo "faas serve exited; see the log above" >&2; exit 1; }
@@ -35,6 +46,15 @@ done
 "$faas" deploy orders "$wasm/orders.wasm" --route /orders --route '/orders/...' >/dev/null
 "$faas" deploy bank-east "$wasm/ledger.wasm" --route '/bank-east/...' >/dev/null
 "$faas" deploy bank-west "$wasm/ledger.wasm" --route '/bank-west/...' >/dev/null
+kafka_help=""
+if [ -n "${FAAS_KAFKA_BROKERS:-}" ]; then
+  "$faas" deploy order-events "$wasm/order_events.wasm" --route '/order-events/...' --kafka-topic orders >/dev/null
+  "$faas" deploy order-publisher "$wasm/order_publisher.wasm" --route /orders/publish --grant-publish orders >/dev/null
+  kafka_help="  # Kafka ($FAAS_KAFKA_BROKERS): publish over HTTP, consumed into the event store exactly once
+  curl -d '{\"order_id\":\"o-9\",\"customer\":\"c-1\",\"amount_cents\":1250}' http://$listen/orders/publish
+  curl http://$listen/order-events/events
+"
+fi
 
 cat <<MSG
 
@@ -54,7 +74,7 @@ faas is running (data plane http://$listen, control plane http://$admin).
   # two-phase commit between two ledgers
   curl -XPOST 'http://$listen/bank-east/accounts/alice/deposit?amount=100'
   curl -d '{"from":"alice","to_function":"bank-west","to":"bob","amount":60}' http://$listen/bank-east/transfer
-  GraphiQL: http://$admin/graphql
+${kafka_help}  GraphiQL: http://$admin/graphql
   $faas list            # FAAS_ADMIN_URL=http://$admin
   curl http://$admin/metrics
 Ctrl-C to stop.

@@ -36,9 +36,11 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How long a drain waits for the final commit and for leaving the group.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How often the dispatcher looks for paused partitions to resume.
-const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
-/// Records queued per partition before it is paused (in batches: this many handler calls).
-const HIGH_WATER_BATCHES: usize = 20;
+const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
+/// Records queued per partition before it is paused, in batches (at least 20,000 records: a
+/// pause makes librdkafka drop its prefetched records and fetch again on resume, so pausing
+/// often costs most of the throughput).
+const HIGH_WATER_BATCHES: usize = 200;
 /// Pause after a consume error, so a broker outage does not spin the dispatcher.
 const CONSUME_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -267,7 +269,7 @@ impl Trigger {
         let queued = Arc::new(AtomicUsize::new(0));
         let revoked = Arc::new(AtomicBool::new(false));
         let worker = tokio::spawn(self.clone().work(key, receiver, queued.clone(), revoked.clone(), previous));
-        let high_water = batch.saturating_mul(HIGH_WATER_BATCHES).max(1000);
+        let high_water = batch.saturating_mul(HIGH_WATER_BATCHES).max(20_000);
         Lane { sender, queued, high_water, paused: false, next_offset: -1, revoked, worker }
     }
 
@@ -280,10 +282,10 @@ impl Trigger {
         }
     }
 
-    /// Resumes paused partitions whose queue is down to a quarter of the high-water mark.
+    /// Resumes paused partitions whose queue is down to half the high-water mark.
     fn flush(&self, lanes: &mut HashMap<PartitionKey, Lane>) {
         for ((topic, partition), lane) in lanes.iter_mut() {
-            if lane.paused && lane.queued.load(Ordering::Acquire) <= lane.high_water / 4 {
+            if lane.paused && lane.queued.load(Ordering::Acquire) <= lane.high_water / 2 {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(topic, *partition);
                 match self.consumer.resume(&tpl) {
