@@ -254,11 +254,12 @@ impl Trigger {
             return; // handed on already
         }
         lane.next_offset = record.offset + 1;
-        // A closed lane means the worker ended: the function is gone and the trigger stops.
-        if lane.sender.send(record).is_ok()
-            && lane.queued.fetch_add(1, Ordering::AcqRel) + 1 >= lane.high_water
-            && !lane.paused
-        {
+        // Counted before it is sent, so the worker never takes it off the count first.
+        let queued = lane.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if lane.sender.send(record).is_err() {
+            // The worker ended: the function is gone and the trigger is about to stop.
+            lane.queued.fetch_sub(1, Ordering::AcqRel);
+        } else if queued >= lane.high_water && !lane.paused {
             self.pause(&mut lane.paused, &key);
         }
     }
