@@ -4,12 +4,14 @@
 use crate::metrics::Metrics;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// Whether this node reaches the brokers, and the last error it saw.
 #[derive(Debug, Default)]
@@ -68,7 +70,7 @@ impl KafkaHealth {
 
 /// The context of the shared producer.
 pub struct ProducerContext {
-    pub health: std::sync::Arc<KafkaHealth>,
+    pub health: Arc<KafkaHealth>,
     pub metrics: Metrics,
 }
 
@@ -88,21 +90,114 @@ impl ClientContext for ProducerContext {
     }
 }
 
+pub type TriggerConsumer = StreamConsumer<TriggerContext>;
+pub type TriggerQueue = StreamPartitionQueue<TriggerContext>;
+pub type PartitionKey = (String, i32);
+
+/// Tells one partition's worker to stop (its partition was revoked, or the trigger drains).
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        // One waiter (the worker); a stored permit wakes it even if it is not waiting yet.
+        self.notify.notify_one();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    pub async fn stopped(&self) {
+        if !self.is_stopped() {
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// What the group changed, in the order it happened, for the trigger's loop to apply.
+pub enum Change {
+    /// A partition this node now owns, with its queue when this is its first assignment.
+    Assigned(PartitionKey, Option<TriggerQueue>),
+    Revoked(PartitionKey),
+}
+
 /// The context of one trigger's consumer.
 pub struct TriggerContext {
     pub function: String,
     pub group: String,
-    pub health: std::sync::Arc<KafkaHealth>,
+    pub health: Arc<KafkaHealth>,
     pub metrics: Metrics,
-    /// Partitions revoked since the dispatcher last looked: their workers must stop.
-    pub revoked: Mutex<Vec<(String, i32)>>,
+    /// The consumer itself, to split partition queues off in the rebalance callback. Weak: the
+    /// consumer owns this context.
+    pub consumer: OnceLock<Weak<TriggerConsumer>>,
+    /// Partitions whose queue is split off already: librdkafka keeps a partition's split for
+    /// the consumer's lifetime (`RD_KAFKA_Q_F_FWD_APP` survives revoke and reassign), and a
+    /// second queue handle on it would unhook the first one's wake-ups when dropped.
+    pub split: Mutex<HashSet<PartitionKey>>,
+    pub changes: Mutex<Vec<Change>>,
+    /// The running workers, so a revoke stops them before the partitions change hands.
+    pub stops: Mutex<HashMap<PartitionKey, Arc<Stop>>>,
     /// What this node owns now, for `/healthz`.
-    pub assigned: std::sync::Arc<Mutex<Vec<(String, i32)>>>,
+    pub assigned: Arc<Mutex<Vec<PartitionKey>>>,
 }
 
 impl TriggerContext {
-    pub fn take_revoked(&self) -> Vec<(String, i32)> {
-        self.revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+    pub fn new(function: &str, group: &str, health: Arc<KafkaHealth>, metrics: Metrics) -> Self {
+        Self {
+            function: function.to_owned(),
+            group: group.to_owned(),
+            health,
+            metrics,
+            consumer: OnceLock::new(),
+            split: Default::default(),
+            changes: Default::default(),
+            stops: Default::default(),
+            assigned: Default::default(),
+        }
+    }
+
+    pub fn take_changes(&self) -> Vec<Change> {
+        self.changes.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
+    }
+
+    /// Splits the partitions' records off into their own queues. Runs before librdkafka starts
+    /// fetching them (the assign follows this callback), so none reach the main queue.
+    fn assign(&self, list: &[PartitionKey]) {
+        let consumer = self.consumer.get().and_then(Weak::upgrade);
+        let (Ok(mut split), Ok(mut changes)) = (self.split.lock(), self.changes.lock()) else { return };
+        for key in list {
+            let mut queue = None;
+            if !split.contains(key) {
+                queue = consumer.as_ref().and_then(|c| c.split_partition_queue(&key.0, key.1));
+                match queue {
+                    Some(_) => {
+                        split.insert(key.clone());
+                    }
+                    // Its records then arrive on the main queue, which hands them on.
+                    None => tracing::error!(function = %self.function, topic = %key.0, partition = key.1,
+                        "could not split the partition's queue off"),
+                }
+            }
+            changes.push(Change::Assigned(key.clone(), queue));
+        }
+    }
+
+    fn revoke(&self, list: &[PartitionKey]) {
+        if let Ok(mut stops) = self.stops.lock() {
+            for key in list {
+                if let Some(stop) = stops.remove(key) {
+                    stop.stop();
+                }
+            }
+        }
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.extend(list.iter().cloned().map(Change::Revoked));
+        }
     }
 }
 
@@ -140,40 +235,45 @@ impl ClientContext for TriggerContext {
 
 impl ConsumerContext for TriggerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            // Commit what is done before another member takes the partitions over.
-            if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync)
-                && !matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset))
-            {
-                tracing::warn!(function = %self.function, %error, "commit on revoke failed");
+        match rebalance {
+            Rebalance::Revoke(partitions) => {
+                let list: Vec<PartitionKey> =
+                    partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                self.revoke(&list);
+                // Commit what is done before another member takes the partitions over.
+                if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync)
+                    && !matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset))
+                {
+                    tracing::warn!(function = %self.function, %error, "commit on revoke failed");
+                }
+                tracing::info!(function = %self.function, group = %self.group, partitions = ?list, "partitions revoked");
+                for (topic, partition) in &list {
+                    let _ =
+                        self.metrics.kafka_lag.remove_label_values(&[&self.function, topic, &partition.to_string()]);
+                }
+                if let Ok(mut assigned) = self.assigned.lock() {
+                    assigned.retain(|p| !list.contains(p));
+                }
             }
-            let list: Vec<(String, i32)> =
-                partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-            tracing::info!(function = %self.function, group = %self.group, partitions = ?list, "partitions revoked");
-            for (topic, partition) in &list {
-                let _ = self.metrics.kafka_lag.remove_label_values(&[&self.function, topic, &partition.to_string()]);
+            Rebalance::Assign(partitions) => {
+                let list: Vec<PartitionKey> =
+                    partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                self.assign(&list);
             }
-            if let Ok(mut assigned) = self.assigned.lock() {
-                assigned.retain(|p| !list.contains(p));
-            }
-            if let Ok(mut revoked) = self.revoked.lock() {
-                revoked.extend(list);
-            }
+            Rebalance::Error(_) => {}
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
-                let list: Vec<(String, i32)> =
+                let list: Vec<PartitionKey> =
                     partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
                 tracing::info!(function = %self.function, group = %self.group, partitions = ?list, "partitions assigned");
                 if let Ok(mut assigned) = self.assigned.lock() {
                     assigned.retain(|p| !list.contains(p));
                     assigned.extend(list);
                 }
-                // A partition paused for back-pressure before a revoke starts unpaused.
-                let _ = consumer.resume(partitions);
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => tracing::warn!(function = %self.function, %error, "rebalance failed"),

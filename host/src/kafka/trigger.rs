@@ -1,32 +1,33 @@
-//! One Kafka trigger: a consumer in the trigger's group; a dispatcher that hands each record to
-//! its partition's *lane*; and one worker per lane that runs batches through the function in
-//! offset order.
+//! One Kafka trigger: a consumer in the trigger's group and one worker per assigned partition
+//! that runs batches through the function in offset order.
+//!
+//! Each partition's records are split off into their own librdkafka queue the moment the
+//! partition is first assigned (before fetching starts), and the partition's worker reads that
+//! queue directly: no dispatcher between the consumer and the workers, partitions run
+//! concurrently, and back-pressure is librdkafka's own prefetch limit (a worker that is behind
+//! simply reads later; nothing is paused and no prefetched record is thrown away). The main
+//! queue then only carries events (rebalances, errors, statistics), served by the trigger's loop.
 //!
 //! Offsets: librdkafka's automatic offset store is off. A worker stores `offset + 1` only after
 //! its batch was handled (or its poison record dead-lettered), and librdkafka commits stored
 //! offsets every 500 ms, on revoke and at close, so a commit never runs ahead of an unprocessed
 //! record. Records handled but not yet committed when a node dies are delivered again: at
 //! least once; deterministic event ids make the effects exactly once.
-//!
-//! Back-pressure: each lane counts the records queued for its worker. Past a high-water mark the
-//! dispatcher pauses that partition (librdkafka later resumes it from the last record handed to
-//! us) and resumes it once the worker has worked the queue down, so memory stays bounded and one
-//! slow partition never stalls the others.
 
-use super::context::TriggerContext;
+use super::context::{Change, PartitionKey, Stop, TriggerConsumer, TriggerContext, TriggerQueue};
 use super::{Shared, backoff};
 use crate::bindings::kafka_out::Header;
 use crate::bindings::message::KafkaRecord;
 use crate::invoker::InvokeError;
 use crate::registry::LoadedFunction;
 use crate::spec::{KafkaFrom, KafkaTrigger};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use futures::FutureExt;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -35,61 +36,28 @@ use tokio::task::JoinHandle;
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// How long a drain waits for the final commit and for leaving the group.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How often the dispatcher looks for paused partitions to resume.
-const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
-/// Records queued per partition before it is paused, in batches (at least 20,000 records: a
-/// pause makes librdkafka drop its prefetched records and fetch again on resume, so pausing
-/// often costs most of the throughput).
-const HIGH_WATER_BATCHES: usize = 200;
-/// Pause after a consume error, so a broker outage does not spin the dispatcher.
+/// How often the trigger's loop applies assignments and revocations.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(5);
+/// Pause after a consume error, so a broker outage does not spin a loop.
 const CONSUME_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-type PartitionKey = (String, i32);
-
-/// A consumed record, owned (the consumer's borrowed message does not outlive the dispatch).
-#[derive(Debug, Clone)]
-struct Record {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Vec<u8>)>,
-    timestamp_ms: Option<i64>,
-}
-
-impl Record {
-    fn of(message: &impl Message) -> Self {
-        let headers = message
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
-            .unwrap_or_default();
-        Self {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers,
-            timestamp_ms: message.timestamp().to_millis(),
-        }
-    }
-
-    fn to_wit(&self, group: &str) -> KafkaRecord {
-        KafkaRecord {
-            group: group.to_owned(),
-            topic: self.topic.clone(),
-            partition: self.partition as u32,
-            offset: self.offset as u64,
-            key: self.key.clone(),
-            value: self.value.clone(),
-            headers: self
-                .headers
-                .iter()
-                .map(|(key, value)| Header { key: key.clone(), value: value.clone() })
-                .collect(),
-            timestamp_ms: self.timestamp_ms.and_then(|t| u64::try_from(t).ok()),
-        }
+/// A consumed record as the handler gets it (one copy out of librdkafka's buffer).
+fn record_of(message: &BorrowedMessage<'_>, group: &str) -> KafkaRecord {
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.unwrap_or_default().to_vec() }).collect()
+        })
+        .unwrap_or_default();
+    KafkaRecord {
+        group: group.to_owned(),
+        topic: message.topic().to_owned(),
+        partition: message.partition() as u32,
+        offset: message.offset() as u64,
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp_ms: message.timestamp().to_millis().and_then(|t| u64::try_from(t).ok()),
     }
 }
 
@@ -100,7 +68,7 @@ pub struct RunningTrigger {
     /// The partitions this node owns (kept by the rebalance callbacks). The trigger itself is
     /// not held here: the drain's thread must drop the last handle, since that closes the
     /// consumer (leaves the group), which blocks.
-    assigned: Arc<std::sync::Mutex<Vec<(String, i32)>>>,
+    assigned: Arc<std::sync::Mutex<Vec<PartitionKey>>>,
     stop: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -108,17 +76,10 @@ pub struct RunningTrigger {
 impl RunningTrigger {
     pub fn start(shared: Arc<Shared>, function: &str, spec: KafkaTrigger) -> Result<Self, KafkaError> {
         let group = spec.group(function);
-        let context = TriggerContext {
-            function: function.to_owned(),
-            group: group.clone(),
-            health: shared.health.clone(),
-            metrics: shared.metrics.clone(),
-            revoked: Default::default(),
-            assigned: Default::default(),
-        };
+        let context = TriggerContext::new(function, &group, shared.health.clone(), shared.metrics.clone());
         let assigned = context.assigned.clone();
         let session_ms = shared.settings.session_timeout.as_millis().max(1000);
-        let consumer: StreamConsumer<TriggerContext> = ClientConfig::new()
+        let consumer: TriggerConsumer = ClientConfig::new()
             .set("bootstrap.servers", &shared.settings.brokers)
             .set("group.id", &group)
             .set("client.id", format!("faas-{function}"))
@@ -138,18 +99,14 @@ impl RunningTrigger {
             .set("reconnect.backoff.max.ms", "2000")
             .set("fetch.wait.max.ms", "10")
             .create_with_context(context)?;
+        let consumer = Arc::new(consumer);
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         tracing::info!(function, group = %group, topics = ?spec.topics, "Kafka trigger started");
-        let trigger = Arc::new(Trigger {
-            shared,
-            function: function.to_owned(),
-            group: group.clone(),
-            consumer,
-            stopping: AtomicBool::new(false),
-        });
+        let trigger = Arc::new(Trigger { shared, function: function.to_owned(), group: group.clone(), consumer });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(trigger.dispatch(stop_rx));
+        let task = tokio::spawn(trigger.run(stop_rx));
         Ok(Self { spec, group, assigned, stop, task })
     }
 
@@ -161,7 +118,7 @@ impl RunningTrigger {
     }
 
     pub fn status(&self, function: &str) -> serde_json::Value {
-        let mut assigned: Vec<(String, i32)> = self.assigned.lock().map(|a| a.clone()).unwrap_or_default();
+        let mut assigned: Vec<PartitionKey> = self.assigned.lock().map(|a| a.clone()).unwrap_or_default();
         assigned.sort();
         let assigned: Vec<serde_json::Value> = assigned
             .iter()
@@ -180,48 +137,47 @@ struct Trigger {
     shared: Arc<Shared>,
     function: String,
     group: String,
-    consumer: StreamConsumer<TriggerContext>,
-    stopping: AtomicBool,
+    consumer: Arc<TriggerConsumer>,
 }
 
-/// The dispatcher's side of one partition.
+/// A partition this node owns, and its worker.
 struct Lane {
-    sender: mpsc::UnboundedSender<Record>,
-    /// Records sent to the worker and not yet taken.
-    queued: Arc<AtomicUsize>,
-    high_water: usize,
-    paused: bool,
-    /// The next offset to hand on; anything below was handed on already.
-    next_offset: i64,
-    revoked: Arc<AtomicBool>,
+    /// Records of the partition that came through the main queue (only if its queue could not
+    /// be split off).
+    strays: mpsc::UnboundedSender<KafkaRecord>,
+    stop: Arc<Stop>,
     worker: JoinHandle<()>,
 }
 
+/// The trigger loop's view of the partitions.
+#[derive(Default)]
+struct Partitions {
+    /// Each partition's queue, kept for the consumer's lifetime (see `TriggerContext::split`).
+    queues: HashMap<PartitionKey, Arc<TriggerQueue>>,
+    lanes: HashMap<PartitionKey, Lane>,
+    /// Workers of revoked partitions still finishing a batch; a new lane waits for them.
+    retiring: HashMap<PartitionKey, JoinHandle<()>>,
+}
+
 impl Trigger {
-    async fn dispatch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut lanes: HashMap<PartitionKey, Lane> = HashMap::new();
-        // Workers of revoked partitions still finishing a batch; a new lane waits for them.
-        let mut retiring: HashMap<PartitionKey, JoinHandle<()>> = HashMap::new();
-        let mut flush = tokio::time::interval(FLUSH_INTERVAL);
-        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Serves the consumer's events (rebalances, errors, statistics all arrive through polling
+    /// it) and applies assignment changes, until told to stop; then drains.
+    async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut partitions = Partitions::default();
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut errors = 0u32;
         loop {
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                message = self.consumer.recv() => {
-                    self.retire_revoked(&mut lanes, &mut retiring);
-                    match message {
-                        Ok(message) => {
-                            errors = 0;
-                            let record = Record::of(&message);
-                            drop(message);
-                            self.route(record, &mut lanes, &mut retiring);
-                        }
+                event = self.consumer.recv() => {
+                    self.apply_changes(&mut partitions);
+                    match event {
+                        Ok(message) => self.hand_on_stray(&message, &mut partitions),
                         Err(error) => {
                             // librdkafka reconnects by itself; these report transient trouble.
-                            // Keep polling (rebalances and stats are served by polling), and
-                            // keep the log readable during an outage.
+                            // Keep polling, and keep the log readable during an outage.
                             errors += 1;
                             if errors == 1 || errors.is_multiple_of(100) {
                                 tracing::warn!(function = %self.function, %error, errors, "Kafka consume error; librdkafka retries");
@@ -230,97 +186,72 @@ impl Trigger {
                         }
                     }
                 }
-                _ = flush.tick() => {
-                    self.retire_revoked(&mut lanes, &mut retiring);
-                    self.flush(&mut lanes);
-                }
+                _ = housekeeping.tick() => self.apply_changes(&mut partitions),
             }
         }
-        self.drain(lanes, retiring).await;
+        self.drain(partitions).await;
     }
 
-    fn route(
-        self: &Arc<Self>,
-        record: Record,
-        lanes: &mut HashMap<PartitionKey, Lane>,
-        retiring: &mut HashMap<PartitionKey, JoinHandle<()>>,
-    ) {
-        let key = (record.topic.clone(), record.partition);
-        let lane = lanes.entry(key.clone()).or_insert_with_key(|key| {
-            let previous = retiring.remove(key);
-            self.open_lane(key.clone(), previous)
-        });
-        if record.offset < lane.next_offset {
-            return; // handed on already
-        }
-        lane.next_offset = record.offset + 1;
-        // Counted before it is sent, so the worker never takes it off the count first.
-        let queued = lane.queued.fetch_add(1, Ordering::AcqRel) + 1;
-        if lane.sender.send(record).is_err() {
-            // The worker ended: the function is gone and the trigger is about to stop.
-            lane.queued.fetch_sub(1, Ordering::AcqRel);
-        } else if queued >= lane.high_water && !lane.paused {
-            self.pause(&mut lane.paused, &key);
-        }
-    }
-
-    fn open_lane(self: &Arc<Self>, key: PartitionKey, previous: Option<JoinHandle<()>>) -> Lane {
-        let batch = self.spec().map_or(100, |s| s.batch_size as usize);
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let revoked = Arc::new(AtomicBool::new(false));
-        let worker = tokio::spawn(self.clone().work(key, receiver, queued.clone(), revoked.clone(), previous));
-        let high_water = batch.saturating_mul(HIGH_WATER_BATCHES).max(20_000);
-        Lane { sender, queued, high_water, paused: false, next_offset: -1, revoked, worker }
-    }
-
-    fn pause(&self, paused: &mut bool, (topic, partition): &PartitionKey) {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, *partition);
-        match self.consumer.pause(&tpl) {
-            Ok(()) => *paused = true,
-            Err(error) => tracing::warn!(function = %self.function, topic, partition, %error, "pausing failed"),
-        }
-    }
-
-    /// Resumes paused partitions whose queue is down to half the high-water mark.
-    fn flush(&self, lanes: &mut HashMap<PartitionKey, Lane>) {
-        for ((topic, partition), lane) in lanes.iter_mut() {
-            if lane.paused && lane.queued.load(Ordering::Acquire) <= lane.high_water / 2 {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(topic, *partition);
-                match self.consumer.resume(&tpl) {
-                    Ok(()) => lane.paused = false,
-                    Err(error) => {
-                        tracing::warn!(function = %self.function, topic, partition, %error, "resuming failed")
+    fn apply_changes(self: &Arc<Self>, partitions: &mut Partitions) {
+        partitions.retiring.retain(|_, worker| !worker.is_finished());
+        for change in self.consumer.context().take_changes() {
+            match change {
+                Change::Assigned(key, queue) => {
+                    if let Some(queue) = queue {
+                        partitions.queues.insert(key.clone(), Arc::new(queue));
+                    }
+                    if !partitions.lanes.contains_key(&key) {
+                        let previous = partitions.retiring.remove(&key);
+                        let lane = self.open_lane(key.clone(), partitions.queues.get(&key).cloned(), previous);
+                        partitions.lanes.insert(key, lane);
+                    }
+                }
+                Change::Revoked(key) => {
+                    // Its worker finishes the batch in hand and drops the rest: the next owner
+                    // reads from the committed offset.
+                    if let Some(lane) = partitions.lanes.remove(&key) {
+                        lane.stop.stop();
+                        partitions.retiring.insert(key, lane.worker);
                     }
                 }
             }
         }
     }
 
-    /// Retires the lanes of partitions the group took away: their workers finish the batch in
-    /// hand and drop the rest (the next owner reads it from the committed offset).
-    fn retire_revoked(
-        &self,
-        lanes: &mut HashMap<PartitionKey, Lane>,
-        retiring: &mut HashMap<PartitionKey, JoinHandle<()>>,
-    ) {
-        retiring.retain(|_, worker| !worker.is_finished());
-        for key in self.consumer.context().take_revoked() {
-            if let Some(lane) = lanes.remove(&key) {
-                lane.revoked.store(true, Ordering::Release);
-                retiring.insert(key, lane.worker);
+    fn open_lane(
+        self: &Arc<Self>,
+        key: PartitionKey,
+        queue: Option<Arc<TriggerQueue>>,
+        previous: Option<JoinHandle<()>>,
+    ) -> Lane {
+        let (strays, stray_rx) = mpsc::unbounded_channel();
+        let stop = Arc::new(Stop::default());
+        if let Ok(mut stops) = self.consumer.context().stops.lock() {
+            stops.insert(key.clone(), stop.clone());
+        }
+        let worker = tokio::spawn(self.clone().work(key, queue, stray_rx, stop.clone(), previous));
+        Lane { strays, stop, worker }
+    }
+
+    /// A record on the main queue: its partition's queue could not be split off, so the main
+    /// queue carries all of that partition's records, in order, and they go to its worker.
+    fn hand_on_stray(&self, message: &BorrowedMessage<'_>, partitions: &mut Partitions) {
+        let key = (message.topic().to_owned(), message.partition());
+        match partitions.lanes.get(&key) {
+            Some(lane) => {
+                let _ = lane.strays.send(record_of(message, &self.group));
             }
+            // Not ours (any more): not stored, so whoever owns it reads it from the commit.
+            None => tracing::warn!(function = %self.function, topic = key.0, partition = key.1,
+                offset = message.offset(), "record of an unowned partition ignored"),
         }
     }
 
-    async fn drain(
-        self: Arc<Self>,
-        lanes: HashMap<PartitionKey, Lane>,
-        retiring: HashMap<PartitionKey, JoinHandle<()>>,
-    ) {
-        self.stopping.store(true, Ordering::Release);
+    async fn drain(self: Arc<Self>, partitions: Partitions) {
+        let Partitions { queues, lanes, retiring } = partitions;
+        for lane in lanes.values() {
+            lane.stop.stop();
+        }
         let workers: Vec<JoinHandle<()>> =
             lanes.into_values().map(|lane| lane.worker).chain(retiring.into_values()).collect();
         let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
@@ -328,8 +259,12 @@ impl Trigger {
             if tokio::time::timeout_at(deadline, &mut worker).await.is_err() {
                 tracing::warn!(function = %self.function, "abandoning an in-flight Kafka batch (not committed)");
                 worker.abort();
+                let _ = tokio::time::timeout(Duration::from_secs(1), worker).await;
             }
         }
+        // Queue handles hold the consumer; the last handle must go on the closing thread.
+        drop(queues);
+        drop(self.consumer.context().take_changes());
         // Committing and leaving the group block on the network, and with the brokers away
         // librdkafka waits for them: a detached thread, given `CLOSE_GRACE`, so a shutdown
         // during an outage still ends (uncommitted records are delivered again: at least once).
@@ -358,38 +293,54 @@ impl Trigger {
         self.shared.registry.active(&self.function).and_then(|f| f.spec.triggers.kafka.clone())
     }
 
-    fn cancelled(&self, revoked: &AtomicBool) -> bool {
-        revoked.load(Ordering::Acquire) || self.stopping.load(Ordering::Acquire)
-    }
-
-    /// One partition's worker: batches in offset order; an offset is stored only after its
-    /// record was handled or dead-lettered.
+    /// One partition's worker: batches in offset order, read straight from the partition's
+    /// queue; an offset is stored only after its record was handled or dead-lettered.
     async fn work(
         self: Arc<Self>,
         (topic, partition): PartitionKey,
-        mut receiver: mpsc::UnboundedReceiver<Record>,
-        queued: Arc<AtomicUsize>,
-        revoked: Arc<AtomicBool>,
+        queue: Option<Arc<TriggerQueue>>,
+        mut strays: mpsc::UnboundedReceiver<KafkaRecord>,
+        stop: Arc<Stop>,
         previous: Option<JoinHandle<()>>,
     ) {
         if let Some(previous) = previous {
             // The partition's previous worker may still be finishing a batch: keep the order.
             let _ = previous.await;
         }
-        while let Some(first) = receiver.recv().await {
+        let mut errors = 0u32;
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = stop.stopped() => return,
+                Some(record) = strays.recv() => record,
+                message = next_message(queue.as_deref()) => match message {
+                    Ok(message) => record_of(&message, &self.group),
+                    Err(error) => {
+                        errors += 1;
+                        if errors == 1 || errors.is_multiple_of(100) {
+                            tracing::warn!(function = %self.function, topic, partition, %error, errors, "Kafka fetch error; librdkafka retries");
+                        }
+                        tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
+                        continue;
+                    }
+                },
+            };
             let Some(spec) = self.spec() else { return };
             let mut batch = vec![first];
+            // Whatever is fetched already, up to the batch size: no waiting for more.
             while batch.len() < spec.batch_size as usize {
-                match receiver.try_recv() {
-                    Ok(record) => batch.push(record),
-                    Err(_) => break,
+                if let Ok(record) = strays.try_recv() {
+                    batch.push(record);
+                } else if let Some(Some(Ok(message))) = queue.as_ref().map(|q| q.recv().now_or_never()) {
+                    batch.push(record_of(&message, &self.group));
+                } else {
+                    break;
                 }
             }
-            queued.fetch_sub(batch.len(), Ordering::AcqRel);
-            if self.cancelled(&revoked) || !self.run_batch(&spec, &batch, &revoked).await {
+            if stop.is_stopped() || !self.run_batch(&spec, &batch, &stop).await {
                 return;
             }
-            let next = batch.last().map_or(0, |r| r.offset + 1);
+            let next = batch.last().map_or(0, |r| r.offset as i64 + 1);
             let mut tpl = TopicPartitionList::new();
             if tpl.add_partition_offset(&topic, partition, Offset::Offset(next)).is_ok()
                 && let Err(error) = self.consumer.store_offsets(&tpl)
@@ -402,11 +353,11 @@ impl Trigger {
 
     /// Runs a batch; when it fails, runs its records one at a time with retries, sending the
     /// ones that keep failing to the dead-letter topic. False when cancelled first.
-    async fn run_batch(&self, spec: &KafkaTrigger, batch: &[Record], revoked: &AtomicBool) -> bool {
+    async fn run_batch(&self, spec: &KafkaTrigger, batch: &[KafkaRecord], stop: &Stop) -> bool {
         let Some(function) = self.shared.registry.active(&self.function) else { return false };
         let topic = batch[0].topic.as_str();
         let started = Instant::now();
-        let first = match self.invoke(&function, batch, revoked).await {
+        let first = match self.invoke(&function, batch, stop).await {
             None => return false,
             Some(Ok(())) => {
                 self.count(topic, "handled", batch.len());
@@ -430,7 +381,7 @@ impl Trigger {
             };
             loop {
                 if attempts > spec.max_retries {
-                    if !self.dead_letter(spec, record, &last_error, attempts, revoked).await {
+                    if !self.dead_letter(spec, record, &last_error, attempts, stop).await {
                         return false;
                     }
                     break;
@@ -438,7 +389,7 @@ impl Trigger {
                 if attempts > 0 {
                     tokio::time::sleep(backoff(attempts)).await;
                 }
-                match self.invoke(&function, std::slice::from_ref(record), revoked).await {
+                match self.invoke(&function, std::slice::from_ref(record), stop).await {
                     None => return false,
                     Some(Ok(())) => {
                         self.count(topic, "handled", 1);
@@ -462,18 +413,17 @@ impl Trigger {
     async fn invoke(
         &self,
         function: &Arc<LoadedFunction>,
-        records: &[Record],
-        revoked: &AtomicBool,
+        records: &[KafkaRecord],
+        stop: &Stop,
     ) -> Option<Result<(), InvokeError>> {
-        let batch: Vec<KafkaRecord> = records.iter().map(|r| r.to_wit(&self.group)).collect();
         let first = &records[0];
         let id = format!("kafka-{}-{}-{}", first.topic, first.partition, first.offset);
         let mut busy = 0;
         loop {
-            if self.cancelled(revoked) {
+            if stop.is_stopped() {
                 return None;
             }
-            match self.shared.invoker.handle_messages(function, &batch, &id).await {
+            match self.shared.invoker.handle_messages(function, records, &id).await {
                 Err(InvokeError::Overloaded | InvokeError::QueueTimeout) => {
                     busy += 1;
                     tokio::time::sleep(backoff(busy.min(5))).await;
@@ -489,13 +439,14 @@ impl Trigger {
     async fn dead_letter(
         &self,
         spec: &KafkaTrigger,
-        record: &Record,
+        record: &KafkaRecord,
         error: &str,
         attempts: u32,
-        revoked: &AtomicBool,
+        stop: &Stop,
     ) -> bool {
         let dlq = spec.dlq_topic(&record.topic);
-        let mut headers = record.headers.clone();
+        let mut headers: Vec<(String, Vec<u8>)> =
+            record.headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect();
         headers.extend([
             ("faas-original-topic".to_owned(), record.topic.clone().into_bytes()),
             ("faas-original-partition".to_owned(), record.partition.to_string().into_bytes()),
@@ -520,7 +471,7 @@ impl Trigger {
                     tracing::error!(function = %self.function, dlq = %dlq, error = %publish_error,
                         "dead-letter publish failed; the partition waits and retries");
                     tokio::time::sleep(backoff(failures)).await;
-                    if self.cancelled(revoked) {
+                    if stop.is_stopped() {
                         return false;
                     }
                 }
@@ -530,5 +481,13 @@ impl Trigger {
 
     fn count(&self, topic: &str, outcome: &str, n: usize) {
         self.shared.metrics.kafka_records.with_label_values(&[&self.function, topic, outcome]).inc_by(n as u64);
+    }
+}
+
+/// The partition queue's next record; never, without a queue (then strays bring them).
+async fn next_message(queue: Option<&TriggerQueue>) -> Result<BorrowedMessage<'_>, KafkaError> {
+    match queue {
+        Some(queue) => queue.recv().await,
+        None => std::future::pending().await,
     }
 }
