@@ -97,19 +97,26 @@ impl KafkaRecord {
     }
 }
 
-impl From<wit_in::KafkaRecord> for KafkaRecord {
-    fn from(r: wit_in::KafkaRecord) -> Self {
-        Self {
-            group: r.group,
-            topic: r.topic,
-            partition: r.partition,
+/// The records of a delivered batch, each put together from the batch's shared buffers.
+pub(crate) fn records_of(batch: wit_in::KafkaBatch) -> Vec<KafkaRecord> {
+    let wit_in::KafkaBatch { group, topic, partition, records, data, headers } = batch;
+    let bytes = |span: wit_in::Span| data[span.start as usize..(span.start + span.len) as usize].to_vec();
+    records
+        .into_iter()
+        .map(|r| KafkaRecord {
+            group: group.clone(),
+            topic: topic.clone(),
+            partition,
             offset: r.offset,
-            key: r.key,
-            value: r.value,
-            headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+            key: r.key.map(bytes),
+            value: r.value.map(bytes),
+            headers: headers[r.headers.start as usize..(r.headers.start + r.headers.len) as usize]
+                .iter()
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
             timestamp_ms: r.timestamp_ms,
-        }
-    }
+        })
+        .collect()
 }
 
 /// Where the broker stored a published record.
@@ -219,5 +226,32 @@ mod tests {
         assert_eq!(r.json::<serde_json::Value>().unwrap()["n"], 1);
         let tombstone = KafkaRecord { value: None, ..record(1) };
         assert!(tombstone.payload().is_empty());
+    }
+
+    #[test]
+    fn records_are_put_together_from_the_batch_buffers() {
+        use crate::bindings::faas::platform::kafka_out::Header;
+        use wit_in::{KafkaBatch, KafkaRecord as Wit, Span};
+        let span = |start, len| Span { start, len };
+        let batch = KafkaBatch {
+            group: "g".into(),
+            topic: "orders".into(),
+            partition: 2,
+            records: vec![
+                Wit {
+                    offset: 1,
+                    key: Some(span(0, 3)),
+                    value: Some(span(3, 7)),
+                    headers: span(0, 1),
+                    timestamp_ms: Some(5),
+                },
+                Wit { offset: 2, key: None, value: None, headers: span(1, 0), timestamp_ms: None },
+            ],
+            data: b"o-1{\"n\":1}".to_vec(),
+            headers: vec![Header { key: "h".into(), value: b"v".to_vec() }],
+        };
+        let records = records_of(batch);
+        assert_eq!(records[0], KafkaRecord { timestamp_ms: Some(5), offset: 1, ..record(1) });
+        assert_eq!(records[1], KafkaRecord { key: None, value: None, headers: vec![], ..record(2) });
     }
 }

@@ -262,12 +262,12 @@ pub mod __private {
     pub use crate::bindings::message::export_message_function;
     /// The trait of the `faas:platform/message-handler` export.
     pub use crate::bindings::message::exports::faas::platform::message_handler::{
-        Guest as MessageHandlerGuest, KafkaRecord as WitKafkaRecord,
+        Guest as MessageHandlerGuest, KafkaBatch as WitKafkaBatch,
     };
 
-    /// Converts the delivered records into the SDK's.
-    pub fn kafka_records(records: Vec<WitKafkaRecord>) -> Vec<crate::kafka::KafkaRecord> {
-        records.into_iter().map(crate::kafka::KafkaRecord::from).collect()
+    /// Puts the delivered batch's records together as the SDK's.
+    pub fn kafka_records(batch: WitKafkaBatch) -> Vec<crate::kafka::KafkaRecord> {
+        crate::kafka::records_of(batch)
     }
 
     /// The generated bindings of the participant world.

@@ -67,5 +67,5 @@ pub mod message {
             "faas:platform/kafka-out": super::kafka_out,
         },
     });
-    pub use exports::faas::platform::message_handler::KafkaRecord;
+    pub use exports::faas::platform::message_handler::{KafkaBatch, KafkaRecord, Span};
 }

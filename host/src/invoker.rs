@@ -3,7 +3,7 @@
 //! ([`StoreLimits`]), wall-clock deadline (epoch yields + a timer), and concurrency.
 
 use crate::bindings::exports::faas::platform::event_handler::RecordedEvent;
-use crate::bindings::message::KafkaRecord;
+use crate::bindings::message::KafkaBatch;
 use crate::bindings::participant::Vote;
 use crate::bindings::step::{StepError, StepRequest};
 use crate::capabilities::{Capabilities, PlatformCtx};
@@ -160,7 +160,7 @@ impl Invoker {
     pub async fn handle_messages(
         &self,
         function: &Arc<LoadedFunction>,
-        records: &[KafkaRecord],
+        batch: &KafkaBatch,
         delivery_id: &str,
     ) -> Result<(), InvokeError> {
         let Some(pre) = &function.handlers.messages else {
@@ -169,7 +169,7 @@ impl Invoker {
         let result = self
             .call(function, delivery_id, None, async |store| {
                 let instance = pre.instantiate_async(&mut *store).await?;
-                instance.faas_platform_message_handler().call_handle(store, records).await
+                instance.faas_platform_message_handler().call_handle(store, batch).await
             })
             .await?;
         result.map_err(InvokeError::HandlerFailed)

@@ -531,9 +531,9 @@ fn generate_messages(func: &ItemFn) -> TokenStream2 {
 
             impl ::faas_sdk::__private::MessageHandlerGuest for __FaasSdkMessageHandler {
                 fn handle(
-                    records: ::std::vec::Vec<::faas_sdk::__private::WitKafkaRecord>,
+                    batch: ::faas_sdk::__private::WitKafkaBatch,
                 ) -> ::core::result::Result<(), ::std::string::String> {
-                    let __faas_sdk_records = ::faas_sdk::__private::kafka_records(records);
+                    let __faas_sdk_records = ::faas_sdk::__private::kafka_records(batch);
                     #body
                 }
             }

@@ -8,6 +8,7 @@
 //! redeploy that keeps the trigger keeps the consumer: each batch runs on the version active
 //! when it starts.
 
+mod batch;
 mod context;
 mod publisher;
 mod trigger;

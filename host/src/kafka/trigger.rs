@@ -14,17 +14,16 @@
 //! record. Records handled but not yet committed when a node dies are delivered again: at
 //! least once; deterministic event ids make the effects exactly once.
 
+use super::batch::Batch;
 use super::context::{Change, PartitionKey, Stop, TriggerConsumer, TriggerContext, TriggerQueue};
 use super::{Shared, backoff};
-use crate::bindings::kafka_out::Header;
-use crate::bindings::message::KafkaRecord;
 use crate::invoker::InvokeError;
 use crate::registry::LoadedFunction;
 use crate::spec::{KafkaFrom, KafkaTrigger};
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,26 +39,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(5);
 /// Pause after a consume error, so a broker outage does not spin a loop.
 const CONSUME_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// A consumed record as the handler gets it (one copy out of librdkafka's buffer).
-fn record_of(message: &BorrowedMessage<'_>, group: &str) -> KafkaRecord {
-    let headers = message
-        .headers()
-        .map(|h| {
-            h.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.unwrap_or_default().to_vec() }).collect()
-        })
-        .unwrap_or_default();
-    KafkaRecord {
-        group: group.to_owned(),
-        topic: message.topic().to_owned(),
-        partition: message.partition() as u32,
-        offset: message.offset() as u64,
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        headers,
-        timestamp_ms: message.timestamp().to_millis().and_then(|t| u64::try_from(t).ok()),
-    }
-}
 
 /// A started trigger; [`stop`](Self::stop) drains it.
 pub struct RunningTrigger {
@@ -144,7 +123,7 @@ struct Trigger {
 struct Lane {
     /// Records of the partition that came through the main queue (only if its queue could not
     /// be split off).
-    strays: mpsc::UnboundedSender<KafkaRecord>,
+    strays: mpsc::UnboundedSender<OwnedMessage>,
     stop: Arc<Stop>,
     worker: JoinHandle<()>,
 }
@@ -239,7 +218,7 @@ impl Trigger {
         let key = (message.topic().to_owned(), message.partition());
         match partitions.lanes.get(&key) {
             Some(lane) => {
-                let _ = lane.strays.send(record_of(message, &self.group));
+                let _ = lane.strays.send(message.detach());
             }
             // Not ours (any more): not stored, so whoever owns it reads it from the commit.
             None => tracing::warn!(function = %self.function, topic = key.0, partition = key.1,
@@ -299,7 +278,7 @@ impl Trigger {
         self: Arc<Self>,
         (topic, partition): PartitionKey,
         queue: Option<Arc<TriggerQueue>>,
-        mut strays: mpsc::UnboundedReceiver<KafkaRecord>,
+        mut strays: mpsc::UnboundedReceiver<OwnedMessage>,
         stop: Arc<Stop>,
         previous: Option<JoinHandle<()>>,
     ) {
@@ -309,12 +288,13 @@ impl Trigger {
         }
         let mut errors = 0u32;
         loop {
-            let first = tokio::select! {
+            let mut batch = Batch::new(&self.group, &topic, partition);
+            tokio::select! {
                 biased;
                 _ = stop.stopped() => return,
-                Some(record) = strays.recv() => record,
+                Some(message) = strays.recv() => batch.push(&message),
                 message = next_message(queue.as_deref()) => match message {
-                    Ok(message) => record_of(&message, &self.group),
+                    Ok(message) => batch.push(&message),
                     Err(error) => {
                         errors += 1;
                         if errors == 1 || errors.is_multiple_of(100) {
@@ -324,15 +304,14 @@ impl Trigger {
                         continue;
                     }
                 },
-            };
+            }
             let Some(spec) = self.spec() else { return };
-            let mut batch = vec![first];
             // Whatever is fetched already, up to the batch size: no waiting for more.
-            while batch.len() < spec.batch_size as usize {
-                if let Ok(record) = strays.try_recv() {
-                    batch.push(record);
+            while !batch.is_full(spec.batch_size as usize) {
+                if let Ok(message) = strays.try_recv() {
+                    batch.push(&message);
                 } else if let Some(Some(Ok(message))) = queue.as_ref().map(|q| q.recv().now_or_never()) {
-                    batch.push(record_of(&message, &self.group));
+                    batch.push(&message);
                 } else {
                     break;
                 }
@@ -340,9 +319,9 @@ impl Trigger {
             if stop.is_stopped() || !self.run_batch(&spec, &batch, &stop).await {
                 return;
             }
-            let next = batch.last().map_or(0, |r| r.offset as i64 + 1);
             let mut tpl = TopicPartitionList::new();
-            if tpl.add_partition_offset(&topic, partition, Offset::Offset(next)).is_ok()
+            if let Some(next) = batch.next_offset()
+                && tpl.add_partition_offset(&topic, partition, Offset::Offset(next)).is_ok()
                 && let Err(error) = self.consumer.store_offsets(&tpl)
             {
                 // The partition was revoked meanwhile: its next owner handles the batch again.
@@ -353,9 +332,9 @@ impl Trigger {
 
     /// Runs a batch; when it fails, runs its records one at a time with retries, sending the
     /// ones that keep failing to the dead-letter topic. False when cancelled first.
-    async fn run_batch(&self, spec: &KafkaTrigger, batch: &[KafkaRecord], stop: &Stop) -> bool {
+    async fn run_batch(&self, spec: &KafkaTrigger, batch: &Batch, stop: &Stop) -> bool {
         let Some(function) = self.shared.registry.active(&self.function) else { return false };
-        let topic = batch[0].topic.as_str();
+        let topic = batch.topic();
         let started = Instant::now();
         let first = match self.invoke(&function, batch, stop).await {
             None => return false,
@@ -371,17 +350,18 @@ impl Trigger {
             Some(Err(error)) => error,
         };
         self.count(topic, "failed", batch.len());
-        tracing::warn!(function = %self.function, topic, partition = batch[0].partition, offset = batch[0].offset,
+        tracing::warn!(function = %self.function, topic, partition = batch.partition(), offset = batch.offset(0),
             records = batch.len(), error = %first, "Kafka batch failed; retrying record by record");
         let mut carried = (batch.len() == 1).then_some(first);
-        for record in batch {
+        for index in 0..batch.len() {
+            let record = batch.single(index);
             let (mut attempts, mut last_error) = match carried.take() {
                 Some(error) => (1, error.to_string()),
                 None => (0, String::new()),
             };
             loop {
                 if attempts > spec.max_retries {
-                    if !self.dead_letter(spec, record, &last_error, attempts, stop).await {
+                    if !self.dead_letter(spec, &record, &last_error, attempts, stop).await {
                         return false;
                     }
                     break;
@@ -389,7 +369,7 @@ impl Trigger {
                 if attempts > 0 {
                     tokio::time::sleep(backoff(attempts)).await;
                 }
-                match self.invoke(&function, std::slice::from_ref(record), stop).await {
+                match self.invoke(&function, &record, stop).await {
                     None => return false,
                     Some(Ok(())) => {
                         self.count(topic, "handled", 1);
@@ -398,8 +378,8 @@ impl Trigger {
                     Some(Err(error)) => {
                         attempts += 1;
                         self.count(topic, "failed", 1);
-                        tracing::warn!(function = %self.function, topic, partition = record.partition,
-                            offset = record.offset, attempts, %error, "Kafka record failed");
+                        tracing::warn!(function = %self.function, topic, partition = record.partition(),
+                            offset = record.offset(0), attempts, %error, "Kafka record failed");
                         last_error = error.to_string();
                     }
                 }
@@ -413,17 +393,16 @@ impl Trigger {
     async fn invoke(
         &self,
         function: &Arc<LoadedFunction>,
-        records: &[KafkaRecord],
+        batch: &Batch,
         stop: &Stop,
     ) -> Option<Result<(), InvokeError>> {
-        let first = &records[0];
-        let id = format!("kafka-{}-{}-{}", first.topic, first.partition, first.offset);
+        let id = format!("kafka-{}-{}-{}", batch.topic(), batch.partition(), batch.offset(0));
         let mut busy = 0;
         loop {
             if stop.is_stopped() {
                 return None;
             }
-            match self.shared.invoker.handle_messages(function, records, &id).await {
+            match self.shared.invoker.handle_messages(function, batch.wit(), &id).await {
                 Err(InvokeError::Overloaded | InvokeError::QueueTimeout) => {
                     busy += 1;
                     tokio::time::sleep(backoff(busy.min(5))).await;
@@ -433,37 +412,31 @@ impl Trigger {
         }
     }
 
-    /// Publishes `record` to the dead-letter topic with headers saying where it came from and
-    /// why it failed; retried until the broker takes it (nothing is dropped). False when
-    /// cancelled first.
-    async fn dead_letter(
-        &self,
-        spec: &KafkaTrigger,
-        record: &KafkaRecord,
-        error: &str,
-        attempts: u32,
-        stop: &Stop,
-    ) -> bool {
-        let dlq = spec.dlq_topic(&record.topic);
+    /// Publishes `record` (a batch of one) to the dead-letter topic with headers saying where
+    /// it came from and why it failed; retried until the broker takes it (nothing is dropped).
+    /// False when cancelled first.
+    async fn dead_letter(&self, spec: &KafkaTrigger, record: &Batch, error: &str, attempts: u32, stop: &Stop) -> bool {
+        let (topic, partition, offset) = (record.topic(), record.partition(), record.offset(0));
+        let dlq = spec.dlq_topic(topic);
         let mut headers: Vec<(String, Vec<u8>)> =
-            record.headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect();
+            record.headers(0).iter().map(|h| (h.key.clone(), h.value.clone())).collect();
         headers.extend([
-            ("faas-original-topic".to_owned(), record.topic.clone().into_bytes()),
-            ("faas-original-partition".to_owned(), record.partition.to_string().into_bytes()),
-            ("faas-original-offset".to_owned(), record.offset.to_string().into_bytes()),
+            ("faas-original-topic".to_owned(), topic.as_bytes().to_vec()),
+            ("faas-original-partition".to_owned(), partition.to_string().into_bytes()),
+            ("faas-original-offset".to_owned(), offset.to_string().into_bytes()),
             ("faas-error".to_owned(), error.as_bytes().to_vec()),
             ("faas-attempts".to_owned(), attempts.to_string().into_bytes()),
             ("faas-function".to_owned(), self.function.clone().into_bytes()),
             ("faas-group".to_owned(), self.group.clone().into_bytes()),
         ]);
-        let value = record.value.as_deref().unwrap_or_default();
+        let value = record.value(0).unwrap_or_default();
         let mut failures = 0;
         loop {
-            match self.shared.publisher.publish(&dlq, record.key.as_deref(), value, &headers).await {
+            match self.shared.publisher.publish(&dlq, record.key(0), value, &headers).await {
                 Ok(_) => {
-                    self.count(&record.topic, "dead_lettered", 1);
-                    tracing::error!(function = %self.function, topic = %record.topic, partition = record.partition,
-                        offset = record.offset, attempts, dlq = %dlq, error, "Kafka record sent to the dead-letter topic");
+                    self.count(topic, "dead_lettered", 1);
+                    tracing::error!(function = %self.function, topic, partition, offset, attempts, dlq = %dlq, error,
+                        "Kafka record sent to the dead-letter topic");
                     return true;
                 }
                 Err(publish_error) => {
