@@ -90,8 +90,9 @@ pub struct KafkaTrigger {
     /// The consumer group; default `faas-<function>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Most records per handler call (all of one partition).
-    #[serde(default = "default_batch_size")]
+    /// Most records per handler call (all of one partition). A batch takes only what is
+    /// fetched already, so a large cap costs no latency and makes a busy partition cheaper.
+    #[serde(default = "default_kafka_batch_size")]
     pub batch_size: u32,
     /// Retries of a failing record before it goes to the dead-letter topic.
     #[serde(default = "default_kafka_retries")]
@@ -117,12 +118,16 @@ fn default_kafka_retries() -> u32 {
     3
 }
 
+fn default_kafka_batch_size() -> u32 {
+    500
+}
+
 impl KafkaTrigger {
     pub fn new(topics: &[&str]) -> Self {
         Self {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             group: None,
-            batch_size: default_batch_size(),
+            batch_size: default_kafka_batch_size(),
             max_retries: default_kafka_retries(),
             dlq: None,
             from: KafkaFrom::Earliest,
@@ -157,8 +162,8 @@ impl KafkaTrigger {
         if let Some(group) = &self.group {
             validate_topic(group).map_err(|_| format!("invalid Kafka group `{group}`: use 1-249 of `a-zA-Z0-9._-`"))?;
         }
-        if !(1..=1000).contains(&self.batch_size) || self.max_retries > 100 {
-            return Err("Kafka trigger: batch_size is 1-1000, max_retries 0-100".into());
+        if !(1..=10_000).contains(&self.batch_size) || self.max_retries > 100 {
+            return Err("Kafka trigger: batch_size is 1-10000, max_retries 0-100".into());
         }
         Ok(())
     }

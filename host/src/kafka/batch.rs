@@ -7,8 +7,9 @@ use crate::bindings::kafka_out::Header;
 use crate::bindings::message::{KafkaBatch, KafkaRecord, Span};
 use rdkafka::message::{Headers, Message};
 
-/// Most key and value bytes a batch gathers (a single larger record still goes, alone).
-const MAX_BATCH_BYTES: usize = 16 << 20;
+/// Most key and value bytes a batch gathers (a single larger record still goes, alone): the
+/// guest holds the batch and, through the SDK, a copy of it in its memory.
+const MAX_BATCH_BYTES: usize = 4 << 20;
 
 pub struct Batch {
     wit: KafkaBatch,

@@ -20,7 +20,7 @@ use super::{Shared, backoff};
 use crate::invoker::InvokeError;
 use crate::registry::LoadedFunction;
 use crate::spec::{KafkaFrom, KafkaTrigger};
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
@@ -307,15 +307,17 @@ impl Trigger {
             }
             let Some(spec) = self.spec() else { return };
             // Whatever is fetched already, up to the batch size: no waiting for more.
+            let mut fetched = queue.as_ref().map(|q| q.stream());
             while !batch.is_full(spec.batch_size as usize) {
                 if let Ok(message) = strays.try_recv() {
                     batch.push(&message);
-                } else if let Some(Some(Ok(message))) = queue.as_ref().map(|q| q.recv().now_or_never()) {
+                } else if let Some(Some(Some(Ok(message)))) = fetched.as_mut().map(|s| s.next().now_or_never()) {
                     batch.push(&message);
                 } else {
                     break;
                 }
             }
+            drop(fetched);
             if stop.is_stopped() || !self.run_batch(&spec, &batch, &stop).await {
                 return;
             }
