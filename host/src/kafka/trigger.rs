@@ -77,6 +77,10 @@ impl RunningTrigger {
             .set("statistics.interval.ms", "2000")
             .set("reconnect.backoff.max.ms", "2000")
             .set("fetch.wait.max.ms", "10")
+            // With a queue per partition, librdkafka's prefetch limit applies per partition (its
+            // default, 64 MiB, is meant for one queue per consumer): 8 MiB per partition is
+            // still tens of thousands of small records, and many partitions stay affordable.
+            .set("queued.max.messages.kbytes", "8192")
             .create_with_context(context)?;
         let consumer = Arc::new(consumer);
         let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
