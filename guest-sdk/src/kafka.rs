@@ -100,7 +100,8 @@ impl KafkaRecord {
 /// The records of a delivered batch, each put together from the batch's shared buffers.
 pub(crate) fn records_of(batch: wit_in::KafkaBatch) -> Vec<KafkaRecord> {
     let wit_in::KafkaBatch { group, topic, partition, records, data, headers } = batch;
-    let bytes = |span: wit_in::Span| data[span.start as usize..(span.start + span.len) as usize].to_vec();
+    let range = |span: wit_in::Span| span.start as usize..(span.start + span.len) as usize;
+    let bytes = |span| data[range(span)].to_vec();
     records
         .into_iter()
         .map(|r| KafkaRecord {
@@ -110,10 +111,7 @@ pub(crate) fn records_of(batch: wit_in::KafkaBatch) -> Vec<KafkaRecord> {
             offset: r.offset,
             key: r.key.map(bytes),
             value: r.value.map(bytes),
-            headers: headers[r.headers.start as usize..(r.headers.start + r.headers.len) as usize]
-                .iter()
-                .map(|h| (h.key.clone(), h.value.clone()))
-                .collect(),
+            headers: headers[range(r.headers)].iter().map(|h| (h.key.clone(), h.value.clone())).collect(),
             timestamp_ms: r.timestamp_ms,
         })
         .collect()

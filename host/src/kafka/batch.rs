@@ -84,7 +84,7 @@ impl Batch {
 
     pub fn headers(&self, index: usize) -> &[Header] {
         let span = self.wit.records[index].headers;
-        &self.wit.headers[span.start as usize..(span.start + span.len) as usize]
+        &self.wit.headers[range(span)]
     }
 
     /// The record at `index` as a batch of its own (for retrying it alone).
@@ -118,8 +118,12 @@ impl Batch {
     }
 
     fn bytes(&self, span: Span) -> &[u8] {
-        &self.wit.data[span.start as usize..(span.start + span.len) as usize]
+        &self.wit.data[range(span)]
     }
+}
+
+fn range(span: Span) -> std::ops::Range<usize> {
+    span.start as usize..(span.start + span.len) as usize
 }
 
 fn append(data: &mut Vec<u8>, bytes: &[u8]) -> Span {

@@ -2,6 +2,7 @@
 //! per-partition lag gauges, and the rebalance hooks of trigger consumers.
 
 use crate::metrics::Metrics;
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
@@ -237,8 +238,7 @@ impl ConsumerContext for TriggerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(partitions) => {
-                let list: Vec<PartitionKey> =
-                    partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                let list = keys(partitions);
                 self.revoke(&list);
                 // Commit what is done before another member takes the partitions over.
                 if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync)
@@ -256,8 +256,7 @@ impl ConsumerContext for TriggerContext {
                 }
             }
             Rebalance::Assign(partitions) => {
-                let list: Vec<PartitionKey> =
-                    partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                let list = keys(partitions);
                 self.assign(&list);
             }
             Rebalance::Error(_) => {}
@@ -267,8 +266,7 @@ impl ConsumerContext for TriggerContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
-                let list: Vec<PartitionKey> =
-                    partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                let list = keys(partitions);
                 tracing::info!(function = %self.function, group = %self.group, partitions = ?list, "partitions assigned");
                 if let Ok(mut assigned) = self.assigned.lock() {
                     assigned.retain(|p| !list.contains(p));
@@ -279,6 +277,10 @@ impl ConsumerContext for TriggerContext {
             Rebalance::Error(error) => tracing::warn!(function = %self.function, %error, "rebalance failed"),
         }
     }
+}
+
+fn keys(partitions: &TopicPartitionList) -> Vec<PartitionKey> {
+    partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
 }
 
 fn log(level: RDKafkaLogLevel, facility: &str, message: &str) {

@@ -161,8 +161,7 @@ impl Trigger {
                         Err(error) => {
                             // librdkafka reconnects by itself; these report transient trouble.
                             // Keep polling, and keep the log readable during an outage.
-                            errors += 1;
-                            if errors == 1 || errors.is_multiple_of(100) {
+                            if worth_logging(&mut errors) {
                                 tracing::warn!(function = %self.function, %error, errors, "Kafka consume error; librdkafka retries");
                             }
                             tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
@@ -272,10 +271,6 @@ impl Trigger {
         }
     }
 
-    fn spec(&self) -> Option<KafkaTrigger> {
-        self.shared.registry.active(&self.function).and_then(|f| f.spec.triggers.kafka.clone())
-    }
-
     /// One partition's worker: batches in offset order, read straight from the partition's
     /// queue; an offset is stored only after its record was handled or dead-lettered.
     async fn work(
@@ -300,8 +295,7 @@ impl Trigger {
                 message = next_message(queue.as_deref()) => match message {
                     Ok(message) => batch.push(&message),
                     Err(error) => {
-                        errors += 1;
-                        if errors == 1 || errors.is_multiple_of(100) {
+                        if worth_logging(&mut errors) {
                             tracing::warn!(function = %self.function, topic, partition, %error, errors, "Kafka fetch error; librdkafka retries");
                         }
                         tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
@@ -309,7 +303,9 @@ impl Trigger {
                     }
                 },
             }
-            let Some(spec) = self.spec() else { return };
+            // One version for the whole batch: the trigger's settings and the code that runs it.
+            let Some(function) = self.shared.registry.active(&self.function) else { return };
+            let Some(spec) = &function.spec.triggers.kafka else { return };
             // Whatever is fetched already, up to the batch size: no waiting for more.
             let mut fetched = queue.as_ref().map(|q| q.stream());
             while !batch.is_full(spec.batch_size as usize) {
@@ -322,7 +318,7 @@ impl Trigger {
                 }
             }
             drop(fetched);
-            if stop.is_stopped() || !self.run_batch(&spec, &batch, &stop).await {
+            if stop.is_stopped() || !self.run_batch(&function, spec, &batch, &stop).await {
                 return;
             }
             let mut tpl = TopicPartitionList::new();
@@ -338,11 +334,10 @@ impl Trigger {
 
     /// Runs a batch; when it fails, runs its records one at a time with retries, sending the
     /// ones that keep failing to the dead-letter topic. False when cancelled first.
-    async fn run_batch(&self, spec: &KafkaTrigger, batch: &Batch, stop: &Stop) -> bool {
-        let Some(function) = self.shared.registry.active(&self.function) else { return false };
+    async fn run_batch(&self, function: &Arc<LoadedFunction>, spec: &KafkaTrigger, batch: &Batch, stop: &Stop) -> bool {
         let topic = batch.topic();
         let started = Instant::now();
-        let first = match self.invoke(&function, batch, stop).await {
+        let first = match self.invoke(function, batch, stop).await {
             None => return false,
             Some(Ok(())) => {
                 self.count(topic, "handled", batch.len());
@@ -375,7 +370,7 @@ impl Trigger {
                 if attempts > 0 {
                     tokio::time::sleep(backoff(attempts)).await;
                 }
-                match self.invoke(&function, &record, stop).await {
+                match self.invoke(function, &record, stop).await {
                     None => return false,
                     Some(Ok(())) => {
                         self.count(topic, "handled", 1);
@@ -469,4 +464,11 @@ async fn next_message(queue: Option<&TriggerQueue>) -> Result<BorrowedMessage<'_
         Some(queue) => queue.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Counts one more error in a row; true for the first and every hundredth, so an outage
+/// stays readable in the log.
+fn worth_logging(errors: &mut u32) -> bool {
+    *errors += 1;
+    *errors == 1 || errors.is_multiple_of(100)
 }
