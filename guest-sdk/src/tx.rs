@@ -62,14 +62,49 @@ pub fn commit_atomically(
     participants: &[ParticipantCall],
     prepare_timeout: Option<Duration>,
 ) -> Result<TxResult, TxError> {
+    commit_with(participants, &TxOptions { prepare_timeout, idempotency_key: None })
+}
+
+/// How [`commit_with`] runs a transaction.
+#[derive(Clone, Debug, Default)]
+pub struct TxOptions<'a> {
+    /// Each participant's limit to prepare (default 5 s, at most 60 s).
+    pub prepare_timeout: Option<Duration>,
+    /// The same key (1-200 bytes) in this function's namespace is the same transaction: asking
+    /// again (say, after a lost response) returns its recorded outcome instead of running it
+    /// twice. Its id is a UUIDv5 of the namespace and the key; `GET /v1/transactions?key=…`
+    /// finds it.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// [`commit_atomically`] with [`TxOptions`], e.g. an idempotency key:
+///
+/// ```no_run
+/// use faas_sdk::tx::{self, ParticipantCall, TxOptions};
+///
+/// # fn main() -> Result<(), tx::TxError> {
+/// # let participants: Vec<ParticipantCall> = Vec::new();
+/// let options = TxOptions { idempotency_key: Some("transfer-42"), ..TxOptions::default() };
+/// let result = tx::commit_with(&participants, &options)?; // again: the same transaction
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// See [`TxError`].
+pub fn commit_with(participants: &[ParticipantCall], options: &TxOptions<'_>) -> Result<TxResult, TxError> {
     #[cfg(target_arch = "wasm32")]
     {
-        let timeout = prepare_timeout.map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX));
-        Ok(wit::commit_atomically(participants, timeout)?)
+        let options = wit::TxOptions {
+            prepare_timeout_ms: options.prepare_timeout.map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
+            idempotency_key: options.idempotency_key.map(str::to_owned),
+        };
+        Ok(wit::commit_atomically(participants, &options)?)
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
-        let _ = (participants, prepare_timeout);
+        let _ = (participants, options);
         Err(TxError::Unavailable("transactions run on the faas host, not in native tests".into()))
     }
 }
@@ -80,7 +115,10 @@ pub fn commit_atomically(
 pub enum TxError {
     /// Malformed participants, or a function that is not deployed or exports no `participant`.
     InvalidRequest(String),
-    /// The coordinator's log failed; nothing was decided.
+    /// The idempotency key already names a transaction with other participants.
+    Conflict(String),
+    /// The coordinator's log failed (nothing was decided), or the transaction with this key is
+    /// still being prepared elsewhere: ask again with the same key.
     Unavailable(String),
 }
 
@@ -88,6 +126,7 @@ impl fmt::Display for TxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InvalidRequest(m) => write!(f, "invalid transaction: {m}"),
+            Self::Conflict(m) => write!(f, "transaction conflict: {m}"),
             Self::Unavailable(m) => write!(f, "transaction coordinator unavailable: {m}"),
         }
     }
@@ -99,6 +138,7 @@ impl From<wit::TxError> for TxError {
     fn from(error: wit::TxError) -> Self {
         match error {
             wit::TxError::InvalidRequest(m) => Self::InvalidRequest(m),
+            wit::TxError::Conflict(m) => Self::Conflict(m),
             wit::TxError::Unavailable(m) => Self::Unavailable(m),
         }
     }

@@ -53,6 +53,16 @@ pub struct ServeConfig {
     #[arg(long, env = "FAAS_KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = crate::limits::parse_duration)]
     pub kafka_session_timeout: std::time::Duration,
 
+    /// How long a node may be silent (no heartbeat in the database) before other nodes take
+    /// over its sagas and transactions. Shorter: faster takeover; too short: a node busy past
+    /// it loses its work (safely: its writes are fenced) and the work moves needlessly.
+    #[arg(long, env = "FAAS_NODE_TIMEOUT", default_value = "10s", value_parser = crate::limits::parse_duration)]
+    pub node_timeout: std::time::Duration,
+
+    /// How often each node looks for sagas and transactions of dead nodes to take over.
+    #[arg(long, env = "FAAS_RECOVERY_INTERVAL", default_value = "5s", value_parser = crate::limits::parse_duration)]
+    pub recovery_interval: std::time::Duration,
+
     /// Log format on stderr.
     #[arg(long, env = "FAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

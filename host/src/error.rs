@@ -9,7 +9,7 @@ use crate::validate::ValidationError;
 use crate::workflows::sagas::SagaError;
 use axum::Json;
 use axum::extract::multipart::MultipartError;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -128,6 +128,18 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(rejection.status(), "invalid_query", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(rejection.status(), "invalid_path", rejection.body_text())
+    }
+}
+
 impl From<MultipartError> for ApiError {
     fn from(error: MultipartError) -> Self {
         let status = error.status();
@@ -143,6 +155,9 @@ impl From<SagaError> for ApiError {
             SagaError::Invalid(m) => Self::bad_request("invalid_saga", m),
             e @ SagaError::Conflict(_) => Self::new(StatusCode::CONFLICT, "saga_conflict", e.to_string()),
             e @ SagaError::NotStuck { .. } => Self::new(StatusCode::CONFLICT, "saga_not_stuck", e.to_string()),
+            SagaError::Store(StoreError::Fenced(m)) => {
+                Self::new(StatusCode::CONFLICT, "saga_conflict", format!("{m}: it was resolved concurrently"))
+            }
             SagaError::Store(e) => e.into(),
         }
     }

@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::registry::{Registry, follow_remote_changes};
 use crate::store;
 use crate::subscriptions::{Subscriptions, listen_for_remote_appends};
-use crate::workflows::{self, Workflows};
+use crate::workflows::{self, Liveness, Workflows};
 use anyhow::{Context as _, bail};
 use std::io::Write as _;
 use std::sync::Arc;
@@ -79,7 +79,6 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
             None
         }
     };
-    let kafka_tasks = kafka.as_ref().map(Kafka::start);
     let subscriptions = Subscriptions::new(
         registry.clone(),
         invoker.clone(),
@@ -87,12 +86,22 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
         notifier.clone(),
         kafka.as_ref().map(|k| k.publisher().clone()),
     );
-    let subscription_tasks = subscriptions.start();
     let node = workflows::node_id(&config.data_dir).context("reading the node id")?;
-    let workflows =
-        Arc::new(Workflows::new(stores.workflows.clone(), registry.clone(), invoker.clone(), metrics.clone(), node));
+    let liveness = Liveness { node_timeout: config.node_timeout, sweep_every: config.recovery_interval };
+    let workflows = Arc::new(Workflows::new(
+        stores.workflows.clone(),
+        registry.clone(),
+        invoker.clone(),
+        metrics.clone(),
+        node,
+        liveness,
+    ));
     let _ = capabilities.workflows.set(workflows.clone());
-    let workflow_tasks = workflows.start();
+    // Before either listener accepts work: what this node owned before a restart is resumed
+    // first, so it is never confused with work started by this process.
+    let workflow_tasks = workflows.start().await.context("resuming sagas and transactions")?;
+    let kafka_tasks = kafka.as_ref().map(Kafka::start);
+    let subscription_tasks = subscriptions.start();
     let remote_appends = stores.postgres_url.clone().map(|url| listen_for_remote_appends(url, notifier));
     let remote_deploys = stores.postgres_url.clone().map(|url| follow_remote_changes(url, registry.clone()));
 
@@ -146,7 +155,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
         tokio::join!(data_server.into_future(), admin_server.into_future(), kafka_drain);
     kafka_tasks.into_iter().for_each(|task| task.abort());
     subscription_tasks.abort();
-    workflow_tasks.abort();
+    workflow_tasks.iter().for_each(|task| task.abort());
     for task in remote_appends.into_iter().chain(remote_deploys) {
         task.abort();
     }

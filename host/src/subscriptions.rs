@@ -291,7 +291,7 @@ impl Subscriptions {
 
     /// Runs a parked event through the handler once more; marks it replayed on success.
     pub async fn replay_parked(&self, function: &Arc<LoadedFunction>, id: i64) -> Result<(), ReplayError> {
-        let parked = self.stores.subscriptions.parked(&function.name).await?;
+        let parked = self.stores.subscriptions.parked(&function.name, id - 1, 1).await?;
         let entry = parked.iter().find(|p| p.id == id).ok_or(ReplayError::NotFound)?;
         let event = self.stores.events.event_at(entry.position).await?.ok_or(ReplayError::NotFound)?;
         let batch = [to_wit(event, &function.access)];

@@ -16,5 +16,6 @@ mod limits;
 mod observability;
 mod sagas;
 mod security;
+mod soak;
 mod transactions;
 mod validation;

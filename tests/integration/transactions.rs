@@ -11,6 +11,8 @@ backend_tests!(
     transfers_commit_on_both_or_neither,
     a_crash_after_the_decision_commits_on_recovery,
     a_crash_before_the_decision_aborts_on_recovery,
+    an_idempotency_key_names_one_transaction,
+    transaction_lists_page_with_a_cursor,
 );
 
 async fn banks(server: &Server) {
@@ -56,6 +58,7 @@ async fn transfers_commit_on_both_or_neither(backend: Backend) {
         "bob's prepared credit was aborted"
     );
     let (_, aborted) = server.get_json("/v1/transactions?status=aborted").await;
+    let aborted = aborted["transactions"].clone();
     assert_eq!(aborted.as_array().unwrap().len(), 1);
     assert_eq!(aborted[0]["participants"][1]["vote"], "commit", "bob voted yes and was still aborted");
 
@@ -84,7 +87,7 @@ async fn transfers_commit_on_both_or_neither(backend: Backend) {
     assert!(body["error"].as_str().unwrap().contains("exports no `faas:platform/participant`"), "{body}");
 
     // GraphQL shows the log too.
-    let query = json!({ "query": "{ transactions { status participants { function vote } } }" });
+    let query = json!({ "query": "{ transactions { transactions { status participants { function vote } } next } }" });
     let graphql: Value = server
         .admin_request(reqwest::Method::POST, "/graphql")
         .json(&query)
@@ -94,7 +97,91 @@ async fn transfers_commit_on_both_or_neither(backend: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(graphql["data"]["transactions"].as_array().unwrap().len(), 3, "{graphql}");
+    assert_eq!(graphql["data"]["transactions"]["transactions"].as_array().unwrap().len(), 3, "{graphql}");
+}
+
+/// The same key in the same namespace is the same transaction: asked again, it answers the
+/// recorded outcome and moves nothing twice; other participants under that key are refused;
+/// the key finds the transaction in the log.
+async fn an_idempotency_key_names_one_transaction(backend: Backend) {
+    let server = Server::start(backend).await;
+    banks(&server).await;
+    let mut keyed = transfer(30);
+    keyed["key"] = json!("transfer-1");
+    let (status, first) = server.post_json("/bank-east/transfer", &keyed).await;
+    assert_eq!((status, first["outcome"].as_str()), (200, Some("committed")), "{first}");
+    let (status, again) = server.post_json("/bank-east/transfer", &keyed).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, first, "the recorded outcome of the same transaction");
+    assert_eq!(account(&server, "bank-east", "alice").await["balance"], 70, "debited once");
+    assert_eq!(account(&server, "bank-west", "bob").await["balance"], 30, "credited once");
+
+    // An aborted one answers aborted again, even once it could commit.
+    let mut too_much = transfer(500);
+    too_much["key"] = json!("transfer-2");
+    let (status, refused) = server.post_json("/bank-east/transfer", &too_much).await;
+    assert_eq!((status, refused["outcome"].as_str()), (409, Some("aborted")), "{refused}");
+    assert_eq!(server.post("/bank-east/accounts/alice/deposit?amount=1000").await.0, 200);
+    let (status, still) = server.post_json("/bank-east/transfer", &too_much).await;
+    assert_eq!((status, &still), (409, &refused));
+
+    // Same key, other participants: a conflict, nothing runs.
+    let mut other = transfer(5);
+    other["key"] = json!("transfer-1");
+    let (status, conflict) = server.post_json("/bank-east/transfer", &other).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert!(conflict["error"].as_str().unwrap().contains("other participants"), "{conflict}");
+    assert_eq!(account(&server, "bank-east", "alice").await["balance"], 1070);
+
+    // Keys are per namespace: bank-west may use the same key for its own transaction.
+    let west = json!({ "from": "bob", "to_function": "bank-east", "to": "alice", "amount": 1, "key": "transfer-1" });
+    let (status, body) = server.post_json("/bank-west/transfer", &west).await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body["tx"], first["tx"]);
+
+    // The log finds it by key (with its namespace), and the id derives from namespace and key.
+    let (status, found) = server.get_json("/v1/transactions?namespace=bank-east&key=transfer-1").await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["transactions"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["transactions"][0]["id"], first["tx"]);
+    assert_eq!(found["transactions"][0]["idempotency_key"], "transfer-1");
+    let (status, bad) = server.get_json("/v1/transactions?key=transfer-1").await;
+    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("invalid_request")), "{bad}");
+}
+
+/// Lists page with a cursor and say when there is more: three transactions in pages of two.
+async fn transaction_lists_page_with_a_cursor(backend: Backend) {
+    let server = Server::start(backend).await;
+    banks(&server).await;
+    for _ in 0..3 {
+        assert_eq!(server.post_json("/bank-east/transfer", &transfer(1)).await.0, 200);
+    }
+    let (_, first) = server.get_json("/v1/transactions?limit=2").await;
+    assert_eq!(first["transactions"].as_array().unwrap().len(), 2, "{first}");
+    let next = first["next"].as_str().expect("a next cursor: there is more");
+    let (_, second) = server.get_json(&format!("/v1/transactions?limit=2&after={next}")).await;
+    assert_eq!(second["transactions"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second["next"], Value::Null, "the last page");
+    let mut ids: Vec<&str> = first["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["transactions"].as_array().unwrap())
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "each once");
+    for (path, code) in [
+        ("/v1/transactions?limit=0", "invalid_limit"),
+        ("/v1/transactions?limit=1001", "invalid_limit"),
+        ("/v1/transactions?after=nonsense", "invalid_cursor"),
+        ("/v1/transactions?limit=abc", "invalid_query"),
+        ("/v1/sagas?bogus=1", "invalid_query"),
+    ] {
+        let (status, body) = server.get_json(path).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some(code)), "{path}: {body}");
+    }
 }
 
 /// Sends a transfer that will be cut off by the kill; returns the transaction id from the log.

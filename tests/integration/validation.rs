@@ -132,3 +132,55 @@ async fn a_route_belongs_to_one_function() {
     assert_eq!(server.call("/shared/raw/x").await, (200, "raw wasi ok".into()));
     assert_eq!(server.call("/shared/x").await.0, 200);
 }
+
+/// Every refusal axum itself produces (query string, path segment, JSON body, multipart,
+/// method) comes in the one `{"error":{"code","message"}}` shape.
+#[tokio::test]
+async fn every_rejection_has_the_json_error_shape() {
+    let server = Server::start(Backend::Sqlite).await;
+    let send = |method: reqwest::Method, path: &str| server.admin_request(method, path);
+    let cases = [
+        (send(reqwest::Method::GET, "/v1/sagas?limit=lots"), 400, "invalid_query"),
+        (send(reqwest::Method::GET, "/v1/transactions?unknown=1"), 400, "invalid_query"),
+        (send(reqwest::Method::GET, "/v1/namespaces/a/streams/s?backward=maybe"), 400, "invalid_query"),
+        (send(reqwest::Method::POST, "/v1/functions/f/parked/not-a-number/replay"), 400, "invalid_path"),
+        (send(reqwest::Method::POST, "/graphql").body("{}"), 415, "invalid_json"),
+        (
+            send(reqwest::Method::POST, "/graphql").header("content-type", "application/json").body("{nope"),
+            400,
+            "invalid_json",
+        ),
+        (
+            send(reqwest::Method::POST, "/graphql").header("content-type", "application/json").body("[1]"),
+            422,
+            "invalid_json",
+        ),
+        (send(reqwest::Method::POST, "/v1/functions/f/versions").body("raw"), 400, "invalid_multipart"),
+        (send(reqwest::Method::PUT, "/v1/functions"), 405, "method_not_allowed"),
+        (send(reqwest::Method::GET, "/v1/nothing-here"), 404, "not_found"),
+        (send(reqwest::Method::GET, "/v1/functions?limit=0"), 400, "invalid_limit"),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        let got = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({got}): {text}"));
+        assert_eq!((got, error_of(&body).0.as_str()), (status, code), "{body}");
+    }
+}
+
+/// `/v1/functions` pages by name and says when there is more.
+#[tokio::test]
+async fn function_lists_page_by_name() {
+    let server = Server::start(Backend::Sqlite).await;
+    for name in ["c", "a", "b"] {
+        server.deploy_ok(name, components().bytes("hello"), spec(&[&format!("/{name}")], json!({}))).await;
+    }
+    let (_, first) = server.get_json("/v1/functions?limit=2").await;
+    let names: Vec<&str> = first["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(first["next"], "b");
+    let (_, rest) = server.get_json("/v1/functions?limit=2&after=b").await;
+    assert_eq!(rest["functions"][0]["name"], "c");
+    assert_eq!(rest["next"], Value::Null);
+}

@@ -5,14 +5,17 @@
 //! - Accounts are kv entries `account/<id>` = `{"balance", "holds": {tx: delta}}`, changed with
 //!   compare-and-swap. `prepare` holds the change (voting abort when the balance, less what is
 //!   already held, cannot cover a debit); `commit` applies the held change; `abort` drops it. All
-//!   three are idempotent per transaction id.
+//!   three are idempotent per transaction id, and an abort that arrives before its prepare (a
+//!   recovering coordinator aborts what it never saw decided) leaves a mark that makes the late
+//!   prepare vote no.
 //! - Payload `{"account","delta"}`, plus `prepare_delay_ms` / `commit_delay_ms` (to let tests
 //!   kill the coordinator in between).
 //! - `POST /<name>/accounts/<id>/deposit?amount=N`, `GET /<name>/accounts/<id>`, and
 //!   `POST /<name>/transfer` `{"from","to_function","to","amount",...}` (a debit here and a credit
-//!   at `to_function`, atomically; optional `prepare_timeout_ms`).
+//!   at `to_function`, atomically; optional `prepare_timeout_ms`, and `key`: an idempotency key,
+//!   so a client whose answer was lost sends the same transfer again and gets its outcome).
 
-use faas_sdk::tx::{self, Participant, ParticipantCall, TxOutcome, Vote};
+use faas_sdk::tx::{self, Participant, ParticipantCall, TxOptions, TxOutcome, Vote};
 use faas_sdk::{IntoResponse, Request, RequestExt, StatusCode, http_handler, json, kv};
 use serde::{Deserialize, Serialize};
 use serde_json::json as j;
@@ -59,6 +62,10 @@ fn change_of(tx_id: &str) -> Result<Option<Change>, String> {
     kv::get_json(&format!("tx/{tx_id}")).map_err(|e| e.to_string())
 }
 
+fn aborted_key(tx_id: &str) -> String {
+    format!("aborted/{tx_id}")
+}
+
 struct Ledger;
 
 impl Participant for Ledger {
@@ -67,6 +74,11 @@ impl Participant for Ledger {
             Ok(change) => change,
             Err(e) => return Vote::Abort(format!("malformed payload: {e}")),
         };
+        match kv::get(&aborted_key(&tx_id)) {
+            Ok(None) => {}
+            Ok(Some(_)) => return Vote::Abort("already aborted".into()),
+            Err(e) => return Vote::Abort(e.to_string()),
+        }
         if let Err(e) = kv::set_json(&format!("tx/{tx_id}"), &change) {
             return Vote::Abort(e.to_string());
         }
@@ -108,6 +120,7 @@ impl Participant for Ledger {
     }
 
     fn abort(tx_id: String) -> Result<(), String> {
+        kv::set(&aborted_key(&tx_id), b"1").map_err(|e| e.to_string())?;
         let Some(change) = change_of(&tx_id)? else {
             return Ok(());
         };
@@ -133,6 +146,9 @@ struct Transfer {
     /// The coordinator's limit for each prepare (default 5 s).
     #[serde(default)]
     prepare_timeout_ms: Option<u64>,
+    /// Idempotency key of the transaction.
+    #[serde(default)]
+    key: Option<String>,
 }
 
 #[http_handler]
@@ -180,13 +196,21 @@ fn serve(req: Request) -> impl IntoResponse {
                 call(&me, &transfer.from, -transfer.amount),
                 call(&transfer.to_function, &transfer.to, transfer.amount),
             ];
-            match tx::commit_atomically(&participants, transfer.prepare_timeout_ms.map(Duration::from_millis)) {
+            let options = TxOptions {
+                prepare_timeout: transfer.prepare_timeout_ms.map(Duration::from_millis),
+                idempotency_key: transfer.key.as_deref(),
+            };
+            match tx::commit_with(&participants, &options) {
                 Ok(result) => match result.outcome {
                     TxOutcome::Committed => json(StatusCode::OK, &j!({ "tx": result.id, "outcome": "committed" })),
                     TxOutcome::Aborted(reason) => {
                         json(StatusCode::CONFLICT, &j!({ "tx": result.id, "outcome": "aborted", "reason": reason }))
                     }
                 },
+                Err(e @ tx::TxError::Unavailable(_)) => {
+                    json(StatusCode::SERVICE_UNAVAILABLE, &j!({ "error": e.to_string() }))
+                }
+                Err(e @ tx::TxError::Conflict(_)) => json(StatusCode::CONFLICT, &j!({ "error": e.to_string() })),
                 Err(e) => json(StatusCode::BAD_REQUEST, &j!({ "error": e.to_string() })),
             }
         }

@@ -1,26 +1,41 @@
 //! `/v1/functions/{name}/subscriptions`, parked-event replay, and reading streams.
 
 use super::Admin;
+use super::extract::{Path, Query};
+use super::paging;
 use crate::capabilities::event_store::metadata_from_json;
 use crate::error::ApiError;
 use crate::store::events::{Direction, RecordedEvent};
 use crate::subscriptions::ReplayError;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+/// `?limit=&after=` page the parked events (by id); `next` is the `after` of the next page.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParkedParams {
+    limit: Option<u32>,
+    after: Option<i64>,
+}
+
 pub async fn subscriptions(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
+    Query(params): Query<ParkedParams>,
 ) -> Result<impl IntoResponse, ApiError> {
     let function =
         admin.registry.active(&name).ok_or_else(|| ApiError::not_found(format!("function `{name}` not found")))?;
+    let limit = paging::limit(params.limit)?;
     let statuses = admin.subscriptions.status(&function).await?;
-    let parked = admin.stores.subscriptions.parked(&name).await?;
-    Ok(Json(json!({ "function": name, "subscriptions": statuses, "parked": parked })))
+    let mut parked = admin.stores.subscriptions.parked(&name, params.after.unwrap_or(0), limit + 1).await?;
+    let more = parked.len() > limit as usize;
+    parked.truncate(limit as usize);
+    let next = if more { parked.last().map(|p| p.id) } else { None };
+    Ok(Json(json!({ "function": name, "subscriptions": statuses, "parked": parked, "next": next })))
 }
 
 pub async fn replay(
@@ -37,19 +52,15 @@ pub async fn replay(
     }
 }
 
+/// `?from=<version>|end&max=&backward=`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadParams {
     #[serde(default)]
-    from: Option<u64>,
-    #[serde(default = "default_max")]
-    max: u32,
+    from: Option<String>,
+    max: Option<u32>,
     #[serde(default)]
     backward: bool,
-}
-
-fn default_max() -> u32 {
-    100
 }
 
 pub async fn read_stream(
@@ -57,13 +68,43 @@ pub async fn read_stream(
     Path((namespace, stream)): Path<(String, String)>,
     Query(params): Query<ReadParams>,
 ) -> Result<impl IntoResponse, ApiError> {
+    crate::capabilities::validate_address(&namespace, &stream)
+        .map_err(|m| ApiError::bad_request("invalid_request", m))?;
     let direction = if params.backward { Direction::Backward } else { Direction::Forward };
-    let from = params.from.unwrap_or(if params.backward { u64::MAX } else { 0 });
-    let max = params.max.min(crate::capabilities::MAX_READ_COUNT);
-    let events = admin.stores.events.read_stream(&namespace, &stream, from, direction, max).await?;
-    Ok(Json(
-        json!({ "namespace": namespace, "stream": stream, "events": events.iter().map(event_json).collect::<Vec<_>>() }),
-    ))
+    // A version, `start`, or `end` (the last one; backward reads start there by default).
+    let from = match params.from.as_deref() {
+        None if params.backward => u64::MAX,
+        None | Some("start") => 0,
+        Some("end") => u64::MAX,
+        Some(text) => text.parse().map_err(|_| {
+            ApiError::bad_request("invalid_query", format!("from=`{text}`: use a version number, `start` or `end`"))
+        })?,
+    };
+    let max = match params.max {
+        None => 100,
+        Some(n @ 1..=crate::capabilities::MAX_READ_COUNT) => n,
+        Some(n) => {
+            return Err(ApiError::bad_request(
+                "invalid_limit",
+                format!("max {n} is not within 1-{}", crate::capabilities::MAX_READ_COUNT),
+            ));
+        }
+    };
+    let mut events = admin.stores.events.read_stream(&namespace, &stream, from, direction, max + 1).await?;
+    let more = events.len() > max as usize;
+    events.truncate(max as usize);
+    // Where the next page starts (pass it as `from`); null when this page reached the end.
+    let next = if more {
+        events.last().and_then(|e| if params.backward { e.version.checked_sub(1) } else { Some(e.version + 1) })
+    } else {
+        None
+    };
+    Ok(Json(json!({
+        "namespace": namespace,
+        "stream": stream,
+        "events": events.iter().map(event_json).collect::<Vec<_>>(),
+        "next": next,
+    })))
 }
 
 /// An event for JSON readers: data as JSON when it is JSON, else base64-free raw text or bytes.

@@ -1,20 +1,36 @@
 //! `/v1/functions`: deploy, list, get, activate (rollback), delete.
 
 use super::Admin;
+use super::extract::{Path, Query};
+use super::paging;
 use crate::error::ApiError;
 use crate::spec::DeploySpec;
 use crate::store::{FunctionRecord, format_time};
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-pub async fn list(State(admin): State<Arc<Admin>>) -> Result<impl IntoResponse, ApiError> {
-    let functions = admin.registry.functions().await?;
-    Ok(Json(json!({ "functions": functions.iter().map(summary).collect::<Vec<_>>() })))
+/// `?limit=&after=<name>`: by name; `next` is the `after` of the next page.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+pub async fn list(
+    State(admin): State<Arc<Admin>>,
+    Query(params): Query<ListParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = paging::limit(params.limit)?;
+    let mut functions = admin.registry.functions().await?;
+    functions.sort_by(|a, b| a.name.cmp(&b.name));
+    let (page, next) = paging::slice(functions, params.after.as_ref(), limit, |f| f.name.clone());
+    Ok(Json(json!({ "functions": page.iter().map(summary).collect::<Vec<_>>(), "next": next })))
 }
 
 pub async fn get(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {

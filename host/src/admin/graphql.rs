@@ -4,33 +4,91 @@
 //! REST API.
 
 use super::Admin;
-use super::workflows::{MAX_LIMIT, SagaReport, SagaSummary, TxReport};
+use super::extract::Json;
+use super::graphql_depth;
+use super::paging::MAX_LIMIT;
+use super::workflows::{SagaReport, SagaSummary, TxReport};
 use crate::capabilities::event_store::metadata_from_json;
 use crate::store::events::{Direction, ParkedEvent, RecordedEvent};
-use crate::store::workflows::{SagaStatus, TxStatus};
+use crate::store::workflows::{Cursor, ListQuery, SagaStatus, TxStatus};
 use crate::store::{FunctionRecord, VersionRecord, format_time};
 use crate::workflows::sagas::SagaError;
-use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Result, Schema, SimpleObject};
-use axum::Json;
+use async_graphql::{
+    Context, EmptyMutation, EmptySubscription, InputValueError, InputValueResult, Object, Result, Scalar, ScalarType,
+    Schema, ServerError, SimpleObject, Value,
+};
 use axum::extract::State;
 use axum::response::{Html, IntoResponse};
 use std::sync::Arc;
 
 pub type FaasSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
-/// Deep nesting (function → subscriptions → parked …) is cheap, but bound it anyway.
-const MAX_DEPTH: usize = 8;
 const MAX_PAGE: u32 = 1000;
 
+/// Depth is bounded by [`graphql_depth`] before execution (data and introspection apart).
 pub fn schema(admin: Arc<Admin>) -> FaasSchema {
-    Schema::build(Query, EmptyMutation, EmptySubscription).data(admin).limit_depth(MAX_DEPTH).finish()
+    Schema::build(Query, EmptyMutation, EmptySubscription).data(admin).finish()
 }
 
 pub async fn execute(
     State(schema): State<FaasSchema>,
     Json(request): Json<async_graphql::Request>,
 ) -> impl IntoResponse {
-    Json(schema.execute(request).await)
+    // A query that does not parse is left to the executor, which reports the syntax error.
+    if let Ok(document) = async_graphql::parser::parse_query(&request.query)
+        && let Err(message) = graphql_depth::check(&document)
+    {
+        return axum::Json(async_graphql::Response::from_errors(vec![ServerError::new(message, None)]));
+    }
+    axum::Json(schema.execute(request).await)
+}
+
+/// A 64-bit unsigned integer (a position, a version, a size). GraphQL's `Int` is 32-bit, so it
+/// is sent as a decimal string; input takes a string or a number, and `"end"` for the last one
+/// (a position or version past every other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct U64(pub u64);
+
+#[Scalar(name = "U64")]
+impl ScalarType for U64 {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::Number(n) => {
+                n.as_u64().map(U64).ok_or_else(|| InputValueError::custom("not a non-negative integer"))
+            }
+            Value::String(text) if text == "end" => Ok(U64(u64::MAX)),
+            Value::String(text) => {
+                text.parse().map(U64).map_err(|_| InputValueError::custom(format!("`{text}` is not a U64 or \"end\"")))
+            }
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.to_string())
+    }
+}
+
+/// Namespaces and streams are checked as everywhere else (`capabilities::validate_address`).
+fn check_address(namespace: &str, stream: &str) -> Result<()> {
+    crate::capabilities::validate_address(namespace, stream).map_err(async_graphql::Error::new)
+}
+
+fn list_query<S>(
+    status: Option<S>,
+    namespace: Option<String>,
+    key: Option<String>,
+    first: u32,
+    after: Option<String>,
+) -> Result<ListQuery<S>> {
+    if key.is_some() && namespace.is_none() {
+        return Err("an idempotency key is unique within its namespace: pass `namespace` with `key`".into());
+    }
+    let after = match after {
+        Some(text) => Some(Cursor::decode(&text).ok_or_else(|| format!("`{text}` is not a cursor of this list"))?),
+        None => None,
+    };
+    Ok(ListQuery { status, namespace, idempotency_key: key, after, limit: first.clamp(1, MAX_LIMIT) })
 }
 
 pub async fn graphiql() -> impl IntoResponse {
@@ -54,41 +112,47 @@ impl Query {
         Ok(admin(ctx).stores.functions.function(&name).await?.map(Function))
     }
 
-    /// A page of one stream's events, from `fromVersion` (inclusive; from the end when backward).
+    /// A page of one stream's events, from `fromVersion` (inclusive; default: the start, or the
+    /// end when backward; `"end"` names the last version).
     async fn stream(
         &self,
         ctx: &Context<'_>,
         namespace: String,
         stream: String,
-        from_version: Option<u64>,
+        from_version: Option<U64>,
         #[graphql(default = 100)] first: u32,
         #[graphql(default = false)] backward: bool,
     ) -> Result<EventPage> {
+        check_address(&namespace, &stream)?;
         let direction = if backward { Direction::Backward } else { Direction::Forward };
-        let from = from_version.unwrap_or(if backward { u64::MAX } else { 0 });
+        let from = from_version.map_or(if backward { u64::MAX } else { 0 }, |v| v.0);
         let first = first.min(MAX_PAGE);
         let events = admin(ctx).stores.events.read_stream(&namespace, &stream, from, direction, first + 1).await?;
         let next = if backward { |e: &Event| e.0.version.checked_sub(1) } else { |e: &Event| Some(e.0.version + 1) };
         Ok(EventPage::new(events, first, next))
     }
 
-    /// A page of the global log of the given namespaces, from `fromPosition` (inclusive).
+    /// A page of the global log of the given namespaces, from `fromPosition` (inclusive, default 1).
     async fn events(
         &self,
         ctx: &Context<'_>,
         namespaces: Vec<String>,
-        #[graphql(default = 1)] from_position: u64,
+        from_position: Option<U64>,
         #[graphql(default = 100)] first: u32,
     ) -> Result<EventPage> {
+        for namespace in &namespaces {
+            crate::spec::validate_name(namespace).map_err(async_graphql::Error::new)?;
+        }
         let names: Vec<&str> = namespaces.iter().map(String::as_str).collect();
         let first = first.min(MAX_PAGE);
-        let events = admin(ctx).stores.events.read_all(&names, from_position, first + 1).await?;
+        let from = from_position.map_or(1, |p| p.0);
+        let events = admin(ctx).stores.events.read_all(&names, from, first + 1).await?;
         Ok(EventPage::new(events, first, |e: &Event| Some(e.0.position + 1)))
     }
 
     /// The last global position handed out.
-    async fn head_position(&self, ctx: &Context<'_>) -> Result<u64> {
-        Ok(admin(ctx).stores.events.head().await?)
+    async fn head_position(&self, ctx: &Context<'_>) -> Result<U64> {
+        Ok(U64(admin(ctx).stores.events.head().await?))
     }
 
     /// One saga: its steps (attempts, errors, timestamps) and journal.
@@ -100,15 +164,20 @@ impl Query {
         }
     }
 
-    /// Sagas, newest first, optionally of one status.
+    /// A page of sagas, newest first, optionally of one status, namespace, or idempotency key
+    /// (with its namespace); pass `next` as `after` for the next page.
     async fn sagas(
         &self,
         ctx: &Context<'_>,
         status: Option<SagaStatus>,
+        namespace: Option<String>,
+        key: Option<String>,
         #[graphql(default = 100)] first: u32,
-    ) -> Result<Vec<SagaSummary>> {
-        let sagas = admin(ctx).workflows.sagas.list(status, first.min(MAX_LIMIT)).await?;
-        Ok(sagas.iter().map(SagaSummary::from).collect())
+        after: Option<String>,
+    ) -> Result<SagaPage> {
+        let query = list_query(status, namespace, key, first, after)?;
+        let page = admin(ctx).workflows.sagas.list(&query).await?;
+        Ok(SagaPage { sagas: page.items.iter().map(SagaSummary::from).collect(), next: page.next.map(|c| c.encode()) })
     }
 
     /// One two-phase-commit transaction from the coordinator's log.
@@ -116,15 +185,35 @@ impl Query {
         Ok(admin(ctx).workflows.transactions.get(&id).await?.map(TxReport::from))
     }
 
+    /// A page of transactions, newest first (filters and paging as for `sagas`).
     async fn transactions(
         &self,
         ctx: &Context<'_>,
         status: Option<TxStatus>,
+        namespace: Option<String>,
+        key: Option<String>,
         #[graphql(default = 100)] first: u32,
-    ) -> Result<Vec<TxReport>> {
-        let records = admin(ctx).workflows.transactions.list(status, first.min(MAX_LIMIT)).await?;
-        Ok(records.into_iter().map(TxReport::from).collect())
+        after: Option<String>,
+    ) -> Result<TxPage> {
+        let query = list_query(status, namespace, key, first, after)?;
+        let page = admin(ctx).workflows.transactions.list(&query).await?;
+        let next = page.next.map(|c| c.encode());
+        Ok(TxPage { transactions: page.items.into_iter().map(TxReport::from).collect(), next })
     }
+}
+
+#[derive(SimpleObject)]
+pub struct SagaPage {
+    sagas: Vec<SagaSummary>,
+    /// Pass as `after` for the next page; null on the last one.
+    next: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct TxPage {
+    transactions: Vec<TxReport>,
+    /// Pass as `after` for the next page; null on the last one.
+    next: Option<String>,
 }
 
 /// Events and the cursor of the next page (`null` at the end).
@@ -132,7 +221,7 @@ impl Query {
 pub struct EventPage {
     events: Vec<Event>,
     /// Pass as `fromVersion` (stream) or `fromPosition` (events) for the next page.
-    next: Option<u64>,
+    next: Option<U64>,
 }
 
 impl EventPage {
@@ -140,7 +229,7 @@ impl EventPage {
         let mut events: Vec<Event> = events.into_iter().map(Event).collect();
         let more = events.len() > first as usize;
         events.truncate(first as usize);
-        let next = if more { events.last().and_then(next) } else { None };
+        let next = if more { events.last().and_then(next).map(U64) } else { None };
         Self { events, next }
     }
 }
@@ -175,13 +264,24 @@ impl Function {
         let statuses = admin(ctx).subscriptions.status(&function).await?;
         Ok(statuses
             .into_iter()
-            .map(|s| Subscription { stream: s.stream, checkpoint: s.checkpoint, head: s.head, lag: s.lag })
+            .map(|s| Subscription {
+                stream: s.stream,
+                checkpoint: s.checkpoint.map(U64),
+                head: U64(s.head),
+                lag: U64(s.lag),
+            })
             .collect())
     }
 
-    /// Events its subscriptions gave up on.
-    async fn parked(&self, ctx: &Context<'_>) -> Result<Vec<Parked>> {
-        Ok(admin(ctx).stores.subscriptions.parked(&self.0.name).await?.into_iter().map(Parked).collect())
+    /// Events its subscriptions gave up on, oldest first: `first` of them after id `after`.
+    async fn parked(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 100)] first: u32,
+        #[graphql(default = 0)] after: i64,
+    ) -> Result<Vec<Parked>> {
+        let first = first.clamp(1, MAX_LIMIT);
+        Ok(admin(ctx).stores.subscriptions.parked(&self.0.name, after, first).await?.into_iter().map(Parked).collect())
     }
 }
 
@@ -197,8 +297,8 @@ impl Version {
         &self.0.sha256
     }
 
-    async fn size_bytes(&self) -> u64 {
-        self.0.size_bytes
+    async fn size_bytes(&self) -> U64 {
+        U64(self.0.size_bytes)
     }
 
     async fn routes(&self) -> &[String] {
@@ -209,12 +309,12 @@ impl Version {
         self.0.spec.triggers.subscriptions.iter().map(|s| s.stream.as_str()).collect()
     }
 
-    async fn memory_bytes(&self) -> u64 {
-        self.0.spec.limits.memory_bytes
+    async fn memory_bytes(&self) -> U64 {
+        U64(self.0.spec.limits.memory_bytes)
     }
 
-    async fn timeout_ms(&self) -> u64 {
-        self.0.spec.limits.timeout_ms
+    async fn timeout_ms(&self) -> U64 {
+        U64(self.0.spec.limits.timeout_ms)
     }
 
     async fn max_concurrency(&self) -> u32 {
@@ -229,9 +329,9 @@ impl Version {
 #[derive(SimpleObject)]
 pub struct Subscription {
     stream: String,
-    checkpoint: Option<u64>,
-    head: u64,
-    lag: u64,
+    checkpoint: Option<U64>,
+    head: U64,
+    lag: U64,
 }
 
 pub struct Parked(ParkedEvent);
@@ -246,8 +346,8 @@ impl Parked {
         &self.0.subscription
     }
 
-    async fn position(&self) -> u64 {
-        self.0.position
+    async fn position(&self) -> U64 {
+        U64(self.0.position)
     }
 
     async fn error(&self) -> &str {
@@ -296,12 +396,12 @@ impl Event {
         &self.0.stream
     }
 
-    async fn version(&self) -> u64 {
-        self.0.version
+    async fn version(&self) -> U64 {
+        U64(self.0.version)
     }
 
-    async fn position(&self) -> u64 {
-        self.0.position
+    async fn position(&self) -> U64 {
+        U64(self.0.position)
     }
 
     async fn event_type(&self) -> &str {

@@ -3,8 +3,11 @@
 
 mod auth;
 mod events;
+mod extract;
 mod functions;
 mod graphql;
+mod graphql_depth;
+mod paging;
 mod workflows;
 
 use crate::error::ApiError;
@@ -59,6 +62,14 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/healthz", get(healthz))
         // The GraphiQL page holds no data; its queries POST with the token like everything else.
         .route("/graphql", get(graphql::graphiql))
+        // After every route: it applies to those registered before it.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see /v1/openapi.json",
+            )
+        })
         .with_state(state)
 }
 

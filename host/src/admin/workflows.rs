@@ -3,19 +3,18 @@
 //! are shared with GraphQL.
 
 use super::Admin;
+use super::extract::{Path, Query};
+use super::paging;
 use crate::error::ApiError;
 use crate::store::format_time;
-use crate::store::workflows::{Invocation, SagaRecord, SagaStatus, TxRecord, TxStatus, payload};
+use crate::store::workflows::{Cursor, Invocation, ListQuery, SagaRecord, SagaStatus, TxRecord, TxStatus, payload};
 use crate::workflows::saga_state::StepStatus;
 use crate::workflows::sagas::SagaView;
 use async_graphql::SimpleObject;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-const DEFAULT_LIMIT: u32 = 100;
-pub const MAX_LIMIT: u32 = 1000;
 
 #[derive(Serialize, SimpleObject)]
 pub struct SagaSummary {
@@ -144,6 +143,7 @@ pub struct ParticipantReport {
 pub struct TxReport {
     pub id: String,
     pub namespace: String,
+    pub idempotency_key: Option<String>,
     pub status: TxStatus,
     pub reason: Option<String>,
     pub owner: String,
@@ -157,6 +157,7 @@ impl From<TxRecord> for TxReport {
         Self {
             id: record.id,
             namespace: record.namespace,
+            idempotency_key: record.idempotency_key,
             status: record.status,
             reason: record.reason,
             owner: record.owner,
@@ -175,16 +176,38 @@ impl From<TxRecord> for TxReport {
     }
 }
 
+/// `?status=&namespace=&key=&limit=&after=`: filters (a key is looked up within its namespace)
+/// and a page.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     status: Option<String>,
+    namespace: Option<String>,
+    key: Option<String>,
     limit: Option<u32>,
+    after: Option<String>,
 }
 
 impl ListParams {
-    fn limit(&self) -> u32 {
-        self.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT)
+    fn query<S>(self, parse: fn(&str) -> Option<S>, all: &[&str]) -> Result<ListQuery<S>, ApiError> {
+        if self.key.is_some() && self.namespace.is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "an idempotency key is unique within its namespace: pass `namespace` (the calling function) with `key`",
+            ));
+        }
+        let status = parse_status(self.status.as_deref(), parse, all)?;
+        let after = match self.after.as_deref() {
+            Some(text) => Some(Cursor::decode(text).ok_or_else(|| paging::invalid_cursor(text))?),
+            None => None,
+        };
+        Ok(ListQuery {
+            status,
+            namespace: self.namespace,
+            idempotency_key: self.key,
+            after,
+            limit: paging::limit(self.limit)?,
+        })
     }
 }
 
@@ -197,14 +220,16 @@ fn parse_status<T>(text: Option<&str>, parse: fn(&str) -> Option<T>, all: &[&str
     .transpose()
 }
 
+/// A page of sagas, newest first: `{"sagas": [...], "next": <cursor or null>}`.
 pub async fn list_sagas(
     State(admin): State<Arc<Admin>>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Vec<SagaSummary>>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let all = SagaStatus::ALL.map(SagaStatus::as_str);
-    let status = parse_status(params.status.as_deref(), SagaStatus::parse, &all)?;
-    let sagas = admin.workflows.sagas.list(status, params.limit()).await?;
-    Ok(Json(sagas.iter().map(SagaSummary::from).collect()))
+    let query = params.query(SagaStatus::parse, &all)?;
+    let page = admin.workflows.sagas.list(&query).await?;
+    let sagas: Vec<SagaSummary> = page.items.iter().map(SagaSummary::from).collect();
+    Ok(Json(serde_json::json!({ "sagas": sagas, "next": page.next.map(|c| c.encode()) })))
 }
 
 pub async fn get_saga(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Result<Json<SagaReport>, ApiError> {
@@ -222,14 +247,17 @@ pub async fn skip_saga(State(admin): State<Arc<Admin>>, Path(id): Path<String>) 
     Ok(Json(admin.workflows.sagas.resolve(&id, true).await?.into()))
 }
 
+/// A page of transactions, newest first: `{"transactions": [...], "next": <cursor or null>}`.
 pub async fn list_transactions(
     State(admin): State<Arc<Admin>>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Vec<TxReport>>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let all = TxStatus::ALL.map(TxStatus::as_str);
-    let status = parse_status(params.status.as_deref(), TxStatus::parse, &all)?;
-    let records = admin.workflows.transactions.list(status, params.limit()).await?;
-    Ok(Json(records.into_iter().map(TxReport::from).collect()))
+    let query = params.query(TxStatus::parse, &all)?;
+    let page = admin.workflows.transactions.list(&query).await?;
+    let next = page.next.map(|c| c.encode());
+    let transactions: Vec<TxReport> = page.items.into_iter().map(TxReport::from).collect();
+    Ok(Json(serde_json::json!({ "transactions": transactions, "next": next })))
 }
 
 pub async fn get_transaction(

@@ -184,10 +184,17 @@ fn split_address<'a>(address: &'a str, own: &'a str) -> Result<(&'a str, &'a str
         Some((namespace, stream)) => (namespace, stream),
         None => (own, address),
     };
-    validate_stream_name(stream).map_err(AddressError::Invalid)?;
-    crate::spec::validate_name(namespace)
-        .map_err(|_| AddressError::Invalid(format!("invalid namespace in `{address}`")))?;
+    validate_address(namespace, stream).map_err(AddressError::Invalid)?;
     Ok((namespace, stream))
+}
+
+/// The one check of a namespace and stream name, wherever they come from (a guest's address,
+/// the REST API, GraphQL).
+pub fn validate_address(namespace: &str, stream: &str) -> Result<(), String> {
+    validate_stream_name(stream)?;
+    crate::spec::validate_name(namespace).map_err(|_| {
+        format!("invalid namespace `{namespace}`: a namespace is a function name (1-63 lowercase letters, digits and dashes)")
+    })
 }
 
 /// Stream names: 1-200 ASCII letters, digits and `-_.:@`.

@@ -176,6 +176,7 @@ pub trait SubscriptionStore: Send + Sync + 'static {
         error: &str,
         attempts: u32,
     ) -> Result<(), StoreError>;
-    async fn parked(&self, function: &str) -> Result<Vec<ParkedEvent>, StoreError>;
+    /// Up to `limit` parked events of `function` with an id above `after`, oldest first.
+    async fn parked(&self, function: &str, after: i64, limit: u32) -> Result<Vec<ParkedEvent>, StoreError>;
     async fn mark_replayed(&self, function: &str, id: i64) -> Result<bool, StoreError>;
 }

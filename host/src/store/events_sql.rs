@@ -282,13 +282,20 @@ macro_rules! impl_event_stores {
                 Ok(())
             }
 
-            async fn parked(&self, function: &str) -> Result<Vec<$crate::store::events::ParkedEvent>, $crate::store::StoreError> {
+            async fn parked(
+                &self,
+                function: &str,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::events::ParkedEvent>, $crate::store::StoreError> {
                 let rows: Vec<(i64, String, i64, String, i64, i64, Option<i64>)> = sqlx::query_as(
                     "SELECT CAST(id AS BIGINT), subscription, CAST(position AS BIGINT), error, CAST(attempts AS BIGINT),
                             CAST(parked_at_ms AS BIGINT), CAST(replayed_at_ms AS BIGINT)
-                     FROM parked_events WHERE function = $1 ORDER BY id",
+                     FROM parked_events WHERE function = $1 AND id > $2 ORDER BY id LIMIT $3",
                 )
                 .bind(function)
+                .bind(after)
+                .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows

@@ -24,6 +24,10 @@ pub enum StoreError {
     VersionNotFound { function: String, version: u32 },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A write of a saga or transaction by a node that no longer owns it (another node took
+    /// it over while this one was paused or cut off).
+    #[error("{0} is owned by another node now")]
+    Fenced(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]

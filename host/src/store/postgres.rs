@@ -83,4 +83,10 @@ type AppendRow = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Op
 // Other nodes LISTEN on `faas_functions` and reload the function (see `Registry::sync`).
 impl_function_store!(PostgresStore, "FOR UPDATE", "SELECT pg_notify('faas_functions', $1)");
 impl_event_stores!(PostgresStore, sqlx::Postgres);
-impl_workflow_store!(PostgresStore);
+impl_workflow_store!(
+    PostgresStore,
+    // FOR SHARE holds the row against a concurrent takeover's UPDATE until this commits (and
+    // re-checks owner and epoch if a takeover committed first).
+    "WITH owned AS (SELECT id FROM sagas WHERE id = $1 AND owner = $5 AND epoch = $6 FOR SHARE)
+     INSERT INTO saga_journal (saga_id, seq, entry, at_ms) SELECT $1, $2, $3, $4 FROM owned"
+);

@@ -32,4 +32,9 @@ impl SqliteStore {
 impl_function_store!(SqliteStore, "", "");
 impl_event_stores!(SqliteStore, sqlx::Sqlite);
 impl_transactional_append!(SqliteStore, sqlx::Sqlite);
-impl_workflow_store!(SqliteStore);
+impl_workflow_store!(
+    SqliteStore,
+    // One writer at a time: the check and the insert cannot interleave with a takeover.
+    "INSERT INTO saga_journal (saga_id, seq, entry, at_ms) SELECT $1, $2, $3, $4
+     WHERE EXISTS (SELECT 1 FROM sagas WHERE id = $1 AND owner = $5 AND epoch = $6)"
+);

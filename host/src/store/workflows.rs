@@ -80,8 +80,67 @@ pub struct SagaRecord {
     pub status: SagaStatus,
     pub error: Option<String>,
     pub owner: String,
+    /// Bumped by every change of owner (see [`Fence`]).
+    pub epoch: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+/// The right to write a saga's or a transaction's record: its owner and the epoch that owner
+/// holds. Every takeover bumps the epoch, and every write of the owner names the epoch it
+/// holds, so a node paused past its heartbeat timeout wakes up with an old epoch and its writes
+/// are refused ([`StoreError::Fenced`]) instead of overwriting its successor's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// What a list of sagas or transactions asks for: filters, a page size, and where the previous
+/// page ended. Lists are newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery<S> {
+    pub status: Option<S>,
+    pub namespace: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub after: Option<Cursor>,
+    pub limit: u32,
+}
+
+/// The position of the last row of a page: `(created_at_ms, id)`, newest first. Opaque to
+/// clients (`<ms>.<id>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at_ms: i64,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_at_ms, self.id)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (ms, id) = text.split_once('.')?;
+        Some(Self { created_at_ms: ms.parse().ok()?, id: id.to_owned() })
+    }
+}
+
+/// One page of a list and the cursor of the next one (none: this was the last page).
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
+}
+
+impl<T> Page<T> {
+    /// From `limit + 1` rows fetched: the extra row only says there is more.
+    pub fn of(mut rows: Vec<T>, limit: u32, cursor: impl Fn(&T) -> Cursor) -> Self {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if more { rows.last().map(cursor) } else { None };
+        Self { items: rows, next }
+    }
 }
 
 /// One transition of a saga. Steps are indexes into the definition.
@@ -155,6 +214,15 @@ pub enum TxStatus {
 }
 
 impl TxStatus {
+    /// Committing or aborting and later: the decision is recorded and will not change.
+    pub fn is_decided(self) -> bool {
+        self != Self::Preparing
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Committed | Self::Aborted)
+    }
+
     pub const ALL: [Self; 5] = [Self::Preparing, Self::Committing, Self::Aborting, Self::Committed, Self::Aborted];
 
     pub fn as_str(self) -> &'static str {
@@ -176,15 +244,21 @@ impl TxStatus {
 pub struct TxRecord {
     pub id: String,
     pub namespace: String,
+    /// The caller's key, if it gave one: the same key in a namespace is the same transaction.
+    pub idempotency_key: Option<String>,
     pub participants: Vec<TxParticipant>,
     pub status: TxStatus,
     pub reason: Option<String>,
     pub owner: String,
+    /// Bumped by every change of owner (see [`Fence`]).
+    pub epoch: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
 
-/// Sagas, transactions and node liveness.
+/// Sagas, transactions and node liveness. Every write of an owner's is fenced (see [`Fence`]),
+/// and every status change is a compare-and-set on the expected current status: a decision is
+/// written once.
 #[async_trait::async_trait]
 pub trait WorkflowStore: Send + Sync + 'static {
     /// Inserts the saga (status running, with a first `Status` journal entry) unless the
@@ -192,28 +266,48 @@ pub trait WorkflowStore: Send + Sync + 'static {
     async fn create_saga(&self, saga: &SagaRecord) -> Result<(SagaRecord, bool), StoreError>;
     async fn saga(&self, id: &str) -> Result<Option<SagaRecord>, StoreError>;
     async fn journal(&self, saga_id: &str) -> Result<Vec<JournalRecord>, StoreError>;
-    /// Appends entry `seq` (a duplicate `seq` fails: someone else wrote it); a `Status` entry
-    /// also updates the saga's row, atomically.
-    async fn append_journal(&self, saga_id: &str, seq: u64, entry: &JournalEntry) -> Result<(), StoreError>;
-    /// Newest first, optionally only one status.
-    async fn sagas(&self, status: Option<SagaStatus>, limit: u32) -> Result<Vec<SagaRecord>, StoreError>;
-    /// Makes `node` the owner of every in-flight saga whose owner is `node` itself or has not
-    /// sent a heartbeat since `stale_before_ms`; returns their ids.
-    async fn claim_sagas(&self, node: &str, stale_before_ms: i64) -> Result<Vec<String>, StoreError>;
-    async fn set_saga_owner(&self, saga_id: &str, node: &str) -> Result<(), StoreError>;
+    /// Appends entry `seq` if `fence` still owns the saga ([`StoreError::Fenced`] if not; a
+    /// duplicate `seq` fails too). A `Status` entry also updates the saga's row, atomically.
+    async fn append_journal(
+        &self,
+        saga_id: &str,
+        seq: u64,
+        entry: &JournalEntry,
+        fence: &Fence,
+    ) -> Result<(), StoreError>;
+    async fn sagas(&self, query: &ListQuery<SagaStatus>) -> Result<Page<SagaRecord>, StoreError>;
+    /// Makes `node` the owner (bumping the epoch) of every in-flight saga whose owner has not
+    /// sent a heartbeat since `stale_before_ms`, and, with `own`, of those `node` owned before
+    /// (at start-up, before this process runs any); returns their ids and fences.
+    async fn claim_sagas(
+        &self,
+        node: &str,
+        stale_before_ms: i64,
+        own: bool,
+    ) -> Result<Vec<(String, Fence)>, StoreError>;
+    /// Makes `node` the owner of a saga that is stuck (an operator resolves it there); none if
+    /// it is not stuck.
+    async fn claim_stuck_saga(&self, saga_id: &str, node: &str) -> Result<Option<Fence>, StoreError>;
 
-    async fn create_tx(&self, tx: &TxRecord) -> Result<(), StoreError>;
-    async fn update_tx(
+    /// Inserts the transaction unless one with its id exists; returns it as stored and whether
+    /// it is new.
+    async fn create_tx(&self, tx: &TxRecord) -> Result<(TxRecord, bool), StoreError>;
+    /// Moves a transaction from `from` to `to` if it is still `from` and `fence` still owns it;
+    /// false if not (someone else decided or took it over: read it again and follow that).
+    async fn transition_tx(
         &self,
         id: &str,
-        status: TxStatus,
+        from: TxStatus,
+        to: TxStatus,
         reason: Option<&str>,
         participants: &[TxParticipant],
-    ) -> Result<(), StoreError>;
+        fence: &Fence,
+    ) -> Result<bool, StoreError>;
     async fn tx(&self, id: &str) -> Result<Option<TxRecord>, StoreError>;
-    async fn txs(&self, status: Option<TxStatus>, limit: u32) -> Result<Vec<TxRecord>, StoreError>;
-    /// Like [`claim_sagas`](Self::claim_sagas), for unfinished transactions.
-    async fn claim_txs(&self, node: &str, stale_before_ms: i64) -> Result<Vec<TxRecord>, StoreError>;
+    async fn txs(&self, query: &ListQuery<TxStatus>) -> Result<Page<TxRecord>, StoreError>;
+    /// Like [`claim_sagas`](Self::claim_sagas), for unfinished transactions; returns them as
+    /// claimed (new owner and epoch).
+    async fn claim_txs(&self, node: &str, stale_before_ms: i64, own: bool) -> Result<Vec<TxRecord>, StoreError>;
 
     async fn heartbeat(&self, node: &str) -> Result<(), StoreError>;
 }

@@ -1,6 +1,8 @@
 //! Durable workflows: sagas ([`sagas`], state in [`saga_state`]) and two-phase commit ([`tx`]),
 //! plus what lets several nodes share them: a node id, a heartbeat, and a sweep that takes over
 //! the in-flight work of nodes whose heartbeat stopped (and, at start, this node's own).
+//! A takeover bumps the row's epoch and every later write names it (`store::workflows::Fence`),
+//! so a node that was paused past its timeout cannot write over its successor.
 
 pub mod saga_state;
 pub mod sagas;
@@ -9,6 +11,7 @@ pub mod tx;
 use crate::invoker::Invoker;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::store::StoreError;
 use crate::store::workflows::WorkflowStore;
 use sagas::Sagas;
 use std::path::Path;
@@ -16,16 +19,34 @@ use std::sync::Arc;
 use std::time::Duration;
 use tx::Transactions;
 
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-/// A node silent this long is presumed dead and its sagas and transactions are taken over.
-const NODE_DEAD_AFTER: Duration = Duration::from_secs(10);
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How nodes tell each other they are alive, and how soon work of a silent node is taken over.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// A node silent this long is presumed dead, and its sagas and transactions are taken over.
+    pub node_timeout: Duration,
+    /// How often each node looks for work of dead nodes.
+    pub sweep_every: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self { node_timeout: Duration::from_secs(10), sweep_every: Duration::from_secs(5) }
+    }
+}
+
+impl Liveness {
+    /// Five heartbeats per timeout: a node is declared dead only after missing several.
+    fn heartbeat_every(&self) -> Duration {
+        (self.node_timeout / 5).max(Duration::from_millis(10))
+    }
+}
 
 pub struct Workflows {
     pub sagas: Arc<Sagas>,
     pub transactions: Arc<Transactions>,
     store: Arc<dyn WorkflowStore>,
     node: String,
+    liveness: Liveness,
 }
 
 impl Workflows {
@@ -35,45 +56,68 @@ impl Workflows {
         invoker: Arc<Invoker>,
         metrics: Metrics,
         node: String,
+        liveness: Liveness,
     ) -> Self {
         Self {
             sagas: Sagas::new(store.clone(), registry.clone(), invoker.clone(), metrics.clone(), node.clone()),
             transactions: Transactions::new(store.clone(), registry, invoker, metrics, node.clone()),
             store,
             node,
+            liveness,
         }
     }
 
-    /// Sends heartbeats and sweeps for work to recover, at once and then periodically.
-    pub fn start(&self) -> tokio::task::JoinHandle<()> {
-        let (store, node) = (self.store.clone(), self.node.clone());
-        let (sagas, transactions) = (self.sagas.clone(), self.transactions.clone());
-        tokio::spawn(async move {
-            let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
-            let mut sweep = tokio::time::interval(SWEEP_EVERY);
-            loop {
-                tokio::select! {
-                    _ = heartbeat.tick() => {
-                        if let Err(error) = store.heartbeat(&node).await {
-                            tracing::error!(%error, "node heartbeat failed");
-                        }
-                    }
-                    _ = sweep.tick() => {
-                        let stale_before = crate::store::now_ms() - NODE_DEAD_AFTER.as_millis() as i64;
-                        match sagas.recover(stale_before).await {
-                            Ok(0) => {}
-                            Ok(n) => tracing::info!(sagas = n, "resumed in-flight sagas"),
-                            Err(error) => tracing::error!(%error, "saga recovery sweep failed"),
-                        }
-                        match transactions.recover(stale_before).await {
-                            Ok(0) => {}
-                            Ok(n) => tracing::info!(transactions = n, "resumed in-doubt transactions"),
-                            Err(error) => tracing::error!(%error, "transaction recovery sweep failed"),
-                        }
+    /// Announces this node, resumes what it owned before a restart (before it starts any new
+    /// work, so nothing it runs itself is mistaken for leftovers), then sends heartbeats and
+    /// sweeps for the work of dead nodes in the background.
+    pub async fn start(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
+        self.store.heartbeat(&self.node).await?;
+        sweep(&self.sagas, &self.transactions, self.stale_before(), true).await;
+        let heartbeat = {
+            let (store, node, every) = (self.store.clone(), self.node.clone(), self.liveness.heartbeat_every());
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                loop {
+                    ticks.tick().await;
+                    if let Err(error) = store.heartbeat(&node).await {
+                        tracing::error!(%error, "node heartbeat failed");
                     }
                 }
-            }
-        })
+            })
+        };
+        let sweeper = {
+            let (sagas, transactions) = (self.sagas.clone(), self.transactions.clone());
+            let liveness = self.liveness;
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(liveness.sweep_every);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    let stale_before = crate::store::now_ms() - liveness.node_timeout.as_millis() as i64;
+                    sweep(&sagas, &transactions, stale_before, false).await;
+                }
+            })
+        };
+        Ok(vec![heartbeat, sweeper])
+    }
+
+    fn stale_before(&self) -> i64 {
+        crate::store::now_ms() - self.liveness.node_timeout.as_millis() as i64
+    }
+}
+
+/// Takes over the in-flight sagas and transactions of nodes silent since `stale_before` (and,
+/// with `own`, this node's from before a restart).
+async fn sweep(sagas: &Arc<Sagas>, transactions: &Arc<Transactions>, stale_before: i64, own: bool) {
+    match sagas.recover(stale_before, own).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(sagas = n, own, "resumed in-flight sagas"),
+        Err(error) => tracing::error!(%error, "saga recovery sweep failed"),
+    }
+    match transactions.recover(stale_before, own).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(transactions = n, own, "resumed in-doubt transactions"),
+        Err(error) => tracing::error!(%error, "transaction recovery sweep failed"),
     }
 }
 

@@ -72,6 +72,9 @@ impl StepState {
 pub struct SagaState {
     pub status: SagaStatus,
     pub error: Option<String>,
+    /// Why the saga compensates: the failure that turned it around (kept through stuck and
+    /// resume, and written again with `compensated`).
+    pub cause: Option<String>,
     pub steps: Vec<StepState>,
     /// The `seq` of the next journal entry.
     pub next_seq: u64,
@@ -99,6 +102,7 @@ impl SagaState {
         Self {
             status: SagaStatus::Running,
             error: None,
+            cause: None,
             steps: vec![StepState::default(); definition.steps.len()],
             next_seq: 0,
         }
@@ -119,6 +123,9 @@ impl SagaState {
             if let JournalEntry::Status { status, error } = &record.entry {
                 if *status == SagaStatus::Compensating {
                     self.steps.iter_mut().for_each(|s| s.compensation_attempts_window = 0);
+                    if self.cause.is_none() {
+                        self.cause.clone_from(error);
+                    }
                 }
                 self.status = *status;
                 if error.is_some() {
@@ -207,7 +214,7 @@ impl SagaState {
             .rev()
             .find(|(i, s)| s.needs_compensation() && definition.steps[*i].compensation.is_some());
         let Some((index, step)) = pending else {
-            return Next::SetStatus(SagaStatus::Compensated, None);
+            return Next::SetStatus(SagaStatus::Compensated, self.cause.clone());
         };
         if step.compensation_open {
             return Next::Compensation { step: index, attempt: step.compensation_attempts };
@@ -314,7 +321,8 @@ mod tests {
         let Next::SetStatus(SagaStatus::Compensating, Some(error)) = state.next(&def) else { panic!() };
         assert!(error.contains("s2") && error.contains("no stock"), "{error}");
         let mut state = state;
-        state.apply(&JournalRecord { seq: state.next_seq, at_ms: 0, entry: status(SagaStatus::Compensating) });
+        let compensating = JournalEntry::Status { status: SagaStatus::Compensating, error: Some(error.clone()) };
+        state.apply(&JournalRecord { seq: state.next_seq, at_ms: 0, entry: compensating });
         assert_eq!(state.next(&def), Next::Compensation { step: 1, attempt: 1 });
         state.apply(&JournalRecord {
             seq: 99,
@@ -329,7 +337,8 @@ mod tests {
             entry: JournalEntry::CompensationAttempt { step: 0, attempt: 1 },
         });
         state.apply(&JournalRecord { seq: 102, at_ms: 0, entry: JournalEntry::CompensationSucceeded { step: 0 } });
-        assert_eq!(state.next(&def), Next::SetStatus(SagaStatus::Compensated, None));
+        // The saga's error says why it compensated, not null.
+        assert_eq!(state.next(&def), Next::SetStatus(SagaStatus::Compensated, Some(error)));
         assert_eq!(state.steps[2].status(SagaStatus::Compensated), StepStatus::Failed);
     }
 

@@ -12,7 +12,9 @@ use crate::invoker::{InvokeError, Invoker};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::StoreError;
-use crate::store::workflows::{JournalEntry, JournalRecord, SagaDefinition, SagaRecord, SagaStatus, WorkflowStore};
+use crate::store::workflows::{
+    Fence, JournalEntry, JournalRecord, ListQuery, Page, SagaDefinition, SagaRecord, SagaStatus, WorkflowStore,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +43,15 @@ pub enum SagaError {
     NotStuck { id: String, status: &'static str, action: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl SagaError {
+    fn from_store(error: StoreError, id: &str) -> Self {
+        match error {
+            StoreError::Fenced(_) => Self::Conflict(format!("saga `{id}` was resolved or taken over concurrently")),
+            other => Self::Store(other),
+        }
+    }
 }
 
 /// A saga with its journal and folded state, for status APIs.
@@ -89,6 +100,7 @@ impl Sagas {
             status: SagaStatus::Running,
             error: None,
             owner: self.node.clone(),
+            epoch: 0,
             created_at_ms: now,
             updated_at_ms: now,
         };
@@ -101,7 +113,7 @@ impl Sagas {
         }
         if created {
             tracing::info!(saga = %stored.id, name = %stored.definition.name, namespace, "saga started");
-            self.spawn(stored.id.clone());
+            self.spawn(stored.id.clone(), Fence { owner: stored.owner.clone(), epoch: stored.epoch });
         }
         Ok(stored)
     }
@@ -112,7 +124,7 @@ impl Sagas {
         let deadline = tokio::time::Instant::now() + timeout;
         let settled = |s: &SagaStatus| !s.in_flight();
         loop {
-            let local = self.active.lock().expect("active sagas lock").get(id).map(watch::Sender::subscribe);
+            let local = self.active().get(id).map(watch::Sender::subscribe);
             match local {
                 Some(mut status) => {
                     // Ends when settled, or when the runner stops (then the store says why).
@@ -143,8 +155,8 @@ impl Sagas {
         Ok(SagaView { record, state, journal })
     }
 
-    pub async fn list(&self, status: Option<SagaStatus>, limit: u32) -> Result<Vec<SagaRecord>, SagaError> {
-        Ok(self.store.sagas(status, limit).await?)
+    pub async fn list(&self, query: &ListQuery<SagaStatus>) -> Result<Page<SagaRecord>, SagaError> {
+        Ok(self.store.sagas(query).await?)
     }
 
     /// An operator's answer to a stuck saga: try its compensations again (`skip` = false), or
@@ -155,6 +167,12 @@ impl Sagas {
         if view.record.status != SagaStatus::Stuck {
             return Err(SagaError::NotStuck { id: id.to_owned(), status: view.record.status.as_str(), action });
         }
+        // This node takes the saga over; a concurrent resolution elsewhere then loses its writes.
+        let fence = self.store.claim_stuck_saga(id, &self.node).await?.ok_or_else(|| SagaError::NotStuck {
+            id: id.to_owned(),
+            status: "no longer stuck",
+            action,
+        })?;
         let mut seq = view.state.next_seq;
         if skip {
             let step = view
@@ -166,35 +184,43 @@ impl Sagas {
                 .find(|(i, s)| s.needs_compensation() && view.record.definition.steps[*i].compensation.is_some())
                 .map(|(i, _)| i);
             if let Some(step) = step {
-                self.store.append_journal(id, seq, &JournalEntry::CompensationSkipped { step }).await?;
+                self.store
+                    .append_journal(id, seq, &JournalEntry::CompensationSkipped { step }, &fence)
+                    .await
+                    .map_err(|e| SagaError::from_store(e, id))?;
                 seq += 1;
             }
         }
         let entry = JournalEntry::Status { status: SagaStatus::Compensating, error: None };
-        self.store.append_journal(id, seq, &entry).await?;
-        self.store.set_saga_owner(id, &self.node).await?;
+        self.store.append_journal(id, seq, &entry, &fence).await.map_err(|e| SagaError::from_store(e, id))?;
         tracing::info!(saga = %id, action, "stuck saga resolved by an operator");
-        self.spawn(id.to_owned());
+        self.spawn(id.to_owned(), fence);
         self.view(id).await
     }
 
-    /// Claims in-flight sagas of this node (after a restart) and of nodes that stopped sending
-    /// heartbeats, and runs those not already running here.
-    pub async fn recover(self: &Arc<Self>, stale_before_ms: i64) -> Result<usize, StoreError> {
-        let ids = self.store.claim_sagas(&self.node, stale_before_ms).await?;
+    /// Takes over in-flight sagas of nodes that stopped sending heartbeats and, with `own`
+    /// (once, at start-up), this node's own from before a restart; runs each.
+    pub async fn recover(self: &Arc<Self>, stale_before_ms: i64, own: bool) -> Result<usize, StoreError> {
+        let claimed = self.store.claim_sagas(&self.node, stale_before_ms, own).await?;
         let mut started = 0;
-        for id in ids {
-            if self.spawn(id) {
+        for (id, fence) in claimed {
+            // One already running here adopts the new epoch at its next write (see `run`).
+            if self.spawn(id, fence) {
                 started += 1;
             }
         }
         Ok(started)
     }
 
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<SagaStatus>>> {
+        // The map holds plain senders; a panic elsewhere cannot leave it half-changed.
+        self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Starts a runner for `id` unless one is running here already.
-    fn spawn(self: &Arc<Self>, id: String) -> bool {
+    fn spawn(self: &Arc<Self>, id: String, fence: Fence) -> bool {
         let status = {
-            let mut active = self.active.lock().expect("active sagas lock");
+            let mut active = self.active();
             if active.contains_key(&id) {
                 return false;
             }
@@ -204,16 +230,45 @@ impl Sagas {
         };
         let sagas = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = sagas.drive(&id, &status).await {
-                // The next recovery sweep picks it up again.
-                tracing::error!(saga = %id, %error, "saga runner stopped; it will be resumed");
-            }
-            sagas.active.lock().expect("active sagas lock").remove(&id);
+            sagas.run(&id, fence, &status).await;
+            sagas.active().remove(&id);
         });
         true
     }
 
-    async fn drive(&self, id: &str, status: &watch::Sender<SagaStatus>) -> Result<(), StoreError> {
+    /// Drives the saga until it settles or another node owns it. A store failure does not end
+    /// the runner (nobody else would resume a saga this live node owns): it folds the journal
+    /// again and carries on after a pause.
+    async fn run(&self, id: &str, mut fence: Fence, status: &watch::Sender<SagaStatus>) {
+        let mut failures = 0;
+        loop {
+            match self.drive(id, &fence, status).await {
+                Ok(()) => return,
+                Err(StoreError::Fenced(_)) => match self.store.saga(id).await {
+                    // This node claimed it again meanwhile (a sweep skips sagas running here).
+                    Ok(Some(row)) if row.owner == self.node && row.epoch > fence.epoch => {
+                        fence = Fence { owner: row.owner, epoch: row.epoch };
+                    }
+                    Ok(_) => {
+                        tracing::info!(saga = %id, "saga was taken over by another node; it runs it now");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::error!(saga = %id, %error, "reading the saga failed; retrying");
+                        failures += 1;
+                        tokio::time::sleep(backoff(100, failures)).await;
+                    }
+                },
+                Err(error) => {
+                    failures += 1;
+                    tracing::error!(saga = %id, %error, failures, "saga runner failed; retrying");
+                    tokio::time::sleep(backoff(100, failures)).await;
+                }
+            }
+        }
+    }
+
+    async fn drive(&self, id: &str, fence: &Fence, status: &watch::Sender<SagaStatus>) -> Result<(), StoreError> {
         let record = self.store.saga(id).await?.ok_or_else(|| StoreError::Corrupt(format!("saga {id} vanished")))?;
         let definition = &record.definition;
         let mut state = SagaState::fold(definition, &self.store.journal(id).await?);
@@ -228,11 +283,11 @@ impl Sagas {
                         }
                         _ => tracing::warn!(saga = %id, status = new.as_str(), error = ?error, "saga status"),
                     }
-                    self.write(id, &mut state, JournalEntry::Status { status: new, error }).await?;
+                    self.write(id, fence, &mut state, JournalEntry::Status { status: new, error }).await?;
                     self.metrics.sagas.with_label_values(&[definition.name.as_str(), new.as_str()]).inc();
                 }
                 Next::Action { step, attempt } => {
-                    self.write(id, &mut state, JournalEntry::ActionAttempt { step, attempt }).await?;
+                    self.write(id, fence, &mut state, JournalEntry::ActionAttempt { step, attempt }).await?;
                     let entry = match self.invoke(&record, step, StepKind::Action, attempt).await {
                         Ok(output) => JournalEntry::ActionSucceeded { step, output },
                         Err(StepFailure::Refused(error)) => {
@@ -244,18 +299,25 @@ impl Sagas {
                     };
                     let retry = matches!(entry, JournalEntry::ActionFailed { terminal: false, .. })
                         && attempt < definition.steps[step].max_attempts;
-                    self.write(id, &mut state, entry).await?;
+                    self.write(id, fence, &mut state, entry).await?;
                     if retry {
                         tokio::time::sleep(backoff(definition.steps[step].backoff_ms, attempt)).await;
                     }
                 }
                 Next::Compensation { step, attempt } => {
-                    self.write(id, &mut state, JournalEntry::CompensationAttempt { step, attempt }).await?;
+                    self.write(id, fence, &mut state, JournalEntry::CompensationAttempt { step, attempt }).await?;
                     match self.invoke(&record, step, StepKind::Compensation, attempt).await {
-                        Ok(_) => self.write(id, &mut state, JournalEntry::CompensationSucceeded { step }).await?,
+                        Ok(_) => {
+                            self.write(id, fence, &mut state, JournalEntry::CompensationSucceeded { step }).await?
+                        }
                         Err(StepFailure::Refused(error) | StepFailure::Transient(error)) => {
-                            self.write(id, &mut state, JournalEntry::CompensationFailed { step, attempt, error })
-                                .await?;
+                            self.write(
+                                id,
+                                fence,
+                                &mut state,
+                                JournalEntry::CompensationFailed { step, attempt, error },
+                            )
+                            .await?;
                             tokio::time::sleep(backoff(definition.steps[step].backoff_ms, attempt)).await;
                         }
                     }
@@ -264,9 +326,15 @@ impl Sagas {
         }
     }
 
-    async fn write(&self, id: &str, state: &mut SagaState, entry: JournalEntry) -> Result<(), StoreError> {
+    async fn write(
+        &self,
+        id: &str,
+        fence: &Fence,
+        state: &mut SagaState,
+        entry: JournalEntry,
+    ) -> Result<(), StoreError> {
         let seq = state.next_seq;
-        self.store.append_journal(id, seq, &entry).await?;
+        self.store.append_journal(id, seq, &entry, fence).await?;
         state.apply(&JournalRecord { seq, at_ms: crate::store::now_ms(), entry });
         Ok(())
     }

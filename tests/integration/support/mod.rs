@@ -231,6 +231,19 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Freezes the process (SIGSTOP): it keeps its sockets and database connections but runs
+    /// nothing, as a node stalled by the OS, a VM pause or a long GC would.
+    pub fn pause(&self) {
+        let status = Command::new("kill").arg("-STOP").arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "SIGSTOP failed");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        let status = Command::new("kill").arg("-CONT").arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "SIGCONT failed");
+    }
+
     /// Stops with SIGTERM and returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
