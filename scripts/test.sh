@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: adds the wasm target, installs and starts a
 # private PostgreSQL for the run, fetches Apache Kafka's jars (the Kafka tests start their own
-# brokers from them), builds the example components, then runs `cargo test`.
+# brokers from them), checks formatting and lints, builds the example components, then runs
+# `cargo test` and the SDK's doc tests.
 # Extra arguments go to `cargo test` (e.g. a test-name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,10 +44,20 @@ command -v java >/dev/null || { echo "Java 17+ is needed for the Kafka tests" >&
 echo "==> fetching Apache Kafka (cached after the first run)" >&2
 scripts/kafka.sh fetch
 
-# --- Build and test ---------------------------------------------------------------------------
+# --- Lint, build and test ---------------------------------------------------------------------
+echo "==> cargo fmt --check" >&2
+cargo fmt --all --check
+echo "==> cargo clippy (all targets, warnings are errors)" >&2
+cargo clippy --workspace --all-targets -- -D warnings
 build_functions
+# The suite uses these components instead of building them again.
+export FAAS_TEST_COMPONENTS="$PWD/target/wasm/wasm32-wasip2/release"
 echo "==> cargo test" >&2
-cargo test --workspace --all-targets "$@"
+# Not --all-targets: that links the bench binaries for nothing (clippy above checks them) and
+# skips doc tests, which run next.
+cargo test --workspace --lib --bins --tests "$@"
+echo "==> cargo test --doc (the SDK's examples)" >&2
+cargo test -p faas-sdk --doc "$@"
 # The example functions' domain logic also runs natively (the SDK has an in-memory store there).
 echo "==> cargo test (functions, native)" >&2
 (cd functions && cargo test -p bank-account --target-dir ../target/functions-native "$@")

@@ -18,6 +18,12 @@ pub struct ServeConfig {
     #[arg(long, env = "FAAS_DATA_DIR", default_value = "./.faas")]
     pub data_dir: PathBuf,
 
+    /// Where compiled components are cached (`Component::serialize`); default `<data-dir>/cache`.
+    /// Entries are keyed by the component's sha256 and the engine's settings and written
+    /// atomically, so several processes may share one directory.
+    #[arg(long, env = "FAAS_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
     /// `postgres://…` for PostgreSQL; default: SQLite at `<data-dir>/faas.db`.
     #[arg(long, env = "FAAS_DATABASE_URL")]
     pub database_url: Option<String>,

@@ -55,7 +55,8 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
             .with_kafka(publisher.clone(), metrics.clone()),
     );
     let invoker = Arc::new(Invoker::new(&engine, metrics.clone(), capabilities.clone())?);
-    let cache = CompileCache::new(engine, &config.data_dir.join("cache"))?;
+    let cache_dir = config.cache_dir.clone().unwrap_or_else(|| config.data_dir.join("cache"));
+    let cache = CompileCache::new(engine, &cache_dir)?;
     let max_component_bytes = usize::try_from(config.max_component_size).context("max component size")?;
     let registry = Arc::new(
         Registry::open(stores.functions.clone(), cache, invoker.clone(), max_component_bytes)

@@ -72,7 +72,13 @@ async fn deploy_redeploy_rollback_delete(backend: Backend) {
 async fn deployments_survive_a_restart(backend: Backend) {
     let db = Database::create(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    let options = Options { database_url: db.url.clone(), data_dir: Some(dir.path().to_owned()), ..Default::default() };
+    // Its own compile cache: this test compiles cold and checks what the cache holds.
+    let options = Options {
+        database_url: db.url.clone(),
+        data_dir: Some(dir.path().to_owned()),
+        own_cache: true,
+        ..Default::default()
+    };
     let c = components();
 
     let mut server = Server::start_with(options.clone()).await;

@@ -69,6 +69,10 @@ impl Components {
 pub fn components() -> &'static Components {
     static BUILT: OnceLock<Components> = OnceLock::new();
     BUILT.get_or_init(|| {
+        // scripts/test.sh builds them first and says where.
+        if let Ok(dir) = std::env::var("FAAS_TEST_COMPONENTS") {
+            return Components { dir: PathBuf::from(dir) };
+        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_owned();
         let target = root.join("target").join("wasm");
         // A separate target dir: cargo's lock on the host's target dir is held by whoever
@@ -127,6 +131,16 @@ pub struct Options {
     pub token: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub extra_args: Vec<String>,
+    /// Compile into `<data-dir>/cache` instead of the run's shared compile cache (for tests of
+    /// the cache itself, and so one test always compiles cold).
+    pub own_cache: bool,
+}
+
+/// One compile cache for every server of the test run: each component is compiled by Cranelift
+/// once, not once per test (entries are written atomically, so servers may share it).
+fn shared_cache() -> &'static Path {
+    static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    CACHE.get_or_init(|| tempfile::tempdir().expect("compile cache dir")).path()
 }
 
 /// A running `faas serve`. Killed when dropped.
@@ -165,6 +179,7 @@ impl Server {
             .args(&options.extra_args)
             .env_remove("FAAS_ADMIN_TOKEN")
             .env_remove("FAAS_DATABASE_URL")
+            .env_remove("FAAS_CACHE_DIR")
             .env("FAAS_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"));
@@ -173,6 +188,9 @@ impl Server {
         }
         if let Some(token) = &options.token {
             command.env("FAAS_ADMIN_TOKEN", token);
+        }
+        if !options.own_cache {
+            command.env("FAAS_CACHE_DIR", shared_cache());
         }
         let mut child = command.spawn().expect("starting faas");
         let stdout = child.stdout.take().expect("stdout");
