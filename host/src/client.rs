@@ -170,8 +170,23 @@ impl Client {
         self.send(self.http.post(self.url(&format!("/v1/functions/{}/versions", args.name))).multipart(form)).await
     }
 
+    /// Every function, following the list's `next` cursor page by page.
     pub async fn list(&self) -> anyhow::Result<Value> {
-        self.send(self.http.get(self.url("/v1/functions"))).await
+        let mut functions = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = self.http.get(self.url("/v1/functions")).query(&[("limit", "1000")]);
+            if let Some(after) = &after {
+                request = request.query(&[("after", after)]);
+            }
+            let mut page = self.send(request).await?;
+            let Some(items) = page["functions"].as_array_mut() else { bail!("unexpected answer: {page}") };
+            functions.append(items);
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => return Ok(serde_json::json!({ "functions": functions })),
+            }
+        }
     }
 
     pub async fn get(&self, name: &str) -> anyhow::Result<Value> {

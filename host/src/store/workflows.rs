@@ -355,6 +355,24 @@ mod tests {
     }
 
     #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor = Cursor { created_at_ms: 1_764_000_000_123, id: "a.b-c".into() };
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        for bad in ["", "nonsense", "x.id", "12"] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_page_says_whether_there_is_more() {
+        let cursor = |n: &i64| Cursor { created_at_ms: *n, id: n.to_string() };
+        let page = Page::of(vec![5, 4, 3], 2, cursor);
+        assert_eq!((page.items, page.next), (vec![5, 4], Some(cursor(&4))));
+        let last = Page::of(vec![2, 1], 2, cursor);
+        assert_eq!((last.items, last.next), (vec![2, 1], None));
+    }
+
+    #[test]
     fn journal_entries_serialize_with_their_kind() {
         let entry = JournalEntry::ActionFailed { step: 1, attempt: 2, error: "x".into(), terminal: true };
         let json = serde_json::to_string(&entry).unwrap();
