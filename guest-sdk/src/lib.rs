@@ -105,8 +105,9 @@
 //! - [`saga`]: [`saga::Saga`] and [`saga::Step`] to start sagas (`faas:platform/saga`), and the
 //!   [`saga::StepRequest`] / [`saga::StepError`] of [`macro@step_handler`] functions, with
 //!   [`saga::StepRequest::append_once`] for idempotent effects.
-//! - [`tx`]: [`tx::commit_atomically`] (`faas:platform/tx`) and the [`tx::Participant`] trait,
-//!   exported with [`export_participant!`].
+//! - [`tx`]: [`tx::commit_atomically`] and [`tx::commit_with`] (idempotency key, prepare
+//!   timeout) (`faas:platform/tx`) and the [`tx::Participant`] trait, exported with
+//!   [`export_participant!`].
 //! - `handler` (private but for [`EventHandlerResult`]): the bridge from
 //!   `faas:platform/event-handler` to `#[event_handler]` functions.
 //! - `native` (native targets only) and [`testing`]: the in-memory event store
