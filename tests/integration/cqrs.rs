@@ -2,7 +2,7 @@
 //! (ordering, retries, parking, restarts), on SQLite and PostgreSQL.
 
 use crate::backend_tests;
-use crate::support::{Backend, Database, Options, Server, components};
+use crate::support::{Backend, Database, Options, Server, components, eventually};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -34,15 +34,16 @@ async fn get(server: &Server, path: &str) -> (u16, Value) {
 
 /// Waits until every subscription of `function` has delivered everything (lag 0).
 async fn caught_up(server: &Server, function: &str) -> Value {
-    for _ in 0..400 {
+    eventually(&format!("the subscriptions of {function} catch up"), Duration::from_secs(20), async || {
         let (_, status) = server.get_json(&format!("/v1/functions/{function}/subscriptions")).await;
         let subs = status["subscriptions"].as_array().cloned().unwrap_or_default();
         if !subs.is_empty() && subs.iter().all(|s| s["lag"] == 0 && s["checkpoint"].is_u64()) {
-            return status;
+            Ok(status)
+        } else {
+            Err(format!("{status}\n{}", server.logs()))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("subscriptions of {function} never caught up:\n{}", server.logs());
+    })
+    .await
 }
 
 async fn concurrent_clients_agree_with_projection_and_replay(backend: Backend) {
@@ -261,7 +262,17 @@ async fn postgres_subscribers_never_skip_a_slow_or_rolled_back_append() {
             body["position"].as_u64().expect("slow append committed")
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The slow append holds its transaction open (the trigger sleeps in it) before the others start.
+    eventually("the slow append sleeps in its transaction", Duration::from_secs(10), async || {
+        let sleeping: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if sleeping == 1 { Ok(()) } else { Err(format!("{sleeping} sessions in pg_sleep")) }
+    })
+    .await;
     let fast: Vec<_> = (0..6)
         .map(|i| {
             let (http, data) = (server.http.clone(), server.data.clone());

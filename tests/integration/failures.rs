@@ -53,7 +53,7 @@ async fn infinite_loop_is_a_504_at_the_timeout_while_others_are_served() {
         tokio::spawn(async move { http.get(url).send().await.unwrap() })
     };
     // While the loop spins, other requests are answered promptly.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_for_metric(r#"faas_active_instances{function="misbehave"} 1"#).await;
     for i in 0..20 {
         let t = Instant::now();
         assert_eq!(server.call(&format!("/hello/n{i}")).await, (200, format!("Hello, n{i}!")));

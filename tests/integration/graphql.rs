@@ -1,7 +1,7 @@
 //! The GraphQL query side: functions, streams (paged), subscriptions and parked events, behind the
 //! admin token.
 
-use crate::support::{Options, Server, components};
+use crate::support::{Options, Server, components, eventually};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -39,16 +39,17 @@ async fn graphql_covers_functions_streams_and_subscriptions() {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().to_lowercase().contains("graphiql"));
 
-    let mut data = Value::Null;
-    for _ in 0..100 {
-        data = query(&server, "{ functions { name activeVersion versions { version sha256 routes subscribedStreams } subscriptions { stream checkpoint head lag } parked { position error attempts } } }").await;
-        if data["functions"][0]["subscriptions"][0]["lag"] == 0
-            && data["functions"][0]["parked"].as_array().is_some_and(|p| !p.is_empty())
-        {
-            break;
+    let data = eventually("the subscription catches up and parks the poison event", Duration::from_secs(5), async || {
+        let data = query(&server, "{ functions { name activeVersion versions { version sha256 routes subscribedStreams } subscriptions { stream checkpoint head lag } parked { position error attempts } } }").await;
+        let function = &data["functions"][0];
+        // U64 values are strings in GraphQL.
+        if function["subscriptions"][0]["lag"] == "0" && function["parked"].as_array().is_some_and(|p| !p.is_empty()) {
+            Ok(data)
+        } else {
+            Err(data)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let function = &data["functions"][0];
     assert_eq!(function["name"], "projector");
     assert_eq!(function["activeVersion"], 1);

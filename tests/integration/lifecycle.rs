@@ -1,7 +1,7 @@
 //! Deploy → invoke → redeploy → rollback → delete, persistence across restarts, and the CLI.
 
 use crate::backend_tests;
-use crate::support::{Backend, Database, Options, Server, components, error_of, spec};
+use crate::support::{Backend, Database, Options, Server, components, error_of, eventually, spec};
 use serde_json::json;
 
 backend_tests!(deploy_redeploy_rollback_delete, deployments_survive_a_restart, cli_drives_the_control_plane);
@@ -184,7 +184,8 @@ async fn in_flight_requests_finish_on_the_version_they_started_on() {
             (response.status().as_u16(), response.text().await.unwrap())
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The slow request runs on version 1 before version 2 is deployed.
+    server.wait_for_metric(r#"faas_active_instances{function="app"} 1"#).await;
     let v2 = server.deploy_ok("app", c.bytes("wasi-raw"), spec(&["/app/..."], json!({}))).await;
     assert_eq!(v2["version"], 2);
     // New requests run version 2 at once; the request already running finishes on version 1.
@@ -203,17 +204,18 @@ async fn deploys_reach_every_node() {
     let c = components();
 
     async fn until(b: &Server, path: &str, expected: (u16, &str)) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
+        let what = format!("node B answers {path} with {expected:?}");
+        eventually(&what, std::time::Duration::from_secs(10), async || {
             let (status, body) = b.call(path).await;
             // An empty expected body means exactly empty (the echo component answers a GET so).
             let matches = if expected.1.is_empty() { body.is_empty() } else { body.contains(expected.1) };
             if status == expected.0 && (matches || expected.0 == 404) {
-                return;
+                Ok(())
+            } else {
+                Err(format!("{status} {body}"))
             }
-            assert!(std::time::Instant::now() < deadline, "node B answers {status} {body}, not {expected:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     assert_eq!(b.call("/hello/x").await.0, 404);

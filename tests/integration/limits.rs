@@ -18,8 +18,9 @@ async fn past_the_queue_requests_get_503_with_retry_after() {
         })
     };
     let running = sleeper(1500);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.wait_for_metric(r#"faas_active_instances{function="misbehave"} 1"#).await;
     let queued = sleeper(10);
+    // Nothing shows a request waiting in the queue, so this one is given time to get there.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // One running, one queued: the third is refused at once.
@@ -32,7 +33,7 @@ async fn past_the_queue_requests_get_503_with_retry_after() {
     assert_eq!(running.await.unwrap(), (200, "slept 1500".into()));
     assert_eq!(queued.await.unwrap(), (200, "slept 10".into()));
     assert_eq!(server.call("/misbehave/ok").await, (200, "ok".into()));
-    let metrics = server.admin_request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(r#"faas_invocations_total{function="misbehave",status="503",version="1"} 1"#),
         "{metrics}"

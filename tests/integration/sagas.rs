@@ -3,7 +3,7 @@
 //! Outcomes are checked in the participants' own event streams, read through the admin API.
 
 use crate::backend_tests;
-use crate::support::{Backend, Database, Options, Server, components, spec};
+use crate::support::{Backend, Database, Options, Server, components, eventually, spec};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -311,15 +311,11 @@ async fn stuck_compensations_wait_for_an_operator(backend: Backend) {
 }
 
 async fn wait_until(server: &Server, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(&format!("saga {id} gets there"), Duration::from_secs(30), async || {
         let report = saga(server, id).await;
-        if done(&report) {
-            return report;
-        }
-        assert!(Instant::now() < deadline, "saga never got there: {report}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if done(&report) { Ok(report) } else { Err(report) }
+    })
+    .await
 }
 
 /// Two nodes share one PostgreSQL database. The node running a saga dies mid-step; the other
@@ -350,17 +346,11 @@ async fn another_node_takes_over_the_sagas_of_a_dead_one() {
     a.kill();
 
     let taken_over = Instant::now();
-    let report = {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let report = saga(&b, &id).await;
-            if report["status"] == "completed" {
-                break report;
-            }
-            assert!(Instant::now() < deadline, "node B never finished the saga: {report}\n{}", b.logs());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+    let report = eventually("node B finishes the saga", Duration::from_secs(60), async || {
+        let report = saga(&b, &id).await;
+        if report["status"] == "completed" { Ok(report) } else { Err(format!("{report}\n{}", b.logs())) }
+    })
+    .await;
     println!("finished by the other node {:?} after the kill", taken_over.elapsed());
     let owner_b = std::fs::read_to_string(dir_b.path().join("node-id")).unwrap();
     assert_eq!(report["owner"], owner_b.trim());
@@ -433,14 +423,10 @@ async fn sagas_survive_kill_9_at_random_points(backend: Backend) {
             server = Server::start_with(options.clone()).await;
             if in_flight > 0 {
                 // The restarted node resumes its own in-flight sagas at once. (Not asserted per
-                // kill: the last in-flight saga may have finished between the count and the kill.)
-                for _ in 0..60 {
-                    if server.logs().contains("resumed in-flight sagas") {
-                        resumed += 1;
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                // kill: the last in-flight saga may have finished between the count and the kill,
+                // so a wait that runs out only goes uncounted.)
+                let resuming = server.wait_for_log("resumed in-flight sagas");
+                resumed += usize::from(tokio::time::timeout(Duration::from_secs(3), resuming).await.is_ok());
             }
             next_kill = Instant::now() + Duration::from_millis(50 + rng.below(300));
         }
@@ -497,8 +483,7 @@ pub(crate) async fn assert_sagas_settled_and_conserved(
 ) {
     let wanted: std::collections::HashSet<&str> = ids.values().map(String::as_str).collect();
     // Every saga settles.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let sagas = loop {
+    let sagas = eventually("every saga is completed or compensated", Duration::from_secs(120), async || {
         let (_, list) = server.get_json("/v1/sagas?limit=1000").await;
         let list: Vec<Value> = list["sagas"]
             .as_array()
@@ -507,18 +492,15 @@ pub(crate) async fn assert_sagas_settled_and_conserved(
             .filter(|s| wanted.contains(s["id"].as_str().unwrap()))
             .cloned()
             .collect();
-        if list.len() == ids.len() && list.iter().all(|s| s["status"] == "completed" || s["status"] == "compensated") {
-            break list;
+        let unsettled: Vec<&Value> =
+            list.iter().filter(|s| s["status"] != "completed" && s["status"] != "compensated").collect();
+        if list.len() == ids.len() && unsettled.is_empty() {
+            Ok(list)
+        } else {
+            Err(format!("{} of {} listed; unsettled: {}", list.len(), ids.len(), json!(unsettled)))
         }
-        assert!(
-            Instant::now() < deadline,
-            "sagas did not settle: {}",
-            json!(
-                list.iter().filter(|s| s["status"] != "completed" && s["status"] != "compensated").collect::<Vec<_>>()
-            )
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     let status: HashMap<&str, &str> =
         sagas.iter().map(|s| (s["id"].as_str().unwrap(), s["status"].as_str().unwrap())).collect();
     let completed = status.values().filter(|s| **s == "completed").count();

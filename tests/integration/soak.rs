@@ -6,7 +6,7 @@
 
 use crate::backend_tests;
 use crate::sagas::{Rng, assert_sagas_settled_and_conserved, random_orders, server_post, stocked_shop};
-use crate::support::{Backend, Database, Options, Server, components, spec};
+use crate::support::{Backend, Database, Options, Server, components, eventually, spec};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -144,16 +144,12 @@ async fn all_transactions(server: &Server) -> Vec<Value> {
 /// Waits until every transaction is committed or aborted, then checks the ledgers against the
 /// log and the log against what the clients were told.
 async fn assert_ledgers_consistent(server: &Server, sent: &[Sent]) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let log = loop {
+    let log = eventually("every transaction is committed or aborted", Duration::from_secs(90), async || {
         let log = all_transactions(server).await;
         let open: Vec<&Value> = log.iter().filter(|t| t["status"] != "committed" && t["status"] != "aborted").collect();
-        if open.is_empty() {
-            break log;
-        }
-        assert!(Instant::now() < deadline, "transactions never finished: {}\n{}", json!(open), server.logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        if open.is_empty() { Ok(log) } else { Err(format!("open: {}\n{}", json!(open), server.logs())) }
+    })
+    .await;
     let status: HashMap<&str, &str> =
         log.iter().map(|t| (t["id"].as_str().unwrap(), t["status"].as_str().unwrap())).collect();
 
@@ -304,15 +300,11 @@ async fn transfers_survive_a_node_paused_past_its_timeout() {
 /// Waits until the function at `path` is deployed on `server` (the router's own 404 carries an
 /// error code; a function's answers do not).
 async fn wait_until_served(server: &Server, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(&format!("{path} is served on the second node"), Duration::from_secs(30), async || {
         let (status, body) = server.get_json_data(path).await;
-        if status != 404 || body["error"]["code"] != "not_found" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{path} never served on the second node");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if status != 404 || body["error"]["code"] != "not_found" { Ok(()) } else { Err(format!("{status} {body}")) }
+    })
+    .await
 }
 
 /// Sagas, started by three clients at once, with the sweep every 100 ms and no crash: every

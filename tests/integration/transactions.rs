@@ -3,9 +3,9 @@
 //! between the phases.
 
 use crate::backend_tests;
-use crate::support::{Backend, Database, Options, Server, components, spec};
+use crate::support::{Backend, Database, Options, Server, components, eventually, spec};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 backend_tests!(
     transfers_commit_on_both_or_neither,
@@ -199,15 +199,11 @@ async fn start_then_kill(server: &mut Server, body: Value, moment: &str) -> Stri
 }
 
 async fn wait_for_status(server: &Server, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(&format!("transaction {id} is {status}"), Duration::from_secs(30), async || {
         let (_, tx) = server.get_json(&format!("/v1/transactions/{id}")).await;
-        if tx["status"] == status {
-            return tx;
-        }
-        assert!(Instant::now() < deadline, "transaction never became {status}: {tx}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if tx["status"] == status { Ok(tx) } else { Err(tx) }
+    })
+    .await
 }
 
 async fn a_crash_after_the_decision_commits_on_recovery(backend: Backend) {

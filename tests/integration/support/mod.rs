@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const FAAS: &str = env!("CARGO_BIN_EXE_faas");
 
@@ -119,6 +119,54 @@ impl Database {
                 Self { url: Some(format!("{base}/{name}")) }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+/// First pause between two checks of [`eventually`]: short, as most states arrive within
+/// milliseconds.
+const FIRST_PAUSE: Duration = Duration::from_millis(20);
+/// Longest pause between two checks: each check is a request to a server that shares the
+/// suite's two cores, so checking more often than this only slows down what is awaited.
+const LONGEST_PAUSE: Duration = Duration::from_millis(250);
+
+/// Checks until `check` returns `Ok`, and returns its value; panics if it has not within
+/// `limit`. `what` says what is awaited ("transaction x is committed") and each `Err` what was
+/// seen instead; the panic shows both, with the last `Err`.
+///
+/// The pause between checks starts at [`FIRST_PAUSE`] and doubles up to [`LONGEST_PAUSE`]. A
+/// check that has begun always runs to its end, and there is one last check at `limit`, so a
+/// state reached just in time counts. `limit` is a bound for a slow machine, not an expected
+/// duration: a passing wait ends at the first check that sees the state.
+///
+/// ```ignore
+/// let tx = eventually(&format!("{id} is committed"), Duration::from_secs(30), async || {
+///     let (_, tx) = server.get_json(&format!("/v1/transactions/{id}")).await;
+///     if tx["status"] == "committed" { Ok(tx) } else { Err(tx) }
+/// })
+/// .await;
+/// ```
+pub async fn eventually<T, E: std::fmt::Display>(
+    what: &str,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let started = Instant::now();
+    let (mut pause, mut checks) = (FIRST_PAUSE, 0);
+    loop {
+        checks += 1;
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            panic!("not within {limit:?} ({checks} checks): {what}\nlast seen: {last}");
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(LONGEST_PAUSE);
     }
 }
 
@@ -234,14 +282,26 @@ impl Server {
 
     /// Waits until the server's log contains `needle` (logs are written asynchronously).
     pub async fn wait_for_log(&self, needle: &str) -> String {
-        for _ in 0..100 {
+        eventually(&format!("the log contains {needle:?}"), Duration::from_secs(5), async || {
             let logs = self.logs();
-            if logs.contains(needle) {
-                return logs;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the log never contained {needle:?}:\n{}", self.logs());
+            if logs.contains(needle) { Ok(logs) } else { Err(logs) }
+        })
+        .await
+    }
+
+    /// The admin API's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self.admin_request(reqwest::Method::GET, "/metrics").send().await.expect("metrics request");
+        response.text().await.expect("metrics body")
+    }
+
+    /// Waits until one line of `/metrics` is exactly `series` (`name{labels} value`).
+    pub async fn wait_for_metric(&self, series: &str) {
+        eventually(&format!("/metrics has {series:?}"), Duration::from_secs(10), async || {
+            let metrics = self.metrics().await;
+            if metrics.lines().any(|line| line == series) { Ok(()) } else { Err(metrics) }
+        })
+        .await
     }
 
     pub fn kill(&mut self) {
