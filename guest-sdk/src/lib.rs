@@ -82,10 +82,11 @@
 //!
 //! - `lib.rs` (this file): crate docs and re-exports, plus the hidden
 //!   `__private` module that the macros' expansions call into.
-//! - [`macro@http_handler`] and [`macro@event_handler`] come from the
-//!   `faas-sdk-macros` crate (`guest-sdk/macros`), which checks the handler's
-//!   signature at compile time and generates the component export
-//!   (`wasi:http/incoming-handler`, `faas:platform/event-handler`).
+//! - [`macro@http_handler`], [`macro@event_handler`], [`macro@message_handler`] and
+//!   [`macro@step_handler`] come from the `faas-sdk-macros` crate (`guest-sdk/macros`),
+//!   which checks the handler's signature at compile time and generates the component
+//!   export (`wasi:http/incoming-handler`, `faas:platform/event-handler`,
+//!   `faas:platform/message-handler`, `faas:platform/step-handler`).
 //! - `body`: [`Body`], the complete request or response body, with
 //!   [`Body::bytes`], [`Body::text`] and [`Body::json`], and [`BodyError`].
 //! - `request`: [`Request`] (`http::Request<Body>`), the [`RequestExt`]
@@ -127,7 +128,7 @@
 //!   message on stderr; a `content-length` is added unless the response sets
 //!   one or its status has no body.
 //! - A crate may contain only one `#[http_handler]`, one `#[event_handler]`, one
-//!   `#[step_handler]` and one `export_participant!`.
+//!   `#[message_handler]`, one `#[step_handler]` and one `export_participant!`.
 //! - Saga steps and 2PC calls are delivered at least once: derive event ids from the
 //!   request (`StepRequest::event_id`, the transaction id) so repeats change nothing.
 //! - Events are delivered at least once: an event handler must tolerate seeing
