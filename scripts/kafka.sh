@@ -15,6 +15,8 @@
 #                      downloads ~45 jars, 43 MB, in under a minute)
 #   FAAS_KAFKA_DATA    the broker's log dir (default: a new temporary directory)
 #   FAAS_KAFKA_HEAP    JVM heap (default 512m)
+#   FAAS_KAFKA_PROPERTIES  extra server.properties lines (they override the defaults above them;
+#                      the tests start brokers without auto-creation and with ACLs this way)
 #
 # Then: faas serve --kafka-brokers 127.0.0.1:9092
 set -euo pipefail
@@ -81,6 +83,7 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+${FAAS_KAFKA_PROPERTIES:-}
 PROPS
     local classpath="$CACHE/libs/*"
     local logging=-Dlog4j2.configurationFile="$data/log4j2.yaml"

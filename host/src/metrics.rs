@@ -25,8 +25,8 @@ pub struct Metrics {
     pub saga_steps: IntCounterVec,
     /// `faas_transactions_total{outcome}`: two-phase-commit decisions, committed or aborted.
     pub transactions: IntCounterVec,
-    /// `faas_kafka_records_total{function,topic,outcome}`: outcome handled, failed (an attempt)
-    /// or dead_lettered.
+    /// `faas_kafka_records_total{function,topic,outcome}`: outcome handled, failed (an attempt),
+    /// dead_lettered, or dropped (the dead-letter topic refused even the record's metadata).
     pub kafka_records: IntCounterVec,
     /// `faas_kafka_batch_duration_seconds{function}`: handler time of batches that succeeded.
     pub kafka_batch_duration: HistogramVec,
@@ -35,7 +35,10 @@ pub struct Metrics {
     pub kafka_lag: IntGaugeVec,
     /// `faas_kafka_published_total{function,outcome}`: `kafka-out` publishes, ok or error.
     pub kafka_published: IntCounterVec,
-    /// `faas_kafka_connected`: 1 while a broker is reachable.
+    /// `faas_kafka_dead_letter_blocked{function}`: partitions waiting because their dead-letter
+    /// topic refuses records (missing, invalid, not authorized): a configuration error.
+    pub kafka_dead_letter_blocked: IntGaugeVec,
+    /// `faas_kafka_connected`: 1 while a broker is reachable (0 only after a grace period).
     pub kafka_connected: IntGauge,
 }
 
@@ -89,7 +92,7 @@ impl Metrics {
         let kafka_records = IntCounterVec::new(
             Opts::new(
                 "faas_kafka_records_total",
-                "Kafka records by outcome: handled, failed (attempts), dead_lettered.",
+                "Kafka records by outcome: handled, failed (attempts), dead_lettered, dropped.",
             ),
             &["function", "topic", "outcome"],
         )
@@ -110,6 +113,14 @@ impl Metrics {
             &["function", "outcome"],
         )
         .expect("valid metric");
+        let kafka_dead_letter_blocked = IntGaugeVec::new(
+            Opts::new(
+                "faas_kafka_dead_letter_blocked",
+                "Partitions waiting for a dead-letter topic that refuses records (a configuration error).",
+            ),
+            &["function"],
+        )
+        .expect("valid metric");
         let kafka_connected =
             IntGauge::new("faas_kafka_connected", "1 while a Kafka broker is reachable.").expect("valid metric");
         for collector in [
@@ -125,6 +136,7 @@ impl Metrics {
             Box::new(kafka_batch_duration.clone()),
             Box::new(kafka_lag.clone()),
             Box::new(kafka_published.clone()),
+            Box::new(kafka_dead_letter_blocked.clone()),
             Box::new(kafka_connected.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
@@ -143,6 +155,7 @@ impl Metrics {
             kafka_batch_duration,
             kafka_lag,
             kafka_published,
+            kafka_dead_letter_blocked,
             kafka_connected,
         }
     }

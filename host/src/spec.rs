@@ -149,6 +149,8 @@ impl KafkaTrigger {
         }
         for (i, topic) in self.topics.iter().enumerate() {
             validate_topic(topic)?;
+            // The default `<topic>.dlq` of a long name is too long for Kafka.
+            validate_topic(&self.dlq_topic(topic)).map_err(|e| format!("dead-letter topic of `{topic}`: {e}"))?;
             if self.topics[..i].contains(topic) {
                 return Err(format!("Kafka topic `{topic}` is listed twice"));
             }
@@ -169,8 +171,17 @@ impl KafkaTrigger {
     }
 }
 
-/// Kafka's own rule for topic names: 1-249 of `a-zA-Z0-9._-`, not `.` or `..`.
+/// Kafka's own topics: the broker refuses records for them (`INVALID_TOPIC_EXCEPTION`, which
+/// no retry can change), and consuming them is no business of a function.
+const INTERNAL_TOPICS: &[&str] =
+    &["__consumer_offsets", "__transaction_state", "__share_group_state", "__cluster_metadata"];
+
+/// Kafka's own rule for topic names: 1-249 of `a-zA-Z0-9._-`, not `.` or `..`; and none of
+/// Kafka's internal topics.
 pub fn validate_topic(topic: &str) -> Result<(), String> {
+    if INTERNAL_TOPICS.contains(&topic) {
+        return Err(format!("`{topic}` is one of Kafka's internal topics"));
+    }
     let valid = (1..=249).contains(&topic.len())
         && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && topic != "."
@@ -369,6 +380,13 @@ mod tests {
         assert!(spec.validate("f").unwrap_err().contains("invalid Kafka topic"));
         spec.triggers.kafka = Some(KafkaTrigger { dlq: Some("orders".into()), ..KafkaTrigger::new(&["orders"]) });
         assert!(spec.validate("f").unwrap_err().contains("dead-letter"));
+        // Names the broker would refuse at the first dead letter are refused at deploy.
+        spec.triggers.kafka =
+            Some(KafkaTrigger { dlq: Some("__consumer_offsets".into()), ..KafkaTrigger::new(&["orders"]) });
+        assert!(spec.validate("f").unwrap_err().contains("internal topics"));
+        let long = "t".repeat(249);
+        spec.triggers.kafka = Some(KafkaTrigger::new(&[long.as_str()]));
+        assert!(spec.validate("f").unwrap_err().contains("dead-letter topic of"));
         spec.triggers.kafka = None;
         spec.grants.publish_topics = vec!["orders".into(), "audit.*".into()];
         assert!(spec.validate("f").is_ok());

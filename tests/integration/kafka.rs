@@ -1,7 +1,9 @@
 //! Kafka triggers and publishing against a real Apache Kafka 4.4 broker (started by
 //! `support::kafka`): every record handled in per-partition order with correct commits, poison
-//! records dead-lettered, kill -9 of the host and of the broker, failover between two hosts on
-//! one PostgreSQL, redeploys keeping positions, publishing with grants.
+//! records dead-lettered (also when too large for the dead-letter topic, or when that topic
+//! refuses records), kill -9 of the host and of the broker (with a steady `/healthz` after it),
+//! failover between two hosts on one PostgreSQL, redeploys keeping positions, publishing with
+//! grants.
 
 use crate::support::kafka::{self as k, Broker};
 use crate::support::{Backend, Database, Options, Server, components, error_of};
@@ -168,6 +170,157 @@ async fn a_poison_record_goes_to_the_dead_letter_topic_while_the_rest_flow() {
     server.wait_for_log("sent to the dead-letter topic").await;
 }
 
+/// The broker's default per-topic limit (`max.message.bytes`): the largest record batch a topic
+/// created without settings takes.
+const DEFAULT_TOPIC_LIMIT: usize = 1_048_588;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_too_large_to_dead_letter_whole_goes_without_its_value() {
+    let broker = k::broker();
+    let topic = k::topic("huge");
+    k::create_topic(&broker.bootstrap, &topic, 1).await;
+    k::create_topic(&broker.bootstrap, &format!("{topic}.dlq"), 1).await;
+    let server = kafka_server(&broker.bootstrap, Backend::Sqlite).await;
+    let spec = trigger_spec(&topic, json!({ "max_retries": 1 }));
+    server.deploy_ok("order-events", components().bytes("order-events"), spec).await;
+
+    // Just under the topic's limit (a record batch's framing takes under 100 bytes): the topic
+    // takes it, but with the dead-letter headers on top it is over the dead-letter topic's
+    // limit, the same default one.
+    let size = DEFAULT_TOPIC_LIMIT - 128;
+    let mut records: Vec<(String, Vec<u8>)> = (0..10).map(k::order).collect();
+    records.insert(5, ("huge".into(), vec![b'x'; size]));
+    k::produce(&broker.bootstrap, &topic, records).await;
+
+    // The records behind it on its (only) partition are handled.
+    assert_exactly_once_in_order(&wait_for_events(&server, 10, Duration::from_secs(60)).await, 10);
+    let dead = k::read_all(&broker.bootstrap, &format!("{topic}.dlq"), 1).await;
+    assert_eq!(dead.len(), 1, "one record dead-lettered");
+    let record = &dead[0];
+    assert!(record.value.as_deref().unwrap_or_default().is_empty(), "value omitted");
+    assert_eq!(record.key.as_deref(), Some(&b"huge"[..]));
+    assert_eq!(record.header("faas-value-omitted"), Some("true"));
+    assert_eq!(record.header("faas-original-size"), Some(size.to_string().as_str()));
+    assert_eq!(record.header("faas-original-topic"), Some(topic.as_str()));
+    assert_eq!(record.header("faas-original-offset"), Some("5"));
+    assert_eq!(record.header("faas-attempts"), Some("2"), "1 attempt + 1 retry");
+    assert!(record.header("faas-error").is_some_and(|e| e.contains("malformed JSON")), "{:?}", record.headers);
+    assert_committed_to_end(&broker.bootstrap, &group(&topic), &topic, 1).await;
+    let text = metrics(&server).await;
+    let dead_lettered =
+        format!("faas_kafka_records_total{{function=\"order-events\",outcome=\"dead_lettered\",topic=\"{topic}\"}}");
+    assert_eq!(metric(&text, &dead_lettered), 1, "{text}");
+    server.wait_for_log("the dead-letter topic refused the record; sending less of it").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_shrinks_to_what_its_topic_takes_and_is_dropped_only_when_nothing_fits() {
+    let broker = k::broker();
+    let (shrunk, dropped) = (k::topic("shrunk"), k::topic("dropped"));
+    for topic in [&shrunk, &dropped] {
+        k::create_topic(&broker.bootstrap, topic, 1).await;
+    }
+    // Room for the `faas-*` headers (about 400 bytes) but not for a 2,000-byte key; and room
+    // for nothing at all.
+    k::create_topic_with(&broker.bootstrap, &format!("{shrunk}.dlq"), 1, &[("max.message.bytes", "1000")]).await;
+    k::create_topic_with(&broker.bootstrap, &format!("{dropped}.dlq"), 1, &[("max.message.bytes", "100")]).await;
+    let server = kafka_server(&broker.bootstrap, Backend::Sqlite).await;
+    let kafka = json!({ "topics": [shrunk, dropped], "group": group(&shrunk), "max_retries": 0 });
+    let spec = json!({ "triggers": { "http": ["/order-events/..."], "kafka": kafka } });
+    server.deploy_ok("order-events", components().bytes("order-events"), spec).await;
+    let poison = |key: String| (key, b"not an order".to_vec());
+    k::produce(&broker.bootstrap, &shrunk, vec![k::order(0), poison("k".repeat(2000)), k::order(2)]).await;
+    k::produce(&broker.bootstrap, &dropped, vec![k::order(3), poison("o-4".into()), k::order(5)]).await;
+
+    assert_exactly_once_in_order(&wait_for_events(&server, 4, Duration::from_secs(60)).await, 4);
+    let dead = k::read_all(&broker.bootstrap, &format!("{shrunk}.dlq"), 1).await;
+    assert_eq!(dead.len(), 1);
+    let record = &dead[0];
+    assert_eq!(record.key, None, "key omitted");
+    assert!(record.value.as_deref().unwrap_or_default().is_empty(), "value omitted");
+    for header in ["faas-value-omitted", "faas-key-omitted", "faas-headers-omitted"] {
+        assert_eq!(record.header(header), Some("true"), "{header}: {:?}", record.headers);
+    }
+    assert_eq!(record.header("faas-original-size"), Some("12"));
+    assert_eq!(record.header("faas-original-offset"), Some("1"));
+    for topic in [&shrunk, &dropped] {
+        assert_committed_to_end(&broker.bootstrap, &group(&shrunk), topic, 1).await;
+    }
+    assert_eq!(k::end_offsets(&broker.bootstrap, &format!("{dropped}.dlq"), 1).await, vec![0], "nothing fit");
+    let text = metrics(&server).await;
+    let count = |topic: &str, outcome: &str| {
+        metric(
+            &text,
+            &format!("faas_kafka_records_total{{function=\"order-events\",outcome=\"{outcome}\",topic=\"{topic}\"}}"),
+        )
+    };
+    assert_eq!((count(&shrunk, "dead_lettered"), count(&shrunk, "dropped")), (1, 0), "{text}");
+    assert_eq!((count(&dropped, "dead_lettered"), count(&dropped, "dropped")), (0, 1), "{text}");
+    let logs = server.wait_for_log("Kafka record dropped: the dead-letter topic refused even its metadata").await;
+    assert!(logs.contains(&format!("topic=\"{dropped}\" partition=0 offset=1")), "{}", tail(&logs));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_topic_that_refuses_records_holds_the_partition_visibly_until_fixed() {
+    // Its own broker: no topic is created on first use, and ACLs are enforced.
+    let broker = Broker::start_with(None, None, k::STRICT);
+    let (missing, denied) = (k::topic("nodlq"), k::topic("denied"));
+    for topic in [&missing, &denied] {
+        k::create_topic(&broker.bootstrap, topic, 1).await;
+    }
+    let denied_dlq = format!("{denied}.dlq");
+    k::create_topic(&broker.bootstrap, &denied_dlq, 1).await;
+    k::deny_writes(&broker.bootstrap, &denied_dlq, true).await;
+    let server = kafka_server(&broker.bootstrap, Backend::Sqlite).await;
+    let kafka = json!({ "topics": [missing, denied], "group": group(&missing), "max_retries": 0 });
+    let spec = json!({ "triggers": { "http": ["/order-events/..."], "kafka": kafka } });
+    server.deploy_ok("order-events", components().bytes("order-events"), spec).await;
+    let poison = |key: &str| (key.to_owned(), b"not an order".to_vec());
+    k::produce(&broker.bootstrap, &missing, vec![k::order(0), poison("p-1"), k::order(2)]).await;
+    k::produce(&broker.bootstrap, &denied, vec![k::order(3), poison("p-4"), k::order(5)]).await;
+
+    // Each partition waits at its poison record, and says why: a configuration error.
+    let blocked =
+        |health: &Value| health["kafka"]["triggers"][0]["dead_letter_blocked"].as_array().cloned().unwrap_or_default();
+    let started = Instant::now();
+    let entries = loop {
+        let (_, health) = server.get_json("/healthz").await;
+        let entries = blocked(&health);
+        if entries.len() == 2 {
+            break entries;
+        }
+        // An unknown topic is reported once librdkafka stops waiting for it to appear (30 s).
+        assert!(started.elapsed() < Duration::from_secs(90), "not blocked: {health}\n{}", tail(&server.logs()));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let entry = |topic: &str| entries.iter().find(|e| e["topic"] == topic).cloned().expect("entry");
+    let (m, d) = (entry(&missing), entry(&denied));
+    assert_eq!(
+        (m["dead_letter_topic"].as_str(), m["offset"].as_u64()),
+        (Some(format!("{missing}.dlq").as_str()), Some(1)),
+        "{m}"
+    );
+    assert!(m["error"].as_str().is_some_and(|e| e.contains("nknown topic")), "{m}");
+    assert_eq!((d["dead_letter_topic"].as_str(), d["offset"].as_u64()), (Some(denied_dlq.as_str()), Some(1)), "{d}");
+    assert!(d["error"].as_str().is_some_and(|e| e.contains("uthorization")), "{d}");
+    assert_eq!(recorded(&server).await.len(), 2, "the records behind the poison ones wait");
+    assert_eq!(metric(&metrics(&server).await, "faas_kafka_dead_letter_blocked{function=\"order-events\"}"), 2);
+    server.wait_for_log("the dead-letter topic refuses records").await;
+
+    // Fixed: the records are dead-lettered and the partitions move on.
+    k::create_topic(&broker.bootstrap, &format!("{missing}.dlq"), 1).await;
+    k::deny_writes(&broker.bootstrap, &denied_dlq, false).await;
+    assert_exactly_once_in_order(&wait_for_events(&server, 4, Duration::from_secs(60)).await, 4);
+    for dlq in [format!("{missing}.dlq"), denied_dlq] {
+        let dead = k::read_all(&broker.bootstrap, &dlq, 1).await;
+        assert_eq!(dead.len(), 1, "{dlq}");
+        assert_eq!(dead[0].value.as_deref(), Some(&b"not an order"[..]));
+    }
+    let (_, health) = server.get_json("/healthz").await;
+    assert_eq!(blocked(&health).len(), 0, "{health}");
+    assert_eq!(metric(&metrics(&server).await, "faas_kafka_dead_letter_blocked{function=\"order-events\"}"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_loses_nothing_and_applies_each_record_once() {
     let broker = k::broker();
@@ -264,8 +417,16 @@ async fn the_trigger_resumes_by_itself_after_the_broker_is_killed_and_restarted(
     server.deploy_ok("order-events", components().bytes("order-events"), trigger_spec(&topic, json!({}))).await;
     k::produce(&bootstrap, &topic, (0..500).map(k::order).collect()).await;
     wait_for_events(&server, 500, Duration::from_secs(60)).await;
+    // The node's producer publishes once, then idles through the outage.
+    let out = format!("{topic}-out");
+    let spec = json!({ "triggers": { "http": ["/orders/publish"] }, "grants": { "publish_topics": [out] } });
+    server.deploy_ok("order-publisher", components().bytes("order-publisher"), spec).await;
+    let order = json!({ "order_id": "o-out", "customer": "c-1", "amount_cents": 1 });
+    let (status, body) = server.post_json(&format!("/orders/publish?topic={out}"), &order).await;
+    assert_eq!(status, 202, "{body}");
 
     broker.kill();
+    let killed = Instant::now();
     let health = || async {
         let (_, health) = server.get_json("/healthz").await;
         health["kafka"]["connected"].as_bool()
@@ -277,13 +438,55 @@ async fn the_trigger_resumes_by_itself_after_the_broker_is_killed_and_restarted(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(recorded(&server).await.len(), 500);
+    // An outage longer than the session timeout (6 s): the consumer's session expires, so the
+    // group must be joined again once the broker is back.
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(killed.elapsed())).await;
 
     let broker = Broker::start(Some(port), Some(&data));
+    let back = Instant::now();
+    // /healthz every 10 ms for the 30 s after the broker is back: once connected again it
+    // stays so (clients reconnecting one after another, connections redone while the broker
+    // finishes starting, must not show).
+    let sampler = {
+        let (http, url) = (server.http.clone(), format!("{}/healthz", server.admin));
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while back.elapsed() < Duration::from_secs(30) {
+                let health = match http.get(&url).send().await {
+                    Ok(response) => response.json::<Value>().await.unwrap_or(Value::Null),
+                    Err(_) => Value::Null,
+                };
+                samples.push((back.elapsed(), health["kafka"]["connected"].as_bool()));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            samples
+        })
+    };
     k::produce(&bootstrap, &topic, (500..1000).map(k::order).collect()).await;
+    let acknowledged = back.elapsed();
+    while recorded(&server).await.len() <= 500 {
+        assert!(back.elapsed() < Duration::from_secs(120), "no record handled after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first_handled = back.elapsed();
     wait_for_events(&server, 1000, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_exactly_once_in_order(&recorded(&server).await, 1000);
     server.wait_for_log("Kafka brokers reachable").await;
+    let samples = sampler.await.expect("sampler");
+    let first_up = samples.iter().position(|(_, c)| *c == Some(true)).expect("connected again within 30 s");
+    let dips: Vec<_> = samples[first_up..].iter().filter(|(_, c)| *c != Some(true)).collect();
+    eprintln!(
+        "broker restart after a {:.1} s outage: /healthz connected {:.1} s, new records acknowledged {:.1} s and \
+         the first one handled {:.1} s after the broker was back; {} of {} samples after reconnecting not connected",
+        back.duration_since(killed).as_secs_f64(),
+        samples[first_up].0.as_secs_f64(),
+        acknowledged.as_secs_f64(),
+        first_handled.as_secs_f64(),
+        dips.len(),
+        samples.len() - first_up
+    );
+    assert!(dips.is_empty(), "/healthz flapped after reconnecting: {dips:?}");
 
     // SIGTERM while the broker is away still ends the process: the drain gives up on the
     // final commit after a grace period instead of waiting for the broker forever.
@@ -385,6 +588,18 @@ async fn deploys_that_cannot_consume_are_clear_400s() {
     let response =
         server.deploy("order-events", components().bytes("order-events"), trigger_spec("a b", json!({}))).await;
     assert_eq!(response.status().as_u16(), 400);
+    // Dead-letter topics the broker would refuse: an internal one (INVALID_TOPIC_EXCEPTION),
+    // and a default `<topic>.dlq` over Kafka's 249 characters.
+    for (topic, dlq, expected) in
+        [("t", Some("__consumer_offsets"), "internal topics"), (&*"t".repeat(249), None, "dead-letter topic of")]
+    {
+        let extra = dlq.map_or(json!({}), |dlq| json!({ "dlq": dlq }));
+        let response =
+            server.deploy("order-events", components().bytes("order-events"), trigger_spec(topic, extra)).await;
+        assert_eq!(response.status().as_u16(), 400);
+        let (_, message) = error_of(&response.json().await.expect("json"));
+        assert!(message.contains(expected), "{message}");
+    }
     // Two functions in one group.
     let spec = trigger_spec("t", json!({ "group": k::topic("shared") }));
     server.deploy_ok("order-events", components().bytes("order-events"), spec.clone()).await;

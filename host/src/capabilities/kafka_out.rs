@@ -28,7 +28,9 @@ impl wit::Host for HostState {
             let headers: Vec<(String, Vec<u8>)> = headers.into_iter().map(|h| (h.key, h.value)).collect();
             match publisher.publish(&topic, key.as_deref(), &value, &headers).await {
                 Ok(d) => Ok(Delivery { partition: d.partition as u32, offset: d.offset as u64 }),
-                Err(kafka::PublishError::Invalid(message)) => Err(PublishError::InvalidRequest(message)),
+                Err(kafka::PublishError::RecordRejected(message) | kafka::PublishError::TopicRejected(message)) => {
+                    Err(PublishError::InvalidRequest(message))
+                }
                 Err(kafka::PublishError::Unavailable(message)) => Err(PublishError::Unavailable(message)),
             }
         }

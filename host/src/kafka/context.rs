@@ -1,6 +1,7 @@
 //! The librdkafka callbacks: errors and logs into `tracing`, statistics into broker health and
 //! per-partition lag gauges, and the rebalance hooks of trigger consumers.
 
+use super::health::{ClientId, KafkaHealth};
 use crate::metrics::Metrics;
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
@@ -14,65 +15,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-/// Whether this node reaches the brokers, and the last error it saw.
-#[derive(Debug, Default)]
-pub struct KafkaHealth {
-    connected: AtomicBool,
-    last_error: Mutex<Option<String>>,
-    /// When an error was last logged: during an outage librdkafka reports one every few
-    /// hundred milliseconds per client.
-    last_logged: Mutex<Option<std::time::Instant>>,
-}
-
-impl KafkaHealth {
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-
-    pub fn status(&self) -> serde_json::Value {
-        let last_error = self.last_error.lock().map(|e| e.clone()).unwrap_or_default();
-        serde_json::json!({ "connected": self.connected(), "last_error": last_error })
-    }
-
-    fn observe(&self, stats: &Statistics, metrics: &Metrics) {
-        let up = stats.brokers.values().any(|b| b.state == "UP" && b.nodeid >= 0);
-        if up != self.connected.swap(up, Ordering::Relaxed) {
-            if up {
-                tracing::info!("Kafka brokers reachable");
-            } else {
-                tracing::warn!("no Kafka broker reachable; retrying");
-            }
-        }
-        metrics.kafka_connected.set(i64::from(up));
-    }
-
-    /// Records an error; true when it should be logged (none logged in the last 10 s).
-    fn error(&self, error: &KafkaError, reason: &str) -> bool {
-        let text = format!("{error}: {reason}");
-        let log = match self.last_logged.lock() {
-            Ok(mut last) => {
-                let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
-                if due {
-                    *last = Some(std::time::Instant::now());
-                }
-                due
-            }
-            Err(_) => true,
-        };
-        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
-            self.connected.store(false, Ordering::Relaxed);
-        }
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(text);
-        }
-        log
-    }
-}
-
 /// The context of the shared producer.
 pub struct ProducerContext {
-    pub health: Arc<KafkaHealth>,
-    pub metrics: Metrics,
+    health: Arc<KafkaHealth>,
+    client: ClientId,
+}
+
+impl ProducerContext {
+    pub fn new(health: Arc<KafkaHealth>) -> Self {
+        let client = health.register();
+        Self { health, client }
+    }
 }
 
 impl ClientContext for ProducerContext {
@@ -81,11 +34,11 @@ impl ClientContext for ProducerContext {
     }
 
     fn stats(&self, stats: Statistics) {
-        self.health.observe(&stats, &self.metrics);
+        self.health.observe(self.client, &stats);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if self.health.error(&error, reason) {
+        if self.health.error(self.client, &error, reason) {
             tracing::warn!(client = "producer", %error, reason, "Kafka error (repeats within 10 s not logged)");
         }
     }
@@ -131,7 +84,9 @@ pub enum Change {
 pub struct TriggerContext {
     pub function: String,
     pub group: String,
-    pub health: Arc<KafkaHealth>,
+    health: Arc<KafkaHealth>,
+    /// This consumer in `health`.
+    client: ClientId,
     pub metrics: Metrics,
     /// The consumer itself, to split partition queues off in the rebalance callback. Weak: the
     /// consumer owns this context.
@@ -149,10 +104,12 @@ pub struct TriggerContext {
 
 impl TriggerContext {
     pub fn new(function: &str, group: &str, health: Arc<KafkaHealth>, metrics: Metrics) -> Self {
+        let client = health.register();
         Self {
             function: function.to_owned(),
             group: group.to_owned(),
             health,
+            client,
             metrics,
             consumer: OnceLock::new(),
             split: Default::default(),
@@ -208,7 +165,7 @@ impl ClientContext for TriggerContext {
     }
 
     fn stats(&self, stats: Statistics) {
-        self.health.observe(&stats, &self.metrics);
+        self.health.observe(self.client, &stats);
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 if *partition < 0 {
@@ -227,10 +184,17 @@ impl ClientContext for TriggerContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if self.health.error(&error, reason) {
+        if self.health.error(self.client, &error, reason) {
             tracing::warn!(function = %self.function, group = %self.group, %error, reason,
                 "Kafka error (repeats within 10 s not logged)");
         }
+    }
+}
+
+impl Drop for TriggerContext {
+    /// The consumer is closed: its view no longer counts.
+    fn drop(&mut self) {
+        self.health.deregister(self.client);
     }
 }
 

@@ -10,10 +10,11 @@
 
 mod batch;
 mod context;
+mod health;
 mod publisher;
 mod trigger;
 
-pub use context::KafkaHealth;
+pub use health::KafkaHealth;
 pub use publisher::{PublishError, Publisher};
 
 use crate::invoker::Invoker;
@@ -131,6 +132,11 @@ impl Kafka {
         status
     }
 }
+
+/// librdkafka's cap on its reconnect backoff (its default is 10 s; the backoff starts at
+/// `reconnect.backoff.ms`, 100 ms, and doubles per failed attempt). During an outage this is how
+/// long after the broker is back a client may still wait before trying again.
+const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
 
 /// Exponential: 100 ms, 200 ms, 400 ms … capped at 10 s.
 fn backoff(attempt: u32) -> Duration {

@@ -16,8 +16,10 @@
 
 use super::batch::Batch;
 use super::context::{Change, PartitionKey, Stop, TriggerConsumer, TriggerContext, TriggerQueue};
+use super::publisher::PublishError;
 use super::{Shared, backoff};
 use crate::invoker::InvokeError;
+use crate::metrics::Metrics;
 use crate::registry::LoadedFunction;
 use crate::spec::{KafkaFrom, KafkaTrigger};
 use futures::{FutureExt, StreamExt};
@@ -27,7 +29,7 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -40,6 +42,12 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(5);
 /// Pause after a consume error, so a broker outage does not spin a loop.
 const CONSUME_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// At most this much of a handler's error goes into `faas-error`.
+const MAX_ERROR_HEADER_BYTES: usize = 4096;
+/// A dead-letter publish that keeps failing is logged on its first refusal and then
+/// every this many (about once a minute at the 10 s backoff cap).
+const CONFIG_ERROR_LOG_EVERY: u32 = 6;
+
 /// A started trigger; [`stop`](Self::stop) drains it.
 pub struct RunningTrigger {
     pub spec: KafkaTrigger,
@@ -48,6 +56,7 @@ pub struct RunningTrigger {
     /// not held here: the drain's thread must drop the last handle, since that closes the
     /// consumer (leaves the group), which blocks.
     assigned: Arc<std::sync::Mutex<Vec<PartitionKey>>>,
+    blocked: Blocked,
     stop: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -75,7 +84,7 @@ impl RunningTrigger {
             .set("session.timeout.ms", session_ms.to_string())
             .set("heartbeat.interval.ms", (session_ms / 6).max(500).to_string())
             .set("statistics.interval.ms", "2000")
-            .set("reconnect.backoff.max.ms", "2000")
+            .set("reconnect.backoff.max.ms", super::RECONNECT_BACKOFF_MAX_MS)
             .set("fetch.wait.max.ms", "10")
             // With a queue per partition, librdkafka's prefetch limit applies per partition (its
             // default, 64 MiB, is meant for one queue per consumer): 8 MiB per partition is
@@ -87,10 +96,17 @@ impl RunningTrigger {
         let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         tracing::info!(function, group = %group, topics = ?spec.topics, "Kafka trigger started");
-        let trigger = Arc::new(Trigger { shared, function: function.to_owned(), group: group.clone(), consumer });
+        let blocked = Blocked::default();
+        let trigger = Arc::new(Trigger {
+            shared,
+            function: function.to_owned(),
+            group: group.clone(),
+            consumer,
+            blocked: blocked.clone(),
+        });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(trigger.run(stop_rx));
-        Ok(Self { spec, group, assigned, stop, task })
+        Ok(Self { spec, group, assigned, blocked, stop, task })
     }
 
     /// Stops fetching, lets in-flight batches finish (abandoning them after a grace period),
@@ -112,6 +128,7 @@ impl RunningTrigger {
             "group": self.group,
             "topics": self.spec.topics,
             "assigned": assigned,
+            "dead_letter_blocked": self.blocked.status(),
         })
     }
 }
@@ -121,6 +138,7 @@ struct Trigger {
     function: String,
     group: String,
     consumer: Arc<TriggerConsumer>,
+    blocked: Blocked,
 }
 
 /// A partition this node owns, and its worker.
@@ -244,6 +262,7 @@ impl Trigger {
                 let _ = tokio::time::timeout(Duration::from_secs(1), worker).await;
             }
         }
+        let _ = self.shared.metrics.kafka_dead_letter_blocked.remove_label_values(&[&self.function]);
         // Queue handles hold the consumer; the last handle must go on the closing thread.
         drop(queues);
         drop(self.consumer.context().take_changes());
@@ -414,48 +433,175 @@ impl Trigger {
     }
 
     /// Publishes `record` (a batch of one) to the dead-letter topic with headers saying where
-    /// it came from and why it failed; retried until the broker takes it (nothing is dropped).
-    /// False when cancelled first.
+    /// it came from and why it failed. A record the topic refuses as such (over its size limit)
+    /// goes again without its value, then as metadata alone, and is dropped (logged and
+    /// counted) only if even that is refused: a poison record never blocks its partition. A
+    /// broker away, or a topic this node cannot write to, is waited for (nothing is dropped for
+    /// a fault an operator can fix). False when cancelled first.
     async fn dead_letter(&self, spec: &KafkaTrigger, record: &Batch, error: &str, attempts: u32, stop: &Stop) -> bool {
         let (topic, partition, offset) = (record.topic(), record.partition(), record.offset(0));
         let dlq = spec.dlq_topic(topic);
-        let mut headers: Vec<(String, Vec<u8>)> =
-            record.headers(0).iter().map(|h| (h.key.clone(), h.value.clone())).collect();
-        headers.extend([
+        let size = record.value(0).map_or(0, <[u8]>::len);
+        let mut metadata: Vec<(String, Vec<u8>)> = vec![
             ("faas-original-topic".to_owned(), topic.as_bytes().to_vec()),
             ("faas-original-partition".to_owned(), partition.to_string().into_bytes()),
             ("faas-original-offset".to_owned(), offset.to_string().into_bytes()),
-            ("faas-error".to_owned(), error.as_bytes().to_vec()),
+            ("faas-error".to_owned(), truncate(error, MAX_ERROR_HEADER_BYTES).as_bytes().to_vec()),
             ("faas-attempts".to_owned(), attempts.to_string().into_bytes()),
             ("faas-function".to_owned(), self.function.clone().into_bytes()),
             ("faas-group".to_owned(), self.group.clone().into_bytes()),
-        ]);
-        let value = record.value(0).unwrap_or_default();
-        let mut failures = 0;
-        loop {
-            match self.shared.publisher.publish(&dlq, record.key(0), value, &headers).await {
-                Ok(_) => {
+        ];
+        let mut refusal = String::new();
+        for letter in [Letter::Whole, Letter::WithoutValue, Letter::MetadataOnly] {
+            let mut headers: Vec<(String, Vec<u8>)> = match letter {
+                Letter::MetadataOnly => Vec::new(),
+                _ => record.headers(0).iter().map(|h| (h.key.clone(), h.value.clone())).collect(),
+            };
+            match letter {
+                Letter::Whole => {}
+                Letter::WithoutValue => metadata.extend([
+                    ("faas-value-omitted".to_owned(), b"true".to_vec()),
+                    ("faas-original-size".to_owned(), size.to_string().into_bytes()),
+                ]),
+                Letter::MetadataOnly => metadata.extend([
+                    ("faas-key-omitted".to_owned(), b"true".to_vec()),
+                    ("faas-headers-omitted".to_owned(), b"true".to_vec()),
+                ]),
+            }
+            headers.extend(metadata.iter().cloned());
+            let key = if letter == Letter::MetadataOnly { None } else { record.key(0) };
+            // Empty rather than null when omitted: a null value is a tombstone on a compacted topic.
+            let value = if letter == Letter::Whole { record.value(0).unwrap_or_default() } else { &[] };
+            match self.publish_dead_letter(&dlq, key, value, &headers, record, stop).await {
+                Sent::Yes => {
                     self.count(topic, "dead_lettered", 1);
                     tracing::error!(function = %self.function, topic, partition, offset, attempts, dlq = %dlq, error,
-                        "Kafka record sent to the dead-letter topic");
+                        form = ?letter, "Kafka record sent to the dead-letter topic");
                     return true;
                 }
-                Err(publish_error) => {
-                    failures += 1;
-                    tracing::error!(function = %self.function, dlq = %dlq, error = %publish_error,
-                        "dead-letter publish failed; the partition waits and retries");
-                    tokio::time::sleep(backoff(failures)).await;
-                    if stop.is_stopped() {
-                        return false;
-                    }
+                Sent::Cancelled => return false,
+                Sent::Refused(publish_error) => {
+                    tracing::warn!(function = %self.function, topic, partition, offset, dlq = %dlq, size,
+                        error = %publish_error, "the dead-letter topic refused the record; sending less of it");
+                    refusal = publish_error;
                 }
             }
         }
+        self.count(topic, "dropped", 1);
+        tracing::error!(function = %self.function, topic, partition, offset, attempts, dlq = %dlq, error,
+            publish_error = %refusal, "Kafka record dropped: the dead-letter topic refused even its metadata");
+        true
+    }
+
+    /// Publishes one dead letter, retrying until the broker takes it or refuses the record as such.
+    async fn publish_dead_letter(
+        &self,
+        dlq: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(String, Vec<u8>)],
+        record: &Batch,
+        stop: &Stop,
+    ) -> Sent {
+        let at = (record.topic().to_owned(), record.partition() as i32);
+        let mut failures = 0u32;
+        let sent = loop {
+            match self.shared.publisher.publish(dlq, key, value, headers).await {
+                Ok(_) => break Sent::Yes,
+                Err(PublishError::RecordRejected(error)) => break Sent::Refused(error),
+                Err(PublishError::TopicRejected(error)) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(CONFIG_ERROR_LOG_EVERY) {
+                        tracing::error!(function = %self.function, topic = at.0, partition = at.1,
+                            offset = record.offset(0), dlq, %error, failures,
+                            "the dead-letter topic refuses records (create it, let this node write to it, \
+                             or deploy another --kafka-dlq); the partition waits and retries");
+                    }
+                    self.blocked.set(&self.shared.metrics, &self.function, at.clone(), dlq, record.offset(0), &error);
+                }
+                Err(PublishError::Unavailable(error)) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(CONFIG_ERROR_LOG_EVERY) {
+                        tracing::warn!(function = %self.function, dlq, %error, failures,
+                            "dead-letter publish failed; the partition waits and retries");
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = stop.stopped() => break Sent::Cancelled,
+                _ = tokio::time::sleep(backoff(failures)) => {}
+            }
+        };
+        self.blocked.clear(&self.shared.metrics, &self.function, &at);
+        sent
     }
 
     fn count(&self, topic: &str, outcome: &str, n: usize) {
         self.shared.metrics.kafka_records.with_label_values(&[&self.function, topic, outcome]).inc_by(n as u64);
     }
+}
+
+/// How a dead letter is sent: whole, then with less of the record when the topic refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Letter {
+    Whole,
+    /// Key, headers and metadata; `faas-value-omitted: true`, `faas-original-size`.
+    WithoutValue,
+    /// The `faas-*` headers alone.
+    MetadataOnly,
+}
+
+/// What became of one dead letter.
+enum Sent {
+    Yes,
+    /// The topic refuses this record as such (too large, invalid): retrying it cannot help.
+    Refused(String),
+    Cancelled,
+}
+
+/// Partitions waiting for a dead-letter topic that refuses records, for `/healthz` and
+/// `faas_kafka_dead_letter_blocked`.
+#[derive(Clone, Default)]
+struct Blocked(Arc<std::sync::Mutex<HashMap<PartitionKey, serde_json::Value>>>);
+
+impl Blocked {
+    fn set(&self, metrics: &Metrics, function: &str, at: PartitionKey, dlq: &str, offset: u64, error: &str) {
+        if let Ok(mut blocked) = self.0.lock() {
+            let since = blocked.get(&at).and_then(|b| b["since"].as_str().map(str::to_owned));
+            let since = since.unwrap_or_else(|| humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+            let entry = serde_json::json!({
+                "topic": at.0, "partition": at.1, "offset": offset, "dead_letter_topic": dlq, "error": error,
+                "since": since,
+            });
+            blocked.insert(at, entry);
+            metrics.kafka_dead_letter_blocked.with_label_values(&[function]).set(blocked.len() as i64);
+        }
+    }
+
+    fn clear(&self, metrics: &Metrics, function: &str, at: &PartitionKey) {
+        if let Ok(mut blocked) = self.0.lock()
+            && blocked.remove(at).is_some()
+        {
+            metrics.kafka_dead_letter_blocked.with_label_values(&[function]).set(blocked.len() as i64);
+        }
+    }
+
+    fn status(&self) -> Vec<serde_json::Value> {
+        let mut blocked: Vec<(PartitionKey, serde_json::Value)> =
+            self.0.lock().map(|b| b.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        blocked.sort_by(|a, b| a.0.cmp(&b.0));
+        blocked.into_iter().map(|(_, v)| v).collect()
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The partition queue's next record; never, without a queue (then strays bring them).

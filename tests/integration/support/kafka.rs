@@ -32,14 +32,30 @@ pub fn broker() -> &'static Broker {
     BROKER.get_or_init(|| Broker::start(None, None))
 }
 
+/// Broker settings of [`Broker::start_with`] for a cluster that refuses what the shared one
+/// allows: topics are never created on first use, and ACLs are enforced (every client of these
+/// tests is `User:ANONYMOUS`; with no ACL on a resource everyone may use it, so a `DENY` ACL
+/// from [`deny_writes`] is what refuses).
+pub const STRICT: &[&str] = &[
+    "auto.create.topics.enable=false",
+    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "allow.everyone.if.no.acl.found=true",
+];
+
 impl Broker {
     /// Starts a broker on `port` (default: a free one) with its data in `data` (default: a
     /// temporary dir the script removes).
     pub fn start(port: Option<u16>, data: Option<&Path>) -> Self {
+        Self::start_with(port, data, &[])
+    }
+
+    /// [`start`](Self::start), with extra `server.properties` lines (`key=value`).
+    pub fn start_with(port: Option<u16>, data: Option<&Path>, properties: &[&str]) -> Self {
         let port = port.unwrap_or_else(free_port_pair);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").join("scripts/kafka.sh");
         let mut command = Command::new("bash");
         command.arg(script).arg("run").arg(port.to_string()).stdin(Stdio::piped()).stdout(Stdio::piped());
+        command.env("FAAS_KAFKA_PROPERTIES", properties.join("\n"));
         match data {
             Some(dir) => command.env("FAAS_KAFKA_DATA", dir),
             None => command.env_remove("FAAS_KAFKA_DATA"),
@@ -87,9 +103,16 @@ pub fn topic(prefix: &str) -> String {
 }
 
 pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    create_topic_with(bootstrap, name, partitions, &[]).await;
+}
+
+/// [`create_topic`] with topic configs, e.g. `("max.message.bytes", "600")`.
+pub async fn create_topic_with(bootstrap: &str, name: &str, partitions: i32, config: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let topic = config
+        .iter()
+        .fold(NewTopic::new(name, partitions, TopicReplication::Fixed(1)), |topic, (key, value)| topic.set(key, value));
     let results = admin.create_topics([&topic], &AdminOptions::new()).await.expect("create_topics");
     for result in results {
         result.unwrap_or_else(|(topic, error)| panic!("creating topic {topic}: {error}"));
@@ -103,6 +126,9 @@ pub fn producer(bootstrap: &str) -> FutureProducer {
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "120000")
+        // The topic's limit decides, not librdkafka's default (1,000,000 bytes, below the
+        // broker's default topic limit).
+        .set("message.max.bytes", "16777216")
         .create()
         .expect("producer")
 }
@@ -245,4 +271,76 @@ pub async fn group_members(bootstrap: &str, group: &str) -> usize {
     })
     .await
     .expect("join")
+}
+
+/// Adds a `DENY WRITE` ACL on `topic` for every client of these tests (`User:ANONYMOUS`), or,
+/// with `deny: false`, removes it again. Needs a broker started with [`STRICT`]. rdkafka has no
+/// ACL API, so this calls librdkafka's.
+pub async fn deny_writes(bootstrap: &str, topic: &str, deny: bool) {
+    use rdkafka::bindings as rd;
+    use std::ffi::{CStr, CString};
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("admin client");
+        let rk = admin.inner().native_ptr();
+        let name = CString::new(topic.as_str()).expect("topic");
+        let (principal, host) = (c"User:ANONYMOUS", c"*");
+        let mut errstr = [0 as std::ffi::c_char; 512];
+        // SAFETY: every pointer handed to librdkafka is valid for the call (the CStrings and
+        // `errstr` outlive it); the binding, queue and event are destroyed once, after use.
+        unsafe {
+            let mut acl = rd::rd_kafka_AclBinding_new(
+                rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
+                name.as_ptr(),
+                rd::rd_kafka_ResourcePatternType_t::RD_KAFKA_RESOURCE_PATTERN_LITERAL,
+                principal.as_ptr(),
+                host.as_ptr(),
+                rd::rd_kafka_AclOperation_t::RD_KAFKA_ACL_OPERATION_WRITE,
+                rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_DENY,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            );
+            assert!(!acl.is_null(), "ACL binding: {:?}", CStr::from_ptr(errstr.as_ptr()));
+            let queue = rd::rd_kafka_queue_new(rk);
+            if deny {
+                rd::rd_kafka_CreateAcls(rk, &mut acl, 1, std::ptr::null(), queue);
+            } else {
+                rd::rd_kafka_DeleteAcls(rk, &mut acl, 1, std::ptr::null(), queue);
+            }
+            let event = rd::rd_kafka_queue_poll(queue, 30_000);
+            assert!(!event.is_null(), "no answer to the ACL request within 30 s");
+            let error = rd::rd_kafka_event_error(event);
+            let text = CStr::from_ptr(rd::rd_kafka_event_error_string(event)).to_string_lossy().into_owned();
+            let mut errors = Vec::new();
+            let mut count = 0;
+            if deny {
+                let results =
+                    rd::rd_kafka_CreateAcls_result_acls(rd::rd_kafka_event_CreateAcls_result(event), &mut count);
+                for i in 0..count {
+                    errors.push(rd::rd_kafka_acl_result_error(*results.add(i)));
+                }
+            } else {
+                let results =
+                    rd::rd_kafka_DeleteAcls_result_responses(rd::rd_kafka_event_DeleteAcls_result(event), &mut count);
+                for i in 0..count {
+                    errors.push(rd::rd_kafka_DeleteAcls_result_response_error(*results.add(i)));
+                }
+            }
+            let errors: Vec<String> = errors
+                .into_iter()
+                .filter(|e| !e.is_null())
+                .map(|e| CStr::from_ptr(rd::rd_kafka_error_string(e)).to_string_lossy().into_owned())
+                .collect();
+            rd::rd_kafka_event_destroy(event);
+            rd::rd_kafka_queue_destroy(queue);
+            rd::rd_kafka_AclBinding_destroy(acl);
+            assert!(
+                error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && errors.is_empty(),
+                "ACL request on {topic}: {text} {errors:?}"
+            );
+        }
+    })
+    .await
+    .expect("join");
 }

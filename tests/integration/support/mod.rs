@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 
 pub const FAAS: &str = env!("CARGO_BIN_EXE_faas");
 
+/// The binary the servers run: [`FAAS`], or `FAAS_TEST_BIN` (a copy of it, say, that a build
+/// in a shared target dir cannot replace halfway through a run).
+fn faas_binary() -> String {
+    std::env::var("FAAS_TEST_BIN").unwrap_or_else(|_| FAAS.to_owned())
+}
+
 /// Which store a server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -220,7 +226,7 @@ impl Server {
         };
         let log = data_dir.join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&data_dir).expect("data dir");
-        let mut command = Command::new(FAAS);
+        let mut command = Command::new(faas_binary());
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
