@@ -126,6 +126,17 @@ async fn an_idempotency_key_names_one_transaction(backend: Backend) {
     let (status, still) = server.post_json("/bank-east/transfer", &too_much).await;
     assert_eq!((status, &still), (409, &refused));
 
+    // The same key sent four times at once: one transaction, four identical answers.
+    let mut racing = transfer(7);
+    racing["key"] = json!("transfer-3");
+    racing["prepare_delay_ms"] = json!(200);
+    let answers = futures::future::join_all((0..4).map(|_| server.post_json("/bank-east/transfer", &racing))).await;
+    for (status, answer) in &answers {
+        assert_eq!((*status, answer), (200, &answers[0].1), "{answers:?}");
+    }
+    assert_eq!(account(&server, "bank-west", "bob").await["balance"], 37, "credited once");
+    assert_eq!(server.post("/bank-east/accounts/alice/deposit?amount=7").await.0, 200);
+
     // Same key, other participants: a conflict, nothing runs.
     let mut other = transfer(5);
     other["key"] = json!("transfer-1");

@@ -229,7 +229,15 @@ impl Transactions {
 
     /// A repeated key: the recorded transaction, once decided (and, if it can, finished).
     async fn outcome_of_existing(&self, asked: &TxRecord, prepare_timeout: Duration) -> Result<TxRecord, TxError> {
-        let stored = self.recorded(&asked.id).await?;
+        // A concurrent call with the same key in this process may not have written the row yet.
+        let deadline = tokio::time::Instant::now() + PHASE_TWO_WAIT;
+        let stored = loop {
+            match self.store.tx(&asked.id).await? {
+                Some(stored) => break stored,
+                None if tokio::time::Instant::now() < deadline => tokio::time::sleep(POLL_EVERY).await,
+                None => return Err(TxError::Undecided(asked.id.clone())),
+            }
+        };
         let calls = |r: &TxRecord| r.participants.iter().map(|p| p.call.clone()).collect::<Vec<_>>();
         if stored.namespace != asked.namespace || calls(&stored) != calls(asked) {
             return Err(TxError::Conflict(format!(
