@@ -96,7 +96,7 @@ async fn main() {
                 .collect();
             let stream = format!("bench-{batch}-{}", round % 100);
             let started = Instant::now();
-            stores.events.append("bench", &stream, Expected::Any, &events).await.expect("append");
+            stores.events.append("bench", &stream, Expected::Any, &events, None).await.expect("append");
             append.push(started.elapsed());
             let started = Instant::now();
             raw.insert(batch, next_raw).await;

@@ -168,7 +168,7 @@ async fn main() {
                 metadata: "{}".into(),
             })
             .collect();
-        let appended = stores.events.append(&namespace, stream, Expected::Any, &events).await.expect("append");
+        let appended = stores.events.append(&namespace, stream, Expected::Any, &events, None).await.expect("append");
         first_position.get_or_insert(appended.first_position);
     }
     let fill = started.elapsed().as_secs_f64();

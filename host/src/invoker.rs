@@ -11,6 +11,7 @@ use crate::concurrency::Overloaded;
 use crate::guest_io::{DenyOutgoingHttp, GuestLog, GuestStream, InvocationTags};
 use crate::metrics::Metrics;
 use crate::registry::LoadedFunction;
+use crate::store::workflows::StepFence;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -127,8 +128,13 @@ impl Invoker {
     /// A fresh store for one invocation of `function`, with its memory limit and an epoch
     /// deadline that yields at every tick (so a spinning guest neither starves other work nor
     /// escapes its timeout).
-    fn new_store(&self, function: &LoadedFunction, tags: Arc<InvocationTags>) -> Store<HostState> {
-        let platform = PlatformCtx { caps: self.capabilities.clone(), access: function.access.clone() };
+    fn new_store(
+        &self,
+        function: &LoadedFunction,
+        tags: Arc<InvocationTags>,
+        fence: Option<StepFence>,
+    ) -> Store<HostState> {
+        let platform = PlatformCtx { caps: self.capabilities.clone(), access: function.access.clone(), fence };
         let state = HostState::new(tags, function.spec.limits.memory_bytes, platform);
         let mut store = Store::new(self.linker.engine(), state);
         store.limiter(|state| &mut state.limits);
@@ -148,7 +154,7 @@ impl Invoker {
             return Err(InvokeError::Internal(format!("function `{}` exports no event handler", function.name)));
         };
         let result = self
-            .call(function, delivery_id, None, async |store| {
+            .call(function, delivery_id, None, None, async |store| {
                 let instance = pre.instantiate_async(&mut *store).await?;
                 instance.faas_platform_event_handler().call_handle(store, events).await
             })
@@ -167,7 +173,7 @@ impl Invoker {
             return Err(InvokeError::Internal(format!("function `{}` exports no message handler", function.name)));
         };
         let result = self
-            .call(function, delivery_id, None, async |store| {
+            .call(function, delivery_id, None, None, async |store| {
                 let instance = pre.instantiate_async(&mut *store).await?;
                 instance.faas_platform_message_handler().call_handle(store, batch).await
             })
@@ -182,12 +188,13 @@ impl Invoker {
         function: &Arc<LoadedFunction>,
         request: &StepRequest,
         timeout: Option<Duration>,
+        fence: &StepFence,
     ) -> Result<Result<Vec<u8>, StepError>, InvokeError> {
         let Some(pre) = &function.handlers.step else {
             return Err(InvokeError::Internal(format!("function `{}` exports no step-handler", function.name)));
         };
         let id = format!("{}#{}", request.idempotency_key, request.attempt);
-        self.call(function, &id, timeout, async |store| {
+        self.call(function, &id, timeout, Some(fence.clone()), async |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
             instance.faas_platform_step_handler().call_handle(store, request).await
         })
@@ -210,7 +217,7 @@ impl Invoker {
             ParticipantCall::Abort { tx_id } => ("abort", tx_id),
         };
         let id = format!("{tx_id}/{phase}");
-        self.call(function, &id, timeout, async |store| {
+        self.call(function, &id, timeout, None, async |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
             let participant = instance.faas_platform_participant();
             Ok(match call {
@@ -229,11 +236,13 @@ impl Invoker {
 
     /// The skeleton of every non-HTTP invocation: a concurrency permit, a fresh store, and
     /// `body` (instantiate and call an export) under the deadline: `timeout`, or the function's.
+    /// A saga step's writes carry its `fence`.
     async fn call<R>(
         &self,
         function: &Arc<LoadedFunction>,
         invocation_id: &str,
         timeout: Option<Duration>,
+        fence: Option<StepFence>,
         body: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, InvokeError> {
         let limits = function.spec.limits;
@@ -241,7 +250,7 @@ impl Invoker {
         let deadline = tokio::time::Instant::now() + timeout;
         let _permit = admit(function, deadline).await?;
         let tags = InvocationTags::of(function, invocation_id);
-        let mut store = self.new_store(function, tags);
+        let mut store = self.new_store(function, tags, fence);
         let active = self.metrics.active_instances.with_label_values(&[&*function.name]);
         active.inc();
         let outcome = tokio::time::timeout_at(deadline, body(&mut store)).await;
@@ -280,7 +289,7 @@ impl Invoker {
         let permit = admit(function, deadline).await?;
 
         let tags = InvocationTags::of(function, request_id);
-        let mut store = self.new_store(function, tags.clone());
+        let mut store = self.new_store(function, tags.clone(), None);
 
         let body_too_large = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| LimitedBody::new(body, limits.max_body_bytes, body_too_large.clone()));

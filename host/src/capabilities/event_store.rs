@@ -6,6 +6,7 @@ use crate::bindings::event_store::{
     self as wit, AppendError, AppendOutcome, Direction, ExpectedVersion, Metadata, ReadError, RecordedEvent,
 };
 use crate::invoker::HostState;
+use crate::store::StoreError;
 use crate::store::events::{self as store, Expected};
 use serde::{Deserialize, Serialize};
 
@@ -126,7 +127,7 @@ impl wit::Host for HostState {
             .caps
             .stores
             .events
-            .append(&platform.access.namespace, stream, expected_from_wit(expected), &events)
+            .append(&platform.access.namespace, stream, expected_from_wit(expected), &events, platform.fence.as_ref())
             .await;
         match result {
             Ok(appended) => {
@@ -148,6 +149,9 @@ impl wit::Host for HostState {
                 }))
             }
             Err(store::AppendError::IdempotencyConflict(m)) => Err(AppendError::IdempotencyConflict(m)),
+            Err(store::AppendError::Store(StoreError::Fenced(saga))) => {
+                Err(AppendError::Unavailable(super::superseded(&platform.access.namespace, &saga)))
+            }
             Err(store::AppendError::Store(e)) => Err(AppendError::Unavailable(unavailable(e))),
         }
     }

@@ -3,6 +3,7 @@
 use super::{MAX_KV_KEY, MAX_KV_VALUE};
 use crate::bindings::kv::{self as wit, KvError};
 use crate::invoker::HostState;
+use crate::store::StoreError;
 
 /// Entries returned by one `list`.
 const MAX_LIST: u32 = 1000;
@@ -26,6 +27,14 @@ fn unavailable(error: crate::store::StoreError) -> KvError {
     KvError::Unavailable("the key-value store is unavailable; retry".into())
 }
 
+/// A failed write: superseded step attempts are told so (see `StepFence`).
+fn write_failed(platform: &super::PlatformCtx) -> impl FnOnce(StoreError) -> KvError + '_ {
+    move |error| match error {
+        StoreError::Fenced(saga) => KvError::Unavailable(super::superseded(&platform.access.namespace, &saga)),
+        other => unavailable(other),
+    }
+}
+
 impl wit::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check_key(&key)?;
@@ -37,13 +46,13 @@ impl wit::Host for HostState {
         check_key(&key)?;
         check_value(&value)?;
         let p = self.platform();
-        p.caps.stores.kv.kv_set(&p.access.namespace, &key, &value).await.map_err(unavailable)
+        p.caps.stores.kv.kv_set(&p.access.namespace, &key, &value, p.fence.as_ref()).await.map_err(write_failed(p))
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, KvError> {
         check_key(&key)?;
         let p = self.platform();
-        p.caps.stores.kv.kv_delete(&p.access.namespace, &key).await.map_err(unavailable)
+        p.caps.stores.kv.kv_delete(&p.access.namespace, &key, p.fence.as_ref()).await.map_err(write_failed(p))
     }
 
     async fn list(
@@ -71,8 +80,8 @@ impl wit::Host for HostState {
         p.caps
             .stores
             .kv
-            .kv_compare_and_swap(&p.access.namespace, &key, expected.as_deref(), new.as_deref())
+            .kv_compare_and_swap(&p.access.namespace, &key, expected.as_deref(), new.as_deref(), p.fence.as_ref())
             .await
-            .map_err(unavailable)
+            .map_err(write_failed(p))
     }
 }

@@ -92,6 +92,17 @@ pub struct Access {
 pub struct PlatformCtx {
     pub caps: Arc<Capabilities>,
     pub access: Arc<Access>,
+    /// Set for a saga step: its writes count only while its saga attempt is still current.
+    pub fence: Option<crate::store::workflows::StepFence>,
+}
+
+/// What a guest is told when its step attempt was superseded (see `StepFence`).
+pub(crate) fn superseded(function: &str, saga: &str) -> String {
+    tracing::warn!(function, saga, "a superseded step attempt tried to write; refused");
+    format!(
+        "{saga} moved to another node while this step attempt ran; the new owner runs the step again, \
+         so this attempt's writes are refused"
+    )
 }
 
 /// Announces the newest global position after each append, so subscriptions in this process wake

@@ -2,6 +2,7 @@
 //! as the rest of the host sees them (the WIT types are mapped to these in `capabilities`).
 
 use super::StoreError;
+use super::workflows::StepFence;
 use serde::Serialize;
 
 /// An event to append (already validated by the caller).
@@ -104,6 +105,9 @@ pub struct ParkedEvent {
 
 /// Streams of events. Appends are serialized (see the migration), so global positions are
 /// gap-free and become visible in order.
+///
+/// A write made by a saga step carries the step's [`StepFence`] and is refused
+/// ([`StoreError::Fenced`]) once the saga moved on to another owner or epoch.
 #[async_trait::async_trait]
 pub trait EventStore: Send + Sync + 'static {
     async fn append(
@@ -112,6 +116,7 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &str,
         expected: Expected,
         events: &[NewEvent],
+        fence: Option<&StepFence>,
     ) -> Result<Appended, AppendError>;
     async fn read_stream(
         &self,
@@ -141,12 +146,13 @@ pub trait EventStore: Send + Sync + 'static {
     async fn head(&self) -> Result<u64, StoreError>;
 }
 
-/// Key-value entries per namespace.
+/// Key-value entries per namespace. Writes take a step's fence as [`EventStore::append`] does.
 #[async_trait::async_trait]
 pub trait KvStore: Send + Sync + 'static {
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    async fn kv_set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
-    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError>;
+    async fn kv_set(&self, namespace: &str, key: &str, value: &[u8], fence: Option<&StepFence>)
+    -> Result<(), StoreError>;
+    async fn kv_delete(&self, namespace: &str, key: &str, fence: Option<&StepFence>) -> Result<bool, StoreError>;
     async fn kv_list(
         &self,
         namespace: &str,
@@ -160,6 +166,7 @@ pub trait KvStore: Send + Sync + 'static {
         key: &str,
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
+        fence: Option<&StepFence>,
     ) -> Result<bool, StoreError>;
 }
 

@@ -29,9 +29,51 @@ pub(crate) fn to_sql(n: u64) -> i64 {
 
 /// Implements `EventStore`, `KvStore` and `SubscriptionStore` for `$store` (with a
 /// `pool: sqlx::Pool<$db>` field and an inherent `append_events`: see [`impl_transactional_append`]
-/// and `PostgresStore::append_events`).
+/// and `PostgresStore::append_events`). `$owns_saga` selects the saga row a [`StepFence`] names
+/// (`$1` id, `$2` owner, `$3` epoch), locking it against a takeover where the database can.
+///
+/// [`StepFence`]: crate::store::workflows::StepFence
 macro_rules! impl_event_stores {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $owns_saga:literal) => {
+        impl $store {
+            /// Refuses, inside `tx`, the write of a step attempt whose saga changed hands. On
+            /// SQLite, run it after the transaction's first write (which took the database's
+            /// write lock, so no takeover commits between the check and the commit); on
+            /// PostgreSQL anywhere in the transaction (the row lock holds a takeover off until
+            /// commit, and a takeover that committed before is seen).
+            async fn check_fence(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                fence: &$crate::store::workflows::StepFence,
+            ) -> Result<(), $crate::store::StoreError> {
+                let owned: Option<(i32,)> = sqlx::query_as($owns_saga)
+                    .bind(&fence.saga_id)
+                    .bind(&fence.fence.owner)
+                    .bind(fence.fence.epoch)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                match owned {
+                    Some(_) => Ok(()),
+                    None => Err($crate::store::StoreError::Fenced(format!("saga {}", fence.saga_id))),
+                }
+            }
+
+            /// Runs one write statement; with a fence, in a transaction that checks it.
+            async fn execute_fenced<'q>(
+                &self,
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                fence: Option<&$crate::store::workflows::StepFence>,
+            ) -> Result<<$db as sqlx::Database>::QueryResult, $crate::store::StoreError> {
+                let Some(fence) = fence else {
+                    return Ok(query.execute(&self.pool).await?);
+                };
+                let mut tx = self.pool.begin().await?;
+                let done = query.execute(&mut *tx).await?;
+                Self::check_fence(&mut tx, fence).await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::events::EventStore for $store {
             async fn append(
@@ -40,8 +82,9 @@ macro_rules! impl_event_stores {
                 stream: &str,
                 expected: $crate::store::events::Expected,
                 events: &[$crate::store::events::NewEvent],
+                fence: Option<&$crate::store::workflows::StepFence>,
             ) -> Result<$crate::store::events::Appended, $crate::store::events::AppendError> {
-                self.append_events(namespace, stream, expected, events).await
+                self.append_events(namespace, stream, expected, events, fence).await
             }
 
             async fn read_stream(
@@ -142,27 +185,33 @@ macro_rules! impl_event_stores {
                 Ok(row.map(|(v,)| v))
             }
 
-            async fn kv_set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), $crate::store::StoreError> {
-                sqlx::query(
+            async fn kv_set(
+                &self,
+                namespace: &str,
+                key: &str,
+                value: &[u8],
+                fence: Option<&$crate::store::workflows::StepFence>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let query = sqlx::query(
                     "INSERT INTO kv (namespace, key, value, updated_at_ms) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
                 )
                 .bind(namespace)
                 .bind(key)
                 .bind(value)
-                .bind($crate::store::now_ms())
-                .execute(&self.pool)
-                .await?;
+                .bind($crate::store::now_ms());
+                self.execute_fenced(query, fence).await?;
                 Ok(())
             }
 
-            async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query("DELETE FROM kv WHERE namespace = $1 AND key = $2")
-                    .bind(namespace)
-                    .bind(key)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() > 0)
+            async fn kv_delete(
+                &self,
+                namespace: &str,
+                key: &str,
+                fence: Option<&$crate::store::workflows::StepFence>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let query = sqlx::query("DELETE FROM kv WHERE namespace = $1 AND key = $2").bind(namespace).bind(key);
+                Ok(self.execute_fenced(query, fence).await?.rows_affected() > 0)
             }
 
             async fn kv_list(
@@ -194,20 +243,18 @@ macro_rules! impl_event_stores {
                 key: &str,
                 expected: Option<&[u8]>,
                 new: Option<&[u8]>,
+                fence: Option<&$crate::store::workflows::StepFence>,
             ) -> Result<bool, $crate::store::StoreError> {
                 let now = $crate::store::now_ms();
                 // Each case is one conditional statement, so it is atomic without a transaction.
-                let affected = match (expected, new) {
+                let query = match (expected, new) {
                     (None, Some(new)) => sqlx::query(
                         "INSERT INTO kv (namespace, key, value, updated_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (namespace, key) DO NOTHING",
                     )
                     .bind(namespace)
                     .bind(key)
                     .bind(new)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected(),
+                    .bind(now),
                     (Some(old), Some(new)) => sqlx::query(
                         "UPDATE kv SET value = $3, updated_at_ms = $4 WHERE namespace = $1 AND key = $2 AND value = $5",
                     )
@@ -215,20 +262,14 @@ macro_rules! impl_event_stores {
                     .bind(key)
                     .bind(new)
                     .bind(now)
-                    .bind(old)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected(),
+                    .bind(old),
                     (Some(old), None) => sqlx::query("DELETE FROM kv WHERE namespace = $1 AND key = $2 AND value = $3")
                         .bind(namespace)
                         .bind(key)
-                        .bind(old)
-                        .execute(&self.pool)
-                        .await?
-                        .rows_affected(),
+                        .bind(old),
                     (None, None) => return Ok(self.kv_get(namespace, key).await?.is_none()),
                 };
-                Ok(affected == 1)
+                Ok(self.execute_fenced(query, fence).await?.rows_affected() == 1)
             }
         }
 
@@ -341,6 +382,7 @@ macro_rules! impl_transactional_append {
                 stream: &str,
                 expected: $crate::store::events::Expected,
                 events: &[$crate::store::events::NewEvent],
+                fence: Option<&$crate::store::workflows::StepFence>,
             ) -> Result<$crate::store::events::Appended, $crate::store::events::AppendError> {
                 use $crate::store::events::{AppendError, Appended};
                 use $crate::store::events_sql::{EVENT_COLUMNS, EventRow, row_to_event, to_sql};
@@ -352,6 +394,9 @@ macro_rules! impl_transactional_append {
                 )
                 .fetch_one(&mut *tx)
                 .await?;
+                if let Some(fence) = fence {
+                    Self::check_fence(&mut tx, fence).await?;
+                }
 
                 // Idempotency: the same ids already in this stream?
                 let mut query = sqlx::QueryBuilder::<$db>::new(format!(

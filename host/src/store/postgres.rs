@@ -2,6 +2,7 @@
 
 use super::events::{AppendError, Appended, Expected, NewEvent};
 use super::events_sql::{impl_event_stores, to_sql};
+use super::workflows::StepFence;
 use super::functions_sql::impl_function_store;
 use super::workflows_sql::impl_workflow_store;
 use super::{StoreError, now_ms};
@@ -33,6 +34,7 @@ impl PostgresStore {
         stream: &str,
         expected: Expected,
         events: &[NewEvent],
+        fence: Option<&StepFence>,
     ) -> Result<Appended, AppendError> {
         let (kind, version) = match expected {
             Expected::Any => (0i16, None),
@@ -40,7 +42,7 @@ impl PostgresStore {
             Expected::StreamExists => (2, None),
             Expected::Exact(v) => (3, Some(to_sql(v))),
         };
-        let row: AppendRow = sqlx::query_as("SELECT * FROM faas_append($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        let query = sqlx::query_as("SELECT * FROM faas_append($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(namespace)
             .bind(stream)
             .bind(kind)
@@ -49,9 +51,19 @@ impl PostgresStore {
             .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.data.as_slice()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.metadata.as_str()).collect::<Vec<_>>())
-            .bind(now_ms())
-            .fetch_one(&self.pool)
-            .await?;
+            .bind(now_ms());
+        let row: AppendRow = match fence {
+            None => query.fetch_one(&self.pool).await?,
+            // A step's append: the fence first (its row lock then holds a takeover off), so the
+            // global append lock is never held while waiting for a takeover to commit.
+            Some(fence) => {
+                let mut tx = self.pool.begin().await?;
+                Self::check_fence(&mut tx, fence).await?;
+                let row = query.fetch_one(&mut *tx).await?;
+                tx.commit().await?;
+                row
+            }
+        };
         let (outcome, first_version, last_version, first_position, last_position, actual, conflict_id) = row;
         let appended = |duplicate| -> Result<Appended, AppendError> {
             let missing = || StoreError::Corrupt(format!("faas_append returned `{outcome}` without positions"));
@@ -82,7 +94,8 @@ type AppendRow = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Op
 
 // Other nodes LISTEN on `faas_functions` and reload the function (see `Registry::sync`).
 impl_function_store!(PostgresStore, "FOR UPDATE", "SELECT pg_notify('faas_functions', $1)");
-impl_event_stores!(PostgresStore, sqlx::Postgres);
+// FOR SHARE: a takeover's UPDATE of the saga waits until the fenced write committed.
+impl_event_stores!(PostgresStore, sqlx::Postgres, "SELECT 1 FROM sagas WHERE id = $1 AND owner = $2 AND epoch = $3 FOR SHARE");
 impl_workflow_store!(
     PostgresStore,
     // FOR SHARE holds the row against a concurrent takeover's UPDATE until this commits (and

@@ -30,7 +30,8 @@ impl SqliteStore {
 }
 
 impl_function_store!(SqliteStore, "", "");
-impl_event_stores!(SqliteStore, sqlx::Sqlite);
+// One writer at a time: a fenced write's check cannot interleave with a takeover.
+impl_event_stores!(SqliteStore, sqlx::Sqlite, "SELECT 1 FROM sagas WHERE id = $1 AND owner = $2 AND epoch = $3");
 impl_transactional_append!(SqliteStore, sqlx::Sqlite);
 impl_workflow_store!(
     SqliteStore,
@@ -38,3 +39,56 @@ impl_workflow_store!(
     "INSERT INTO saga_journal (saga_id, seq, entry, at_ms) SELECT $1, $2, $3, $4
      WHERE EXISTS (SELECT 1 FROM sagas WHERE id = $1 AND owner = $5 AND epoch = $6)"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::events::{AppendError, EventStore, Expected, KvStore, NewEvent};
+    use crate::store::workflows::{Fence, SagaDefinition, SagaRecord, SagaStatus, StepFence, WorkflowStore};
+
+    fn saga(owner: &str, epoch: i64) -> SagaRecord {
+        let definition =
+            SagaDefinition { name: "order".into(), input: Vec::new(), steps: Vec::new(), max_compensation_attempts: 1 };
+        SagaRecord {
+            id: "s-1".into(),
+            namespace: "orders".into(),
+            idempotency_key: "o-1".into(),
+            definition,
+            status: SagaStatus::Running,
+            error: None,
+            owner: owner.into(),
+            epoch,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn event(id: &str) -> NewEvent {
+        NewEvent { id: id.into(), event_type: "Deducted".into(), data: b"{}".to_vec(), metadata: "{}".into() }
+    }
+
+    /// A step attempt whose fence no longer owns its saga writes nothing: no event, no kv entry.
+    #[tokio::test]
+    async fn writes_of_a_superseded_step_attempt_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        store.create_saga(&saga("node-b", 1)).await.unwrap();
+        let current = StepFence { saga_id: "s-1".into(), fence: Fence { owner: "node-b".into(), epoch: 1 } };
+        let stale = StepFence { saga_id: "s-1".into(), fence: Fence { owner: "node-a".into(), epoch: 0 } };
+
+        let refused = store.append("payments", "account-1", Expected::Any, &[event("e1")], Some(&stale)).await;
+        assert!(matches!(refused, Err(AppendError::Store(StoreError::Fenced(_)))), "{refused:?}");
+        assert!(matches!(store.kv_set("payments", "k", b"v", Some(&stale)).await, Err(StoreError::Fenced(_))));
+        let cas = store.kv_compare_and_swap("payments", "k", None, Some(b"v"), Some(&stale)).await;
+        assert!(matches!(cas, Err(StoreError::Fenced(_))), "{cas:?}");
+        assert_eq!(store.head().await.unwrap(), 0, "nothing was appended");
+        assert_eq!(store.kv_get("payments", "k").await.unwrap(), None, "nothing was written");
+
+        store.append("payments", "account-1", Expected::Any, &[event("e2")], Some(&current)).await.unwrap();
+        store.kv_set("payments", "k", b"v", Some(&current)).await.unwrap();
+        assert!(matches!(store.kv_delete("payments", "k", Some(&stale)).await, Err(StoreError::Fenced(_))));
+        assert_eq!(store.kv_get("payments", "k").await.unwrap(), Some(b"v".to_vec()), "the refused delete left it");
+        assert!(store.kv_delete("payments", "k", Some(&current)).await.unwrap());
+        assert_eq!(store.head().await.unwrap(), 1);
+    }
+}

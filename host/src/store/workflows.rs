@@ -96,6 +96,17 @@ pub struct Fence {
     pub epoch: i64,
 }
 
+/// The saga a step invocation runs for, and the fence its runner held when it started the
+/// attempt. The step's writes (appends, key-value changes) land only while that fence still
+/// owns the saga, checked in the same database transaction as the write: a node paused in the
+/// middle of a step wakes up to find its late effects refused, so the attempt that the new
+/// owner re-ran is the only one that counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFence {
+    pub saga_id: String,
+    pub fence: Fence,
+}
+
 /// What a list of sagas or transactions asks for: filters, a page size, and where the previous
 /// page ended. Lists are newest first.
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,8 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::StoreError;
 use crate::store::workflows::{
-    Fence, JournalEntry, JournalRecord, ListQuery, Page, SagaDefinition, SagaRecord, SagaStatus, WorkflowStore,
+    Fence, JournalEntry, JournalRecord, ListQuery, Page, SagaDefinition, SagaRecord, SagaStatus, StepFence,
+    WorkflowStore,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -288,7 +289,7 @@ impl Sagas {
                 }
                 Next::Action { step, attempt } => {
                     self.write(id, fence, &mut state, JournalEntry::ActionAttempt { step, attempt }).await?;
-                    let entry = match self.invoke(&record, step, StepKind::Action, attempt).await {
+                    let entry = match self.invoke(&record, fence, step, StepKind::Action, attempt).await {
                         Ok(output) => JournalEntry::ActionSucceeded { step, output },
                         Err(StepFailure::Refused(error)) => {
                             JournalEntry::ActionFailed { step, attempt, error, terminal: true }
@@ -306,7 +307,7 @@ impl Sagas {
                 }
                 Next::Compensation { step, attempt } => {
                     self.write(id, fence, &mut state, JournalEntry::CompensationAttempt { step, attempt }).await?;
-                    match self.invoke(&record, step, StepKind::Compensation, attempt).await {
+                    match self.invoke(&record, fence, step, StepKind::Compensation, attempt).await {
                         Ok(_) => {
                             self.write(id, fence, &mut state, JournalEntry::CompensationSucceeded { step }).await?
                         }
@@ -339,9 +340,13 @@ impl Sagas {
         Ok(())
     }
 
+    /// One attempt of a step or compensation. Its writes carry `fence`: if this node loses the
+    /// saga while the attempt runs (paused past its heartbeat timeout, say), they are refused,
+    /// so only the new owner's attempt has effects.
     async fn invoke(
         &self,
         saga: &SagaRecord,
+        fence: &Fence,
         step: usize,
         kind: StepKind,
         attempt: u32,
@@ -367,11 +372,12 @@ impl Sagas {
             payload: invocation.payload.clone(),
         };
         let timeout = definition.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+        let fence = StepFence { saga_id: saga.id.clone(), fence: fence.clone() };
         // A function too busy to take the call never ran it: wait for room instead of spending
         // one of the step's attempts (an overload must not compensate healthy sagas).
         let mut busy = 0;
         let result = loop {
-            match self.invoker.run_step(&function, &request, timeout).await {
+            match self.invoker.run_step(&function, &request, timeout, &fence).await {
                 Err(InvokeError::Overloaded | InvokeError::QueueTimeout) if busy < MAX_BUSY_WAITS => {
                     busy += 1;
                     tokio::time::sleep(backoff(100, busy.min(6))).await;
