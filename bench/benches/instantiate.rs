@@ -19,13 +19,14 @@
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use faas_host::capabilities::workflow_handle::workflow_channel;
 use faas_host::capabilities::{Capabilities, EventNotifier};
-use faas_host::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
-use faas_host::guest_io::DenyOutgoingHttp;
-use faas_host::invoker::Invoker;
 use faas_host::metrics::Metrics;
+use faas_host::model::spec::DeploySpec;
 use faas_host::registry::{DEFAULT_MAX_COMPONENT_BYTES, Registry};
-use faas_host::spec::DeploySpec;
+use faas_host::runtime::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
+use faas_host::runtime::guest_io::DenyOutgoingHttp;
+use faas_host::runtime::invoker::Invoker;
 use http_body_util::{BodyExt as _, Empty};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -74,7 +75,8 @@ impl Faas {
             .expect("opening the store");
         let engine = build_engine(PoolSize::default()).expect("engine");
         let ticker = EpochTicker::start(engine.clone());
-        let capabilities = Arc::new(Capabilities::new(stores.clone(), EventNotifier::new(), Default::default()));
+        let capabilities =
+            Arc::new(Capabilities::new(stores.clone(), EventNotifier::new(), Default::default(), workflow_channel().0));
         let invoker = Arc::new(Invoker::new(&engine, Metrics::new(), capabilities).expect("invoker"));
         let cache = CompileCache::new(engine, &dir.path().join("cache")).expect("cache");
         let registry = Registry::open(stores.functions.clone(), cache, invoker.clone(), DEFAULT_MAX_COMPONENT_BYTES)

@@ -1,8 +1,10 @@
 //! The CLI side of the control plane: `faas deploy|list|get|rollback|delete` as calls to a
 //! (possibly remote) server's API.
 
-use crate::limits::{Limits, parse_bytes, parse_duration};
-use crate::spec::{DeploySpec, Grants, KafkaFrom, KafkaTrigger, OutboxSpec, StartFrom, SubscriptionSpec, Triggers};
+use crate::model::limits::{Limits, parse_bytes, parse_duration};
+use crate::model::spec::{
+    DeploySpec, Grants, KafkaFrom, KafkaTrigger, OutboxSpec, StartFrom, SubscriptionSpec, Triggers,
+};
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use reqwest::multipart::{Form, Part};

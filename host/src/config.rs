@@ -34,7 +34,7 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
 
     /// Largest component a deploy accepts, e.g. 50MiB.
-    #[arg(long, env = "FAAS_MAX_COMPONENT_SIZE", default_value = "50MiB", value_parser = crate::limits::parse_bytes)]
+    #[arg(long, env = "FAAS_MAX_COMPONENT_SIZE", default_value = "50MiB", value_parser = crate::model::limits::parse_bytes)]
     pub max_component_size: u64,
 
     /// Component instances alive at once across all functions (the pooling allocator's size).
@@ -42,7 +42,7 @@ pub struct ServeConfig {
     pub max_instances: u32,
 
     /// Largest event an append accepts (data + metadata), e.g. 1MiB.
-    #[arg(long, env = "FAAS_MAX_EVENT_SIZE", default_value = "1MiB", value_parser = crate::limits::parse_bytes)]
+    #[arg(long, env = "FAAS_MAX_EVENT_SIZE", default_value = "1MiB", value_parser = crate::model::limits::parse_bytes)]
     pub max_event_size: u64,
 
     /// Most events one append may carry.
@@ -56,17 +56,17 @@ pub struct ServeConfig {
 
     /// How long a Kafka consumer group waits for a silent node before giving its partitions to
     /// the others (the broker accepts 6s-5min by default).
-    #[arg(long, env = "FAAS_KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = crate::limits::parse_duration)]
+    #[arg(long, env = "FAAS_KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = crate::model::limits::parse_duration)]
     pub kafka_session_timeout: std::time::Duration,
 
     /// How long a node may be silent (no heartbeat in the database) before other nodes take
     /// over its sagas and transactions. Shorter: faster takeover; too short: a node busy past
     /// it loses its work (safely: its writes are fenced) and the work moves needlessly.
-    #[arg(long, env = "FAAS_NODE_TIMEOUT", default_value = "10s", value_parser = crate::limits::parse_duration)]
+    #[arg(long, env = "FAAS_NODE_TIMEOUT", default_value = "10s", value_parser = crate::model::limits::parse_duration)]
     pub node_timeout: std::time::Duration,
 
     /// How often each node looks for sagas and transactions of dead nodes to take over.
-    #[arg(long, env = "FAAS_RECOVERY_INTERVAL", default_value = "5s", value_parser = crate::limits::parse_duration)]
+    #[arg(long, env = "FAAS_RECOVERY_INTERVAL", default_value = "5s", value_parser = crate::model::limits::parse_duration)]
     pub recovery_interval: std::time::Duration,
 
     /// Log format on stderr.

@@ -2,11 +2,11 @@
 //! Each module's error type is mapped to an HTTP status here and nowhere else. Internal details
 //! are logged, never sent.
 
-use crate::invoker::InvokeError;
+use crate::capabilities::workflow_handle::SagaError;
 use crate::registry::RegistryError;
+use crate::runtime::invoker::InvokeError;
+use crate::runtime::validate::ValidationError;
 use crate::store::StoreError;
-use crate::validate::ValidationError;
-use crate::workflows::sagas::SagaError;
 use axum::Json;
 use axum::extract::multipart::MultipartError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -158,6 +158,7 @@ impl From<SagaError> for ApiError {
             SagaError::Store(StoreError::Fenced(m)) => {
                 Self::new(StatusCode::CONFLICT, "saga_conflict", format!("{m}: it was resolved concurrently"))
             }
+            e @ SagaError::Unavailable => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
             SagaError::Store(e) => e.into(),
         }
     }

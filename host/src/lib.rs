@@ -18,28 +18,22 @@
 //!
 //! Around it: [`admin`] (the control plane: REST, OpenAPI, GraphQL, metrics, health), [`validate`] (what a
 //! deploy must satisfy), [`engine`] (the one wasmtime `Engine` and the on-disk compile cache),
-//! [`routes`], [`limits`], [`spec`], [`metrics`], [`error`] (every error's HTTP status, in one
+//! [`routes`], [`limits`], [`model`], [`metrics`], [`error`] (every error's HTTP status, in one
 //! place), [`server`] (wires it all and runs it), [`config`] and [`client`] (the CLI side).
 
 pub mod admin;
+pub mod backoff;
 pub mod bindings;
 pub mod capabilities;
 pub mod client;
-pub mod concurrency;
 pub mod config;
-pub mod data_plane;
-pub mod engine;
 pub mod error;
-pub mod guest_io;
-pub mod invoker;
 pub mod kafka;
-pub mod limits;
 pub mod metrics;
+pub mod model;
 pub mod registry;
-pub mod routes;
+pub mod runtime;
 pub mod server;
-pub mod spec;
 pub mod store;
-pub mod subscriptions;
-pub mod validate;
+pub mod triggers;
 pub mod workflows;

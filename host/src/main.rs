@@ -58,7 +58,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(config) => {
             init_logging(config.log_format);
-            server::run(config, server::shutdown_signal()).await
+            server::serve(config, server::shutdown_signal()).await
         }
         Command::Deploy { args, remote } => Client::new(remote).deploy(args).await.map(|v| print_json(&v)),
         Command::List { remote } => {

@@ -4,13 +4,17 @@
 //! they started with.
 
 use crate::capabilities::Access;
-use crate::concurrency::ConcurrencyLimiter;
-use crate::engine::CompileCache;
-use crate::invoker::{HostState, Invoker};
-use crate::routes::{RoutePattern, RouteTable};
-use crate::spec::{DeploySpec, validate_name};
+use crate::model::names::validate_name;
+use crate::model::routes::{RoutePattern, RouteTable};
+use crate::model::spec::DeploySpec;
+use crate::runtime::concurrency::ConcurrencyLimiter;
+use crate::runtime::engine::CompileCache;
+use crate::runtime::function::LoadedFunction;
+use crate::runtime::invoker::Invoker;
+use crate::runtime::state::HostState;
+use crate::runtime::validate::{self, Handlers, ValidationError};
+use crate::store::postgres::Notice;
 use crate::store::{FunctionRecord, FunctionStore, NewVersion, StoreError, VersionRecord};
-use crate::validate::{self, Handlers, ValidationError};
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -36,50 +40,26 @@ pub enum RegistryError {
 }
 
 /// Follows other nodes' deploys, rollbacks and deletes on a shared PostgreSQL: they NOTIFY
-/// `faas_functions` with the function's name in the changing transaction; this reloads it.
+/// `faas_functions` with the function's name in the changing transaction; this reloads it (and
+/// everything, whenever the listener (re)connects, for what it missed).
 pub fn follow_remote_changes(database_url: String, registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
+    let mut notices = crate::store::postgres::listen(database_url, "faas_functions");
     tokio::spawn(async move {
-        let mut failures: u32 = 0;
-        loop {
-            let result = async {
-                let mut listener = sqlx::postgres::PgListener::connect(&database_url).await?;
-                listener.listen("faas_functions").await?;
-                // Anything changed while we were not listening.
-                if let Err(error) = registry.sync_all().await {
-                    tracing::error!(%error, "reloading functions failed");
-                }
-                loop {
-                    let notification = listener.recv().await?;
-                    if let Err(error) = registry.sync(notification.payload()).await {
-                        tracing::error!(function = notification.payload(), %error, "function not reloaded");
+        while let Some(notice) = notices.recv().await {
+            match notice {
+                Notice::Listening => {
+                    if let Err(error) = registry.sync_all().await {
+                        tracing::error!(%error, "reloading functions failed");
                     }
                 }
-                #[allow(unreachable_code)]
-                Ok::<(), sqlx::Error>(())
-            }
-            .await;
-            if let Err(error) = result {
-                failures += 1;
-                tracing::warn!(%error, "LISTEN faas_functions failed; other nodes' deploys arrive when it reconnects");
-                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(failures.min(50)))).await;
+                Notice::Notified(name) => {
+                    if let Err(error) = registry.sync(&name).await {
+                        tracing::error!(function = %name, %error, "function not reloaded");
+                    }
+                }
             }
         }
     })
-}
-
-/// One function's active version, ready to instantiate.
-pub struct LoadedFunction {
-    pub name: Arc<str>,
-    pub version: u32,
-    /// `version` as text, for metrics labels without allocating per request.
-    pub version_label: String,
-    pub sha256: String,
-    pub spec: DeploySpec,
-    pub handlers: Handlers<HostState>,
-    /// The namespaces its capabilities may touch.
-    pub access: Arc<Access>,
-    pub limiter: ConcurrencyLimiter,
-    pub routes: Vec<RoutePattern>,
 }
 
 /// What a deploy did.

@@ -1,31 +1,65 @@
-//! [`run`]: wires store, engine, registry, invoker and both listeners together and serves until
-//! `shutdown` resolves. `main.rs` only parses the command line and calls this.
+//! [`run`]: wires store, engine, registry, invoker, triggers and workflows together, serves on
+//! the listeners it is handed until `shutdown` resolves, then drains. [`serve`] binds the
+//! configured addresses first; `main.rs` only parses the command line and calls that.
 
 use crate::admin::{self, Admin};
+use crate::capabilities::workflow_handle::workflow_channel;
 use crate::capabilities::{Capabilities, EventLimits, EventNotifier};
 use crate::config::ServeConfig;
-use crate::data_plane::{self, DataPlane};
-use crate::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
-use crate::invoker::Invoker;
-use crate::kafka::{Kafka, KafkaSettings, Publisher};
+use crate::kafka::{KafkaSettings, Publisher};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, follow_remote_changes};
+use crate::runtime::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
+use crate::runtime::invoker::Invoker;
 use crate::store;
-use crate::subscriptions::{Subscriptions, listen_for_remote_appends};
+use crate::triggers::http::{DataPlane, Http};
+use crate::triggers::kafka::Kafka;
+use crate::triggers::subscriptions::{Subscriptions, listen_for_remote_appends};
+use crate::triggers::{self, Trigger};
 use crate::workflows::{self, Liveness, Workflows};
 use anyhow::{Context as _, bail};
 use std::io::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
-pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let token = config.admin_token.clone().filter(|t| !t.is_empty());
-    if token.is_none() && !config.admin_listen.ip().is_loopback() {
-        bail!(
-            "refusing to serve the control plane on non-loopback address {} without a token: set FAAS_ADMIN_TOKEN",
-            config.admin_listen
-        );
+/// The two listeners a server answers on.
+pub struct Listeners {
+    /// The data plane: functions' routes.
+    pub data: TcpListener,
+    /// The control plane: the API, metrics, health.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses `config` names.
+    pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
+        let data = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let admin =
+            TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
+        Ok(Self { data, admin })
     }
+}
+
+/// Binds the configured addresses and [`run`]s.
+pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    check_admin_exposure(&config, config.admin_listen)?;
+    let listeners = Listeners::bind(&config).await?;
+    run(config, listeners, shutdown).await
+}
+
+/// Serves on `listeners` until `shutdown` resolves, then drains: the data plane finishes its
+/// requests, subscriptions and Kafka triggers the batches in hand, saga runners and 2PC
+/// coordinators the work in hand; the control plane answers until the end.
+pub async fn run(
+    config: ServeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let admin_addr = listeners.admin.local_addr()?;
+    let data_addr = listeners.data.local_addr()?;
+    check_admin_exposure(&config, admin_addr)?;
+    let token = config.admin_token.clone().filter(|t| !t.is_empty());
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let database_url = config.database_url.clone().unwrap_or_else(|| store::default_url(&config.data_dir));
@@ -50,11 +84,14 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
         }
         None => None,
     };
+    // The engines run functions, so they come after the invoker; guests reach them through
+    // this channel, served once the engines have resumed this node's own work.
+    let (workflow_handle, workflow_calls) = workflow_channel();
     let capabilities = Arc::new(
-        Capabilities::new(stores.clone(), notifier.clone(), event_limits)
+        Capabilities::new(stores.clone(), notifier.clone(), event_limits, workflow_handle)
             .with_kafka(publisher.clone(), metrics.clone()),
     );
-    let invoker = Arc::new(Invoker::new(&engine, metrics.clone(), capabilities.clone())?);
+    let invoker = Arc::new(Invoker::new(&engine, metrics.clone(), capabilities)?);
     let cache_dir = config.cache_dir.clone().unwrap_or_else(|| config.data_dir.join("cache"));
     let cache = CompileCache::new(engine, &cache_dir)?;
     let max_component_bytes = usize::try_from(config.max_component_size).context("max component size")?;
@@ -68,15 +105,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
             Some(Kafka::new(settings, registry.clone(), invoker.clone(), publisher, metrics.clone()))
         }
         _ => {
-            let orphaned: Vec<String> = registry
-                .all_active()
-                .iter()
-                .filter(|f| f.spec.triggers.kafka.is_some())
-                .map(|f| f.name.to_string())
-                .collect();
-            if !orphaned.is_empty() {
-                tracing::warn!(functions = ?orphaned, "these functions have Kafka triggers, but no --kafka-brokers is set: they consume nothing");
-            }
+            warn_orphaned_kafka_triggers(&registry);
             None
         }
     };
@@ -97,73 +126,81 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()> + Send 
         node,
         liveness,
     ));
-    let _ = capabilities.workflows.set(workflows.clone());
-    // Before either listener accepts work: what this node owned before a restart is resumed
-    // first, so it is never confused with work started by this process.
-    let workflow_tasks = workflows.start().await.context("resuming sagas and transactions")?;
-    let kafka_tasks = kafka.as_ref().map(Kafka::start);
-    let subscription_tasks = subscriptions.start();
+    // Before any trigger takes work: what this node owned before a restart is resumed first,
+    // so it is never confused with work started by this process.
+    let workflow_tasks = workflows.start(workflow_calls).await.context("resuming sagas and transactions")?;
     let remote_appends = stores.postgres_url.clone().map(|url| listen_for_remote_appends(url, notifier));
     let remote_deploys = stores.postgres_url.clone().map(|url| follow_remote_changes(url, registry.clone()));
 
-    let data_listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let admin_listener =
-        TcpListener::bind(config.admin_listen).await.with_context(|| format!("binding {}", config.admin_listen))?;
-    let data_addr = data_listener.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
-
-    let data =
-        data_plane::router(Arc::new(DataPlane { registry: registry.clone(), invoker, metrics: metrics.clone() }));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let http = Http::serve(
+        listeners.data,
+        Arc::new(DataPlane { registry: registry.clone(), invoker, metrics: metrics.clone() }),
+    );
+    let mut triggers: Vec<Arc<dyn Trigger>> = vec![http, subscriptions.clone()];
+    if let Some(kafka) = &kafka {
+        triggers.push(kafka.clone());
+    }
+    let trigger_tasks: Vec<_> =
+        triggers.into_iter().map(|trigger| triggers::run(trigger, &registry, stopping.clone())).collect();
     let admin = admin::router(Arc::new(Admin {
         registry,
         metrics,
         token,
         subscriptions,
         stores,
-        workflows,
-        kafka: kafka.clone(),
+        workflows: workflows.clone(),
+        kafka,
     }));
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
+    let admin_server = {
+        let mut stopping = stopping.clone();
+        axum::serve(listeners.admin, admin).with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        })
     };
-    let data_server = axum::serve(data_listener, data).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let stop_rx_kafka = stop_rx.clone();
-    let admin_server = axum::serve(admin_listener, admin).with_graceful_shutdown(stopped(stop_rx));
 
     tracing::info!(data = %data_addr, admin = %admin_addr, database = %redact(&database_url), "faas serving");
     // One machine-readable line on stdout, so scripts and tests learn the bound ports.
     println!("faas ready data=http://{data_addr} admin=http://{admin_addr}");
     std::io::stdout().flush().ok();
 
-    // Kafka drains alongside the HTTP servers: stop fetching, finish or abandon in-flight
-    // batches, commit, leave the groups.
-    let kafka_drain = {
-        let (kafka, stopped) = (kafka.clone(), stopped(stop_rx_kafka));
-        async move {
-            stopped.await;
-            if let Some(kafka) = kafka {
-                kafka.shutdown().await;
-            }
-        }
+    let draining = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining triggers");
+        let _ = stop.send(true);
+        futures::future::join_all(trigger_tasks).await;
+        workflows.drain(WORKFLOW_DRAIN_GRACE).await;
     };
-    let (data_result, admin_result, ()) =
-        tokio::join!(data_server.into_future(), admin_server.into_future(), kafka_drain);
-    kafka_tasks.into_iter().for_each(|task| task.abort());
-    subscription_tasks.abort();
+    let (admin_result, ()) = tokio::join!(admin_server.into_future(), draining);
     workflow_tasks.iter().for_each(|task| task.abort());
     for task in remote_appends.into_iter().chain(remote_deploys) {
         task.abort();
     }
-    data_result.context("data plane")?;
     admin_result.context("control plane")?;
     tracing::info!("faas stopped");
     Ok(())
+}
+
+/// How long saga runners and coordinators get to finish the work in hand at shutdown.
+const WORKFLOW_DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// The control plane needs a token unless only this machine can reach it.
+fn check_admin_exposure(config: &ServeConfig, admin: std::net::SocketAddr) -> anyhow::Result<()> {
+    let token = config.admin_token.as_deref().filter(|t| !t.is_empty());
+    if token.is_none() && !admin.ip().is_loopback() {
+        bail!(
+            "refusing to serve the control plane on non-loopback address {admin} without a token: set FAAS_ADMIN_TOKEN"
+        );
+    }
+    Ok(())
+}
+
+fn warn_orphaned_kafka_triggers(registry: &Registry) {
+    let orphaned: Vec<String> =
+        registry.all_active().iter().filter(|f| f.spec.triggers.kafka.is_some()).map(|f| f.name.to_string()).collect();
+    if !orphaned.is_empty() {
+        tracing::warn!(functions = ?orphaned, "these functions have Kafka triggers, but no --kafka-brokers is set: they consume nothing");
+    }
 }
 
 /// A database URL without its password, for logs.
@@ -194,5 +231,4 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

@@ -6,7 +6,7 @@ use super::paging;
 use crate::capabilities::event_store::metadata_from_json;
 use crate::error::ApiError;
 use crate::store::events::{Direction, RecordedEvent};
-use crate::subscriptions::ReplayError;
+use crate::triggers::subscriptions::ReplayError;
 use axum::Json;
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -68,7 +68,7 @@ pub async fn read_stream(
     Path((namespace, stream)): Path<(String, String)>,
     Query(params): Query<ReadParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    crate::capabilities::validate_address(&namespace, &stream)
+    crate::model::names::validate_address(&namespace, &stream)
         .map_err(|m| ApiError::bad_request("invalid_request", m))?;
     let direction = if params.backward { Direction::Backward } else { Direction::Forward };
     // A version, `start`, or `end` (the last one; backward reads start there by default).

@@ -4,7 +4,7 @@ use super::Admin;
 use super::extract::{Path, Query};
 use super::paging;
 use crate::error::ApiError;
-use crate::spec::DeploySpec;
+use crate::model::spec::DeploySpec;
 use crate::store::{FunctionRecord, format_time};
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;

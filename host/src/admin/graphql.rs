@@ -9,10 +9,10 @@ use super::graphql_depth;
 use super::paging::MAX_LIMIT;
 use super::workflows::{SagaReport, SagaSummary, TxReport};
 use crate::capabilities::event_store::metadata_from_json;
+use crate::capabilities::workflow_handle::SagaError;
 use crate::store::events::{Direction, ParkedEvent, RecordedEvent};
 use crate::store::workflows::{Cursor, ListQuery, SagaStatus, TxStatus};
 use crate::store::{FunctionRecord, VersionRecord, format_time};
-use crate::workflows::sagas::SagaError;
 use async_graphql::{
     Context, EmptyMutation, EmptySubscription, InputValueError, InputValueResult, Object, Result, Scalar, ScalarType,
     Schema, ServerError, SimpleObject, Value,
@@ -71,7 +71,7 @@ impl ScalarType for U64 {
 
 /// Namespaces and streams are checked as everywhere else (`capabilities::validate_address`).
 fn check_address(namespace: &str, stream: &str) -> Result<()> {
-    crate::capabilities::validate_address(namespace, stream).map_err(async_graphql::Error::new)
+    crate::model::names::validate_address(namespace, stream).map_err(async_graphql::Error::new)
 }
 
 fn list_query<S>(
@@ -141,7 +141,7 @@ impl Query {
         #[graphql(default = 100)] first: u32,
     ) -> Result<EventPage> {
         for namespace in &namespaces {
-            crate::spec::validate_name(namespace).map_err(async_graphql::Error::new)?;
+            crate::model::names::validate_name(namespace).map_err(async_graphql::Error::new)?;
         }
         let names: Vec<&str> = namespaces.iter().map(String::as_str).collect();
         let first = first.min(MAX_PAGE);

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Stores;
-use crate::subscriptions::Subscriptions;
+use crate::triggers::subscriptions::Subscriptions;
 use crate::workflows::Workflows;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
@@ -35,7 +35,7 @@ pub struct Admin {
     pub stores: Stores,
     pub workflows: Arc<Workflows>,
     /// None without `--kafka-brokers`.
-    pub kafka: Option<Arc<crate::kafka::Kafka>>,
+    pub kafka: Option<Arc<crate::triggers::kafka::Kafka>>,
 }
 
 pub fn router(state: Arc<Admin>) -> Router {

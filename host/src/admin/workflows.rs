@@ -5,11 +5,11 @@
 use super::Admin;
 use super::extract::{Path, Query};
 use super::paging;
+use crate::capabilities::workflow_handle::SagaView;
 use crate::error::ApiError;
 use crate::store::format_time;
+use crate::store::saga_state::StepStatus;
 use crate::store::workflows::{Cursor, Invocation, ListQuery, SagaRecord, SagaStatus, TxRecord, TxStatus, payload};
-use crate::workflows::saga_state::StepStatus;
-use crate::workflows::sagas::SagaView;
 use async_graphql::SimpleObject;
 use axum::Json;
 use axum::extract::State;

@@ -1,11 +1,11 @@
 //! `faas:platform/event-store`: appends and reads, scoped to the caller's [`Access`](super::Access),
 //! with limits checked before the store is touched. Errors are values, never traps.
 
+use super::PlatformCtx;
 use super::{AddressError, EventLimits, MAX_READ_COUNT};
 use crate::bindings::event_store::{
     self as wit, AppendError, AppendOutcome, Direction, ExpectedVersion, Metadata, ReadError, RecordedEvent,
 };
-use crate::invoker::HostState;
 use crate::store::StoreError;
 use crate::store::events::{self as store, Expected};
 use serde::{Deserialize, Serialize};
@@ -87,14 +87,14 @@ fn unavailable(error: impl std::fmt::Display) -> String {
     "the event store is unavailable; retry".to_owned()
 }
 
-impl wit::Host for HostState {
+impl wit::Host for PlatformCtx {
     async fn append(
         &mut self,
         stream: String,
         expected: ExpectedVersion,
         events: Vec<wit::NewEvent>,
     ) -> Result<AppendOutcome, AppendError> {
-        let platform = self.platform();
+        let platform = &*self;
         let stream = platform.access.resolve_write(&stream).map_err(|e| match e {
             AddressError::Invalid(m) => AppendError::InvalidRequest(m),
             AddressError::Denied(m) => AppendError::AccessDenied(m),
@@ -163,7 +163,7 @@ impl wit::Host for HostState {
         direction: Direction,
         max_count: u32,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let platform = self.platform();
+        let platform = &*self;
         let (namespace, stream) = platform.access.resolve_read(&stream).map_err(read_error)?;
         let direction = match direction {
             Direction::Forward => store::Direction::Forward,
@@ -181,7 +181,7 @@ impl wit::Host for HostState {
     }
 
     async fn read_all(&mut self, from_position: u64, max_count: u32) -> Result<Vec<RecordedEvent>, ReadError> {
-        let platform = self.platform();
+        let platform = &*self;
         let readable = platform.access.readable();
         let max = max_count.min(MAX_READ_COUNT);
         let events = platform

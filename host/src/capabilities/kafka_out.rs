@@ -1,10 +1,10 @@
 //! `faas:platform/kafka-out`: publishing from any function, to the topics its deploy granted.
 
+use super::PlatformCtx;
 use crate::bindings::kafka_out::{self as wit, Delivery, PublishError};
-use crate::invoker::HostState;
 use crate::kafka;
 
-impl wit::Host for HostState {
+impl wit::Host for PlatformCtx {
     async fn publish(
         &mut self,
         topic: String,
@@ -12,7 +12,7 @@ impl wit::Host for HostState {
         value: Vec<u8>,
         headers: Vec<wit::Header>,
     ) -> Result<Delivery, PublishError> {
-        let platform = self.platform();
+        let platform = &*self;
         let function = platform.access.namespace.as_str();
         let result = async {
             if !platform.access.publish_topics.may_publish(&topic) {

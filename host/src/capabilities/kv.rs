@@ -1,8 +1,8 @@
 //! `faas:platform/kv`: key-value read models in the caller's namespace.
 
+use super::PlatformCtx;
 use super::{MAX_KV_KEY, MAX_KV_VALUE};
 use crate::bindings::kv::{self as wit, KvError};
-use crate::invoker::HostState;
 use crate::store::StoreError;
 
 /// Entries returned by one `list`.
@@ -35,23 +35,23 @@ fn write_failed(platform: &super::PlatformCtx) -> impl FnOnce(StoreError) -> KvE
     }
 }
 
-impl wit::Host for HostState {
+impl wit::Host for PlatformCtx {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check_key(&key)?;
-        let p = self.platform();
+        let p = &*self;
         p.caps.stores.kv.kv_get(&p.access.namespace, &key).await.map_err(unavailable)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
         check_key(&key)?;
         check_value(&value)?;
-        let p = self.platform();
+        let p = &*self;
         p.caps.stores.kv.kv_set(&p.access.namespace, &key, &value, p.fence.as_ref()).await.map_err(write_failed(p))
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, KvError> {
         check_key(&key)?;
-        let p = self.platform();
+        let p = &*self;
         p.caps.stores.kv.kv_delete(&p.access.namespace, &key, p.fence.as_ref()).await.map_err(write_failed(p))
     }
 
@@ -61,7 +61,7 @@ impl wit::Host for HostState {
         start_after: Option<String>,
         limit: u32,
     ) -> Result<Vec<(String, Vec<u8>)>, KvError> {
-        let p = self.platform();
+        let p = &*self;
         let limit = limit.min(MAX_LIST);
         p.caps.stores.kv.kv_list(&p.access.namespace, &prefix, start_after.as_deref(), limit).await.map_err(unavailable)
     }
@@ -76,7 +76,7 @@ impl wit::Host for HostState {
         if let Some(value) = &new {
             check_value(value)?;
         }
-        let p = self.platform();
+        let p = &*self;
         p.caps
             .stores
             .kv

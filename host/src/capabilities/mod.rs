@@ -1,49 +1,42 @@
-//! Host side of the `faas:platform` imports. One module per WIT interface, each holding its
-//! `Host` impl; this module holds what they share: the stores, the caller's [`Access`], and the
-//! [`EventNotifier`] that wakes subscriptions after an append.
+//! Host side of the `faas:platform` imports. One module per WIT interface, each implementing its
+//! `Host` trait on [`PlatformCtx`] (the per-invocation view, not the runtime's store data); this
+//! module holds what they share: the stores, the caller's [`Access`], the [`EventNotifier`] that
+//! wakes subscriptions after an append, and the [`WorkflowHandle`] to the saga and 2PC engines.
 
 pub mod event_store;
 pub mod kafka_out;
 pub mod kv;
 pub mod saga;
 pub mod tx;
+pub mod workflow_handle;
 
 use crate::bindings;
-use crate::invoker::HostState;
 use crate::store::Stores;
-use crate::workflows::Workflows;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
+use workflow_handle::WorkflowHandle;
 
 /// Events returned by one read.
 pub const MAX_READ_COUNT: u32 = 10_000;
-const MAX_STREAM_NAME: usize = 200;
 pub const MAX_KV_KEY: usize = 512;
 pub const MAX_KV_VALUE: usize = 1 << 20;
 
-/// Shared by every invocation: the stores, the append notifier, the limits and the workflow
-/// engines.
+/// Shared by every invocation: the stores, the append notifier, the limits, the workflow
+/// engines' handle and the Kafka producer.
 pub struct Capabilities {
     pub stores: Stores,
     pub notifier: EventNotifier,
     pub event_limits: EventLimits,
-    /// Set once at start-up: the engines need the invoker, which needs these capabilities.
-    pub workflows: std::sync::OnceLock<Arc<Workflows>>,
+    /// Where `saga` and `tx` calls go (the engines serve the other end).
+    pub workflows: WorkflowHandle,
     /// The producer behind `kafka-out`; none without `--kafka-brokers`.
     pub kafka: Option<Arc<crate::kafka::Publisher>>,
     pub metrics: crate::metrics::Metrics,
 }
 
 impl Capabilities {
-    pub fn new(stores: Stores, notifier: EventNotifier, event_limits: EventLimits) -> Self {
-        Self {
-            stores,
-            notifier,
-            event_limits,
-            workflows: std::sync::OnceLock::new(),
-            kafka: None,
-            metrics: crate::metrics::Metrics::default(),
-        }
+    pub fn new(stores: Stores, notifier: EventNotifier, event_limits: EventLimits, workflows: WorkflowHandle) -> Self {
+        Self { stores, notifier, event_limits, workflows, kafka: None, metrics: crate::metrics::Metrics::default() }
     }
 
     /// With Kafka publishing (and its metrics).
@@ -55,10 +48,6 @@ impl Capabilities {
         self.kafka = publisher;
         self.metrics = metrics;
         self
-    }
-
-    pub fn workflows(&self) -> &Workflows {
-        self.workflows.get().expect("workflows are set before any function runs")
     }
 }
 
@@ -85,7 +74,7 @@ pub struct Access {
     pub namespace: String,
     pub read_namespaces: Vec<String>,
     /// What `kafka-out` may publish to (names, or prefixes ending in `*`).
-    pub publish_topics: crate::spec::Grants,
+    pub publish_topics: crate::model::spec::Grants,
 }
 
 /// Per-invocation view of the platform imports.
@@ -125,6 +114,12 @@ impl EventNotifier {
         });
     }
 
+    /// Wakes every subscription without a new head: after a LISTEN reconnect, when appends
+    /// may have been missed.
+    pub fn wake_all(&self) {
+        self.0.send_modify(|_| {});
+    }
+
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.0.subscribe()
     }
@@ -136,13 +131,17 @@ impl Default for EventNotifier {
     }
 }
 
-/// Adds every `faas:platform` import to the linker.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    bindings::event_store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
-    bindings::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
-    bindings::saga::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
-    bindings::tx::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
-    bindings::kafka_out::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+/// Adds every `faas:platform` import to `linker`. `platform` finds the invocation's
+/// [`PlatformCtx`] in the store's data, whatever the runtime keeps around it.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    platform: fn(&mut T) -> &mut PlatformCtx,
+) -> anyhow::Result<()> {
+    bindings::event_store::add_to_linker::<T, HasSelf<PlatformCtx>>(linker, platform)?;
+    bindings::kv::add_to_linker::<T, HasSelf<PlatformCtx>>(linker, platform)?;
+    bindings::saga::add_to_linker::<T, HasSelf<PlatformCtx>>(linker, platform)?;
+    bindings::tx::add_to_linker::<T, HasSelf<PlatformCtx>>(linker, platform)?;
+    bindings::kafka_out::add_to_linker::<T, HasSelf<PlatformCtx>>(linker, platform)?;
     Ok(())
 }
 
@@ -195,28 +194,8 @@ fn split_address<'a>(address: &'a str, own: &'a str) -> Result<(&'a str, &'a str
         Some((namespace, stream)) => (namespace, stream),
         None => (own, address),
     };
-    validate_address(namespace, stream).map_err(AddressError::Invalid)?;
+    crate::model::names::validate_address(namespace, stream).map_err(AddressError::Invalid)?;
     Ok((namespace, stream))
-}
-
-/// The one check of a namespace and stream name, wherever they come from (a guest's address,
-/// the REST API, GraphQL).
-pub fn validate_address(namespace: &str, stream: &str) -> Result<(), String> {
-    validate_stream_name(stream)?;
-    crate::spec::validate_name(namespace).map_err(|_| {
-        format!("invalid namespace `{namespace}`: a namespace is a function name (1-63 lowercase letters, digits and dashes)")
-    })
-}
-
-/// Stream names: 1-200 ASCII letters, digits and `-_.:@`.
-pub fn validate_stream_name(stream: &str) -> Result<(), String> {
-    let valid = (1..=MAX_STREAM_NAME).contains(&stream.len())
-        && stream.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("invalid stream name `{stream}`: use 1-{MAX_STREAM_NAME} ASCII letters, digits and `-_.:@`"))
-    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! `faas:platform/saga`: start sagas and read their state, scoped to the caller's namespace (its
 //! idempotency keys and its sagas). The host runs them: see `workflows::sagas`.
 
+use super::PlatformCtx;
+use super::workflow_handle::{SagaError as EngineError, SagaView};
 use crate::bindings::saga::{self as wit, SagaError, SagaState, StepState};
-use crate::invoker::HostState;
+use crate::store::saga_state::StepStatus;
 use crate::store::workflows::{Invocation, SagaDefinition, SagaStatus, StepDefinition};
-use crate::workflows::saga_state::StepStatus;
-use crate::workflows::sagas::{self, SagaView};
 use std::time::Duration;
 
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -76,28 +76,28 @@ fn state_to_wit(view: SagaView) -> SagaState {
     }
 }
 
-fn error_to_wit(error: sagas::SagaError) -> SagaError {
+fn error_to_wit(error: EngineError) -> SagaError {
     match error {
-        sagas::SagaError::Invalid(m) => SagaError::InvalidRequest(m),
-        sagas::SagaError::Conflict(m) => SagaError::Conflict(m),
-        sagas::SagaError::NotFound(id) => SagaError::NotFound(format!("saga `{id}` not found")),
-        e @ sagas::SagaError::NotStuck { .. } => SagaError::InvalidRequest(e.to_string()),
-        sagas::SagaError::Store(e) => {
+        EngineError::Invalid(m) => SagaError::InvalidRequest(m),
+        EngineError::Conflict(m) => SagaError::Conflict(m),
+        EngineError::NotFound(id) => SagaError::NotFound(format!("saga `{id}` not found")),
+        e @ EngineError::NotStuck { .. } => SagaError::InvalidRequest(e.to_string()),
+        e @ EngineError::Unavailable => SagaError::Unavailable(e.to_string()),
+        EngineError::Store(e) => {
             tracing::error!(error = %e, "saga store failure");
             SagaError::Unavailable("the saga store is unavailable; retry".into())
         }
     }
 }
 
-impl HostState {
+impl PlatformCtx {
     async fn start_saga(&mut self, definition: wit::SagaDefinition) -> Result<String, SagaError> {
-        let platform = self.platform();
+        let platform = &*self;
         let key = definition.idempotency_key.clone();
         let record = platform
             .caps
-            .workflows()
-            .sagas
-            .start(&platform.access.namespace, &key, definition_from_wit(definition))
+            .workflows
+            .start_saga(&platform.access.namespace, &key, definition_from_wit(definition))
             .await
             .map_err(error_to_wit)?;
         Ok(record.id)
@@ -105,16 +105,16 @@ impl HostState {
 
     /// The saga's state, if the caller's namespace started it.
     async fn own_saga(&mut self, id: &str) -> Result<SagaView, SagaError> {
-        let platform = self.platform();
-        match platform.caps.workflows().sagas.view(id).await {
+        let platform = &*self;
+        match platform.caps.workflows.view_saga(id).await {
             Ok(view) if view.record.namespace == platform.access.namespace => Ok(view),
-            Ok(_) | Err(sagas::SagaError::NotFound(_)) => Err(SagaError::NotFound(format!("saga `{id}` not found"))),
+            Ok(_) | Err(EngineError::NotFound(_)) => Err(SagaError::NotFound(format!("saga `{id}` not found"))),
             Err(error) => Err(error_to_wit(error)),
         }
     }
 }
 
-impl wit::Host for HostState {
+impl wit::Host for PlatformCtx {
     async fn start(&mut self, definition: wit::SagaDefinition) -> Result<String, SagaError> {
         self.start_saga(definition).await
     }
@@ -122,7 +122,7 @@ impl wit::Host for HostState {
     async fn run(&mut self, definition: wit::SagaDefinition, timeout_ms: u32) -> Result<SagaState, SagaError> {
         let id = self.start_saga(definition).await?;
         let wait = Duration::from_millis(u64::from(timeout_ms)).min(MAX_WAIT);
-        self.platform().caps.workflows().sagas.wait(&id, wait).await.map_err(error_to_wit)?;
+        self.caps.workflows.wait_saga(&id, wait).await.map_err(error_to_wit)?;
         self.own_saga(&id).await.map(state_to_wit)
     }
 

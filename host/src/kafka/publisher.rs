@@ -82,7 +82,7 @@ impl Publisher {
         value: &[u8],
         headers: &[(String, Vec<u8>)],
     ) -> Result<Delivery, PublishError> {
-        crate::spec::validate_topic(topic).map_err(PublishError::TopicRejected)?;
+        crate::model::names::validate_topic(topic).map_err(PublishError::TopicRejected)?;
         let headers = headers
             .iter()
             .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_slice()) }));

@@ -3,6 +3,7 @@
 
 use super::StoreError;
 use super::workflows::StepFence;
+use crate::model::names::StreamFilter;
 use serde::Serialize;
 
 /// An event to append (already validated by the caller).
@@ -84,13 +85,6 @@ pub enum Direction {
     Backward,
 }
 
-/// Which streams a subscription follows, within one namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum StreamFilter {
-    Stream(String),
-    Prefix(String),
-}
-
 /// A parked event: delivery gave up on it after its attempts.
 #[derive(Debug, Clone, Serialize)]
 pub struct ParkedEvent {
@@ -150,8 +144,13 @@ pub trait EventStore: Send + Sync + 'static {
 #[async_trait::async_trait]
 pub trait KvStore: Send + Sync + 'static {
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    async fn kv_set(&self, namespace: &str, key: &str, value: &[u8], fence: Option<&StepFence>)
-    -> Result<(), StoreError>;
+    async fn kv_set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        fence: Option<&StepFence>,
+    ) -> Result<(), StoreError>;
     async fn kv_delete(&self, namespace: &str, key: &str, fence: Option<&StepFence>) -> Result<bool, StoreError>;
     async fn kv_list(
         &self,

@@ -135,11 +135,11 @@ macro_rules! impl_event_stores {
             async fn read_filtered(
                 &self,
                 namespace: &str,
-                filter: &$crate::store::events::StreamFilter,
+                filter: &$crate::model::names::StreamFilter,
                 after: u64,
                 max: u32,
             ) -> Result<Vec<$crate::store::events::RecordedEvent>, $crate::store::StoreError> {
-                use $crate::store::events::StreamFilter;
+                use $crate::model::names::StreamFilter;
                 use $crate::store::events_sql::{EVENT_COLUMNS, EventRow, row_to_event, to_sql};
                 let (condition, pattern, len) = match filter {
                     StreamFilter::Stream(s) => ("stream = $3 AND $4 >= 0", s, 0),

@@ -6,11 +6,12 @@ pub mod events;
 pub(crate) mod events_sql;
 mod functions_sql;
 pub mod postgres;
+pub mod saga_state;
 pub mod sqlite;
 pub mod workflows;
 pub(crate) mod workflows_sql;
 
-use crate::spec::DeploySpec;
+use crate::model::spec::DeploySpec;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;

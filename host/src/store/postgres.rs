@@ -2,10 +2,11 @@
 
 use super::events::{AppendError, Appended, Expected, NewEvent};
 use super::events_sql::{impl_event_stores, to_sql};
-use super::workflows::StepFence;
 use super::functions_sql::impl_function_store;
+use super::workflows::StepFence;
 use super::workflows_sql::impl_workflow_store;
 use super::{StoreError, now_ms};
+use crate::backoff;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
 
@@ -90,12 +91,62 @@ impl PostgresStore {
     }
 }
 
+/// What a [`listen`]er hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Listening (again): anything sent while it was not is lost, so look at the state afresh.
+    Listening,
+    /// One NOTIFY on the channel, with its payload.
+    Notified(String),
+}
+
+/// Follows PostgreSQL `NOTIFY`s on `channel`, reconnecting with [`backoff::STORE`] for as long as
+/// the receiver lives. Other nodes announce appends (`faas_events`) and function changes
+/// (`faas_functions`) this way; the callers decide what a notice means.
+pub fn listen(url: String, channel: &'static str) -> tokio::sync::mpsc::Receiver<Notice> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut retries = backoff::STORE.retries();
+        loop {
+            let session = async {
+                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                listener.listen(channel).await?;
+                if sender.send(Notice::Listening).await.is_err() {
+                    return Ok(());
+                }
+                loop {
+                    let notification = listener.recv().await?;
+                    if sender.send(Notice::Notified(notification.payload().to_owned())).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            };
+            let result: Result<(), sqlx::Error> = tokio::select! {
+                result = session => result,
+                () = sender.closed() => return,
+            };
+            match result {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(channel, %error, "LISTEN failed; other nodes' changes arrive when it reconnects");
+                    retries.wait().await;
+                }
+            }
+        }
+    });
+    receiver
+}
+
 type AppendRow = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>);
 
 // Other nodes LISTEN on `faas_functions` and reload the function (see `Registry::sync`).
 impl_function_store!(PostgresStore, "FOR UPDATE", "SELECT pg_notify('faas_functions', $1)");
 // FOR SHARE: a takeover's UPDATE of the saga waits until the fenced write committed.
-impl_event_stores!(PostgresStore, sqlx::Postgres, "SELECT 1 FROM sagas WHERE id = $1 AND owner = $2 AND epoch = $3 FOR SHARE");
+impl_event_stores!(
+    PostgresStore,
+    sqlx::Postgres,
+    "SELECT 1 FROM sagas WHERE id = $1 AND owner = $2 AND epoch = $3 FOR SHARE"
+);
 impl_workflow_store!(
     PostgresStore,
     // FOR SHARE holds the row against a concurrent takeover's UPDATE until this commits (and

@@ -1,6 +1,6 @@
 //! Types and the store trait of sagas and two-phase-commit transactions, as the rest of the host
 //! sees them. A saga is a row (definition, status, owner) plus an append-only journal; its state
-//! is the fold of the journal (`workflows::saga_state`).
+//! is the fold of the journal (`store::saga_state`).
 
 use super::StoreError;
 use serde::{Deserialize, Serialize};

@@ -1,16 +1,16 @@
-//! Durable workflows: sagas ([`sagas`], state in [`saga_state`]) and two-phase commit ([`tx`]),
+//! Durable workflows: sagas ([`sagas`], their state folded in `store::saga_state`) and two-phase commit ([`tx`]),
 //! plus what lets several nodes share them: a node id, a heartbeat, and a sweep that takes over
 //! the in-flight work of nodes whose heartbeat stopped (and, at start, this node's own).
 //! A takeover bumps the row's epoch and every later write names it (`store::workflows::Fence`),
 //! so a node that was paused past its timeout cannot write over its successor.
 
-pub mod saga_state;
 pub mod sagas;
 pub mod tx;
 
-use crate::invoker::Invoker;
+use crate::capabilities::workflow_handle::{WorkflowCall, WorkflowCalls};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::runtime::invoker::Invoker;
 use crate::store::StoreError;
 use crate::store::workflows::WorkflowStore;
 use sagas::Sagas;
@@ -68,11 +68,12 @@ impl Workflows {
     }
 
     /// Announces this node, resumes what it owned before a restart (before it starts any new
-    /// work, so nothing it runs itself is mistaken for leftovers), then sends heartbeats and
-    /// sweeps for the work of dead nodes in the background.
-    pub async fn start(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
+    /// work, so nothing it runs itself is mistaken for leftovers), then answers the guests'
+    /// `calls`, sends heartbeats and sweeps for the work of dead nodes in the background.
+    pub async fn start(&self, calls: WorkflowCalls) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
         self.store.heartbeat(&self.node).await?;
         sweep(&self.sagas, &self.transactions, self.stale_before(), true).await;
+        let server = self.serve(calls);
         let heartbeat = {
             let (store, node, every) = (self.store.clone(), self.node.clone(), self.liveness.heartbeat_every());
             tokio::spawn(async move {
@@ -98,7 +99,41 @@ impl Workflows {
                 }
             })
         };
-        Ok(vec![heartbeat, sweeper])
+        Ok(vec![server, heartbeat, sweeper])
+    }
+
+    /// Answers the capabilities' calls (see `WorkflowHandle`), each in a task of its own (a
+    /// guest waiting on one saga must not hold up another's start).
+    fn serve(&self, mut calls: WorkflowCalls) -> tokio::task::JoinHandle<()> {
+        let (sagas, transactions) = (self.sagas.clone(), self.transactions.clone());
+        tokio::spawn(async move {
+            while let Some(call) = calls.0.recv().await {
+                let (sagas, transactions) = (sagas.clone(), transactions.clone());
+                // A caller that went away (its instance timed out) drops its reply: nothing to do.
+                tokio::spawn(async move {
+                    match call {
+                        WorkflowCall::StartSaga { namespace, idempotency_key, definition, reply } => {
+                            let _ = reply.send(sagas.start(&namespace, &idempotency_key, definition).await);
+                        }
+                        WorkflowCall::WaitSaga { id, timeout, reply } => {
+                            let _ = reply.send(sagas.wait(&id, timeout).await);
+                        }
+                        WorkflowCall::ViewSaga { id, reply } => {
+                            let _ = reply.send(sagas.view(&id).await);
+                        }
+                        WorkflowCall::CommitAtomically { namespace, request, reply } => {
+                            let _ = reply.send(transactions.commit_atomically(&namespace, request).await);
+                        }
+                    }
+                });
+            }
+        })
+    }
+
+    /// Shutdown, after the triggers drained (no new guest calls): saga runners finish the step
+    /// in hand, coordinators their transaction, within `grace`.
+    pub async fn drain(&self, grace: Duration) {
+        tokio::join!(self.sagas.drain(grace), self.transactions.drain(grace));
     }
 
     fn stale_before(&self) -> i64 {

@@ -6,12 +6,14 @@
 //! durable entry, so after a crash the journal says exactly which attempt may have run; that
 //! attempt runs again with the same idempotency key.
 
-use super::saga_state::{Next, SagaState};
+use crate::backoff::{self, Backoff};
 use crate::bindings::step::{StepError, StepKind, StepRequest};
-use crate::invoker::{InvokeError, Invoker};
+use crate::capabilities::workflow_handle::{SagaError, SagaView};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::runtime::invoker::{BusyWait, Invoker};
 use crate::store::StoreError;
+use crate::store::saga_state::{Next, SagaState};
 use crate::store::workflows::{
     Fence, JournalEntry, JournalRecord, ListQuery, Page, SagaDefinition, SagaRecord, SagaStatus, StepFence,
     WorkflowStore,
@@ -21,46 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Times a step waits for a busy function before the call counts as a failed attempt (~5 min).
-const MAX_BUSY_WAITS: u32 = 100;
 /// Limits of a definition.
 const MAX_STEPS: usize = 100;
 const MAX_NAME: usize = 200;
 const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 const MAX_ATTEMPTS: u32 = 100;
 const MAX_STEP_TIMEOUT_MS: u32 = 15 * 60 * 1000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SagaError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("saga `{0}` not found")]
-    NotFound(String),
-    #[error("saga `{id}` is {status}, not stuck: {action} applies only to stuck sagas")]
-    NotStuck { id: String, status: &'static str, action: &'static str },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl SagaError {
-    fn from_store(error: StoreError, id: &str) -> Self {
-        match error {
-            StoreError::Fenced(_) => Self::Conflict(format!("saga `{id}` was resolved or taken over concurrently")),
-            other => Self::Store(other),
-        }
-    }
-}
-
-/// A saga with its journal and folded state, for status APIs.
-pub struct SagaView {
-    pub record: SagaRecord,
-    pub state: SagaState,
-    pub journal: Vec<JournalRecord>,
-}
 
 pub struct Sagas {
     store: Arc<dyn WorkflowStore>,
@@ -70,6 +38,8 @@ pub struct Sagas {
     node: String,
     /// Sagas with a runner in this process, and their latest status (for waiters).
     active: Mutex<HashMap<String, watch::Sender<SagaStatus>>>,
+    /// Set by [`Sagas::drain`]: runners stop before their next move, none start.
+    stopping: watch::Sender<bool>,
 }
 
 impl Sagas {
@@ -80,7 +50,8 @@ impl Sagas {
         metrics: Metrics,
         node: String,
     ) -> Arc<Self> {
-        Arc::new(Self { store, registry, invoker, metrics, node, active: Mutex::new(HashMap::new()) })
+        let stopping = watch::Sender::new(false);
+        Arc::new(Self { store, registry, invoker, metrics, node, active: Mutex::new(HashMap::new()), stopping })
     }
 
     /// Validates and records a saga, then starts running it. Starting the same key again in the
@@ -218,11 +189,40 @@ impl Sagas {
         self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts a runner for `id` unless one is running here already.
+    /// Shutdown: every runner finishes the step in hand, writes its outcome and stops before its
+    /// next move; the sagas stay owned by this node, which resumes them when it starts again
+    /// (or another node does after the heartbeat timeout). A step still running after `grace`
+    /// is abandoned like a crash would abandon it (its attempt runs again on resumption).
+    pub async fn drain(&self, grace: Duration) {
+        self.stopping.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.active().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.active().len();
+        if left > 0 {
+            tracing::warn!(sagas = left, "saga steps still running after the drain grace; abandoned");
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Sleeps `pause`, or less if the node starts draining.
+    async fn pause(&self, pause: Duration) {
+        let mut stopping = self.stopping.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
+    }
+
+    /// Starts a runner for `id` unless one is running here already (or the node drains).
     fn spawn(self: &Arc<Self>, id: String, fence: Fence) -> bool {
         let status = {
             let mut active = self.active();
-            if active.contains_key(&id) {
+            if active.contains_key(&id) || self.stopping() {
                 return false;
             }
             let (status, _) = watch::channel(SagaStatus::Running);
@@ -241,8 +241,8 @@ impl Sagas {
     /// the runner (nobody else would resume a saga this live node owns): it folds the journal
     /// again and carries on after a pause.
     async fn run(&self, id: &str, mut fence: Fence, status: &watch::Sender<SagaStatus>) {
-        let mut failures = 0;
-        loop {
+        let mut retries = backoff::WORKFLOW.retries();
+        while !self.stopping() {
             match self.drive(id, &fence, status).await {
                 Ok(()) => return,
                 Err(StoreError::Fenced(_)) => match self.store.saga(id).await {
@@ -256,14 +256,12 @@ impl Sagas {
                     }
                     Err(error) => {
                         tracing::error!(saga = %id, %error, "reading the saga failed; retrying");
-                        failures += 1;
-                        tokio::time::sleep(backoff(100, failures)).await;
+                        retries.wait().await;
                     }
                 },
                 Err(error) => {
-                    failures += 1;
-                    tracing::error!(saga = %id, %error, failures, "saga runner failed; retrying");
-                    tokio::time::sleep(backoff(100, failures)).await;
+                    tracing::error!(saga = %id, %error, failures = retries.failures() + 1, "saga runner failed; retrying");
+                    retries.wait().await;
                 }
             }
         }
@@ -275,6 +273,9 @@ impl Sagas {
         let mut state = SagaState::fold(definition, &self.store.journal(id).await?);
         loop {
             status.send_replace(state.status);
+            if self.stopping() {
+                return Ok(());
+            }
             match state.next(definition) {
                 Next::Idle => return Ok(()),
                 Next::SetStatus(new, error) => {
@@ -302,7 +303,7 @@ impl Sagas {
                         && attempt < definition.steps[step].max_attempts;
                     self.write(id, fence, &mut state, entry).await?;
                     if retry {
-                        tokio::time::sleep(backoff(definition.steps[step].backoff_ms, attempt)).await;
+                        self.pause(Backoff::step(definition.steps[step].backoff_ms).delay(attempt)).await;
                     }
                 }
                 Next::Compensation { step, attempt } => {
@@ -319,7 +320,7 @@ impl Sagas {
                                 JournalEntry::CompensationFailed { step, attempt, error },
                             )
                             .await?;
-                            tokio::time::sleep(backoff(definition.steps[step].backoff_ms, attempt)).await;
+                            self.pause(Backoff::step(definition.steps[step].backoff_ms).delay(attempt)).await;
                         }
                     }
                 }
@@ -373,15 +374,10 @@ impl Sagas {
         };
         let timeout = definition.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
         let fence = StepFence { saga_id: saga.id.clone(), fence: fence.clone() };
-        // A function too busy to take the call never ran it: wait for room instead of spending
-        // one of the step's attempts (an overload must not compensate healthy sagas).
-        let mut busy = 0;
+        let mut busy = BusyWait::default();
         let result = loop {
             match self.invoker.run_step(&function, &request, timeout, &fence).await {
-                Err(InvokeError::Overloaded | InvokeError::QueueTimeout) if busy < MAX_BUSY_WAITS => {
-                    busy += 1;
-                    tokio::time::sleep(backoff(100, busy.min(6))).await;
-                }
+                Err(error) if busy.again(&error).await => continue,
                 result => break result,
             }
         };
@@ -467,12 +463,6 @@ enum StepFailure {
     Transient(String),
 }
 
-/// `base · 2^(attempt-1)`, at most [`MAX_BACKOFF`].
-fn backoff(base_ms: u32, attempt: u32) -> Duration {
-    let factor = 1u64 << attempt.saturating_sub(1).min(20);
-    Duration::from_millis(u64::from(base_ms).saturating_mul(factor)).min(MAX_BACKOFF)
-}
-
 /// Deterministic, so a second start with the same key finds the same saga.
 pub fn saga_id(namespace: &str, idempotency_key: &str) -> String {
     let namespace = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("faas-saga:{namespace}").as_bytes());
@@ -482,13 +472,6 @@ pub fn saga_id(namespace: &str, idempotency_key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        assert_eq!(backoff(100, 1), Duration::from_millis(100));
-        assert_eq!(backoff(100, 3), Duration::from_millis(400));
-        assert_eq!(backoff(100, 40), MAX_BACKOFF);
-    }
 
     #[test]
     fn saga_ids_depend_on_namespace_and_key() {

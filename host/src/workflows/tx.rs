@@ -10,48 +10,24 @@
 //! reached a decision, so it aborts; one `committing` or `aborting` has its phase 2 repeated
 //! (participants' `commit` and `abort` are idempotent per transaction id).
 
-use crate::invoker::{Invoker, ParticipantCall};
+use crate::backoff;
+use crate::capabilities::workflow_handle::{MAX_PREPARE_TIMEOUT, TxError, TxRequest};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::runtime::invoker::{Invoker, ParticipantCall};
 use crate::store::StoreError;
-use crate::store::workflows::{Fence, Invocation, ListQuery, Page, TxParticipant, TxRecord, TxStatus, WorkflowStore};
+use crate::store::workflows::{Fence, ListQuery, Page, TxParticipant, TxRecord, TxStatus, WorkflowStore};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const DEFAULT_PREPARE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest prepare a caller may ask for.
-pub const MAX_PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_PARTICIPANTS: usize = 32;
 const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 const MAX_KEY_BYTES: usize = 200;
 /// How long `commit-atomically` waits for phase 2 before returning the (already final) decision.
 const PHASE_TWO_WAIT: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often a caller waiting on a transaction driven elsewhere looks at its row.
 const POLL_EVERY: Duration = Duration::from_millis(50);
-
-#[derive(Debug, thiserror::Error)]
-pub enum TxError {
-    #[error("{0}")]
-    Invalid(String),
-    /// The idempotency key names a transaction with other participants.
-    #[error("{0}")]
-    Conflict(String),
-    /// A transaction with this key is still being prepared elsewhere; ask again.
-    #[error("transaction {0} is still being prepared; ask again with the same key")]
-    Undecided(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// What `commit-atomically` asks for.
-pub struct TxRequest {
-    pub calls: Vec<Invocation>,
-    pub prepare_timeout: Duration,
-    /// Same key in the same namespace: same transaction (its recorded outcome).
-    pub idempotency_key: Option<String>,
-}
 
 pub struct Transactions {
     store: Arc<dyn WorkflowStore>,
@@ -90,6 +66,23 @@ impl Transactions {
     /// Runs a whole transaction; returns its record once the decision is durable and phase 2 has
     /// finished or had [`PHASE_TWO_WAIT`] to (it goes on in the background). A known key returns
     /// that transaction's outcome instead of running a new one.
+    /// Shutdown: waits (up to `grace`) for the transactions this process is driving to reach
+    /// their end. One still open after that is finished by recovery, here after a restart or
+    /// by another node.
+    pub async fn drain(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.live_ids().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.live_ids().len();
+        if left > 0 {
+            tracing::warn!(
+                transactions = left,
+                "transactions still open after the drain grace; recovery finishes them"
+            );
+        }
+    }
+
     pub async fn commit_atomically(self: &Arc<Self>, namespace: &str, request: TxRequest) -> Result<TxRecord, TxError> {
         self.check(&request)?;
         // In a task of its own: a caller that gives up (its instance timed out, its client left)
@@ -144,7 +137,7 @@ impl Transactions {
         // The decision is durable before any participant hears it, and written only if nobody
         // else decided first.
         let mut fence = fence;
-        let mut delay = Duration::from_millis(50);
+        let mut retries = backoff::WORKFLOW.retries();
         let decided = loop {
             let won = self
                 .store
@@ -156,8 +149,7 @@ impl Transactions {
                 // to record one (nobody else will while this node is alive).
                 Err(error) => {
                     tracing::error!(tx = %id, %error, "recording the decision failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_BACKOFF);
+                    retries.wait().await;
                     continue;
                 }
             };
@@ -314,7 +306,7 @@ impl Transactions {
         tokio::spawn(async move {
             this.deliver_all(&record).await;
             let done = if record.status == TxStatus::Committing { TxStatus::Committed } else { TxStatus::Aborted };
-            let mut delay = Duration::from_millis(100);
+            let mut retries = backoff::WORKFLOW.retries();
             loop {
                 let ended = this
                     .store
@@ -341,13 +333,12 @@ impl Transactions {
                         }
                         Err(error) => {
                             tracing::error!(tx = %record.id, %error, "reading the transaction failed; retrying");
-                            tokio::time::sleep(delay).await;
+                            retries.wait().await;
                         }
                     },
                     Err(error) => {
                         tracing::error!(tx = %record.id, %error, "recording the end of phase 2 failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(MAX_BACKOFF);
+                        retries.wait().await;
                     }
                 }
             }
@@ -378,7 +369,7 @@ impl Transactions {
 
     async fn deliver(&self, tx_id: &str, function: &str, commit: bool) {
         let call = if commit { ParticipantCall::Commit { tx_id } } else { ParticipantCall::Abort { tx_id } };
-        let mut delay = Duration::from_millis(100);
+        let mut retries = backoff::WORKFLOW.retries();
         loop {
             let error = match self.registry.active(function) {
                 None => "not deployed".to_owned(),
@@ -389,8 +380,7 @@ impl Transactions {
                 },
             };
             tracing::warn!(tx = %tx_id, function, commit, %error, "participant did not acknowledge the decision; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX_BACKOFF);
+            retries.wait().await;
         }
     }
 

@@ -13,22 +13,28 @@
 //! The task sleeps until an append wakes it (in this process, or via PostgreSQL NOTIFY from other
 //! nodes), with a slow poll as a safety net.
 
+use super::Trigger;
+use crate::backoff;
 use crate::capabilities::{EventNotifier, event_store::to_wit};
-use crate::invoker::{InvokeError, Invoker};
 use crate::kafka::Publisher;
-use crate::registry::{LoadedFunction, Registry};
-use crate::spec::{StartFrom, SubscriptionSpec};
+use crate::model::names::StreamFilter;
+use crate::model::spec::{StartFrom, SubscriptionSpec};
+use crate::registry::Registry;
+use crate::runtime::function::LoadedFunction;
+use crate::runtime::invoker::{BusyWait, InvokeError, Invoker};
 use crate::store::Stores;
-use crate::store::events::{RecordedEvent, StreamFilter};
-use std::collections::HashMap;
+use crate::store::events::RecordedEvent;
+use crate::store::postgres::Notice;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The safety-net poll, for a missed notification (e.g. a PostgreSQL listener reconnecting).
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a drain waits for batches in hand.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the subscriptions of every active function.
 pub struct Subscriptions {
@@ -38,10 +44,14 @@ pub struct Subscriptions {
     notifier: EventNotifier,
     /// For outboxes; none without Kafka brokers.
     publisher: Option<Arc<Publisher>>,
+    /// One delivery task per subscription and outbox.
+    tasks: tokio::sync::Mutex<HashMap<Key, JoinHandle<()>>>,
+    /// Set by [`Trigger::drain`]: tasks finish the batch in hand and end.
+    stopping: watch::Sender<bool>,
 }
 
 /// The key of a subscription's checkpoint and task: function name and the subscription's stream
-/// pattern as deployed (an outbox's [`OutboxSpec::key`](crate::spec::OutboxSpec::key)).
+/// pattern as deployed (an outbox's [`OutboxSpec::key`](crate::model::spec::OutboxSpec::key)).
 type Key = (String, String);
 
 /// Where a subscription's events go.
@@ -68,56 +78,70 @@ impl Subscriptions {
         notifier: EventNotifier,
         publisher: Option<Arc<Publisher>>,
     ) -> Arc<Self> {
-        Arc::new(Self { registry, invoker, stores, notifier, publisher })
+        let (tasks, stopping) = (Default::default(), watch::Sender::new(false));
+        Arc::new(Self { registry, invoker, stores, notifier, publisher, tasks, stopping })
+    }
+}
+
+#[async_trait::async_trait]
+impl Trigger for Subscriptions {
+    fn name(&self) -> &'static str {
+        "subscriptions"
     }
 
-    /// Starts and stops subscription tasks as functions come and go, until the returned task is
-    /// aborted.
-    pub fn start(self: &Arc<Self>) -> JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut changes = this.registry.watch_changes();
-            let mut tasks: HashMap<Key, JoinHandle<()>> = HashMap::new();
-            loop {
-                let wanted: HashMap<Key, ()> = this
-                    .registry
-                    .all_active()
-                    .iter()
-                    .flat_map(|f| {
-                        let outboxes = f.spec.outbox.iter().map(|o| o.key());
-                        let keys = f.spec.triggers.subscriptions.iter().map(|s| s.stream.clone()).chain(outboxes);
-                        keys.map(|key| ((f.name.to_string(), key), ())).collect::<Vec<_>>()
-                    })
-                    .collect();
-                tasks.retain(|key, task| {
-                    let keep = wanted.contains_key(key) && !task.is_finished();
-                    if !keep {
-                        task.abort();
-                    }
-                    keep
-                });
-                for key in wanted.into_keys() {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(key) {
-                        let (this, task_key) = (this.clone(), slot.key().clone());
-                        slot.insert(tokio::spawn(async move { this.run(task_key).await }));
-                    }
-                }
-                if changes.changed().await.is_err() {
-                    break;
-                }
-            }
-            for task in tasks.into_values() {
+    /// One task per subscription and outbox of the active functions: new ones start, gone ones
+    /// are stopped (a redeploy that keeps a subscription keeps its task and checkpoint).
+    async fn reconcile(self: Arc<Self>) {
+        let wanted: HashSet<Key> = self
+            .registry
+            .all_active()
+            .iter()
+            .flat_map(|f| {
+                let outboxes = f.spec.outbox.iter().map(|o| o.key());
+                let keys = f.spec.triggers.subscriptions.iter().map(|s| s.stream.clone()).chain(outboxes);
+                keys.map(|key| (f.name.to_string(), key)).collect::<Vec<_>>()
+            })
+            .collect();
+        let mut tasks = self.tasks.lock().await;
+        tasks.retain(|key, task| {
+            let keep = wanted.contains(key) && !task.is_finished();
+            if !keep {
                 task.abort();
             }
-        })
+            keep
+        });
+        for key in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(key) {
+                let (this, key) = (self.clone(), slot.key().clone());
+                slot.insert(tokio::spawn(async move { this.run(key).await }));
+            }
+        }
     }
 
+    /// Every task finishes the batch in hand (its checkpoint saved) and ends; one still busy
+    /// after [`DRAIN_GRACE`] is abandoned, and its batch is delivered again after the restart.
+    async fn drain(self: Arc<Self>) {
+        self.stopping.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().await.drain().map(|(_, task)| task).collect();
+        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        if tokio::time::timeout(DRAIN_GRACE, futures::future::join_all(tasks)).await.is_err() {
+            tracing::warn!("subscriptions still delivering after the drain grace; abandoned (delivered again later)");
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
+        }
+    }
+}
+
+impl Subscriptions {
     /// One subscription's delivery loop. Ends when the function or the subscription goes away.
     async fn run(self: Arc<Self>, (function_name, pattern): Key) {
         let mut wake = self.notifier.subscribe();
+        let mut stopping = self.stopping.subscribe();
         let mut checkpoint = None;
-        let mut failures = 0u32;
+        let mut retries = backoff::STORE.retries();
         loop {
+            if *stopping.borrow() {
+                return;
+            }
             let Some(function) = self.registry.active(&function_name) else { return };
             let Some((subscription, sink)) = find(&function, &pattern) else { return };
             let result = match checkpoint {
@@ -132,16 +156,21 @@ impl Subscriptions {
                 }),
             };
             match result {
-                Ok(true) => failures = 0,
+                Ok(true) => retries.reset(),
                 Ok(false) => {
-                    failures = 0;
-                    // Caught up: sleep until something is appended.
-                    let _ = tokio::time::timeout(POLL_INTERVAL, wake.changed()).await;
+                    retries.reset();
+                    // Caught up: sleep until something is appended (or the node drains).
+                    tokio::select! {
+                        _ = tokio::time::timeout(POLL_INTERVAL, wake.changed()) => {}
+                        _ = stopping.changed() => {}
+                    }
                 }
                 Err(error) => {
-                    failures += 1;
                     tracing::warn!(function = %function_name, subscription = %pattern, %error, "subscription store error; retrying");
-                    tokio::time::sleep(backoff(failures)).await;
+                    tokio::select! {
+                        () = retries.wait() => {}
+                        _ = stopping.changed() => {}
+                    }
                 }
             }
         }
@@ -223,7 +252,7 @@ impl Subscriptions {
                 ("faas-metadata", event.metadata.clone()),
             ]
             .map(|(k, v)| (k.to_owned(), v.into_bytes()));
-            let mut failures: u32 = 0;
+            let mut retries = backoff::KAFKA.retries();
             loop {
                 let result = match &self.publisher {
                     Some(publisher) => publisher.publish(topic, Some(key.as_bytes()), &event.data, &headers).await,
@@ -232,12 +261,12 @@ impl Subscriptions {
                 match result {
                     Ok(_) => break,
                     Err(error) => {
-                        failures += 1;
+                        let failures = retries.failures() + 1;
                         if failures == 1 || failures.is_multiple_of(20) {
                             tracing::warn!(function = %function.name, topic, position = event.position, %error,
                                 failures, "outbox publish failed; retrying");
                         }
-                        tokio::time::sleep(backoff(failures)).await;
+                        retries.wait().await;
                     }
                 }
             }
@@ -267,22 +296,19 @@ impl Subscriptions {
     ) -> Result<(), InvokeError> {
         let batch: Vec<_> = events.iter().cloned().map(|e| to_wit(e, &function.access)).collect();
         let delivery_id = format!("sub-{}-{}", events[0].position, events[events.len() - 1].position);
-        let (mut attempt, mut busy) = (1, 0);
+        let mut attempt = 1;
+        let mut busy = BusyWait::default();
         loop {
             match self.invoker.handle_events(function, &batch, &delivery_id).await {
                 Ok(()) => return Ok(()),
-                // The function was too busy to take the batch: the handler never ran, so this is
-                // no attempt (an overload must not park healthy events). Wait and offer it again.
-                Err(error @ (InvokeError::Overloaded | InvokeError::QueueTimeout)) => {
-                    busy += 1;
+                Err(error) if busy.again(&error).await => {
                     tracing::debug!(function = %function.name, delivery_id = %delivery_id, %error, "function busy; delivery waits");
-                    tokio::time::sleep(backoff(busy.min(6))).await;
                 }
                 Err(error) if attempt >= subscription.max_attempts => return Err(error),
                 Err(error) => {
                     tracing::warn!(function = %function.name, subscription = %subscription.stream, attempt,
                         delivery_id = %delivery_id, %error, "event handler failed; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(backoff::STORE.delay(attempt)).await;
                     attempt += 1;
                 }
             }
@@ -349,47 +375,20 @@ pub enum ReplayError {
     Invoke(#[from] InvokeError),
 }
 
-/// Exponential: 50 ms, 100 ms, 200 ms … capped at 5 s.
-fn backoff(attempt: u32) -> Duration {
-    FIRST_BACKOFF.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF)
-}
-
-/// On PostgreSQL, wakes local subscriptions when another node appends (NOTIFY `faas_events`).
+/// On PostgreSQL, wakes local subscriptions when another node appends (NOTIFY `faas_events`
+/// with the new head; on every reconnect, a wake-up for what may have been missed).
 pub fn listen_for_remote_appends(database_url: String, notifier: EventNotifier) -> JoinHandle<()> {
+    let mut notices = crate::store::postgres::listen(database_url, "faas_events");
     tokio::spawn(async move {
-        let mut failures = 0;
-        loop {
-            let result = async {
-                let mut listener = sqlx::postgres::PgListener::connect(&database_url).await?;
-                listener.listen("faas_events").await?;
-                loop {
-                    let notification = listener.recv().await?;
-                    if let Ok(position) = notification.payload().parse::<u64>() {
+        while let Some(notice) = notices.recv().await {
+            match notice {
+                Notice::Notified(head) => {
+                    if let Ok(position) = head.parse::<u64>() {
                         notifier.appended(position);
                     }
                 }
-                #[allow(unreachable_code)]
-                Ok::<(), sqlx::Error>(())
-            }
-            .await;
-            if let Err(error) = result {
-                failures += 1;
-                tracing::warn!(%error, "LISTEN faas_events failed; subscriptions fall back to polling until it reconnects");
-                tokio::time::sleep(backoff(failures)).await;
+                Notice::Listening => notifier.wake_all(),
             }
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        assert_eq!(backoff(1), Duration::from_millis(50));
-        assert_eq!(backoff(2), Duration::from_millis(100));
-        assert_eq!(backoff(4), Duration::from_millis(400));
-        assert_eq!(backoff(30), MAX_BACKOFF);
-    }
 }

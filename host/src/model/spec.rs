@@ -1,10 +1,9 @@
 //! [`DeploySpec`]: what a deploy says about a function besides its bytes: triggers and limits.
 //! It is stored with each version, so a rollback restores routes and limits too.
 
-use crate::capabilities::validate_stream_name;
-use crate::limits::Limits;
-use crate::routes::RoutePattern;
-use crate::store::events::StreamFilter;
+use super::limits::Limits;
+use super::names::{StreamFilter, validate_name, validate_stream_name, validate_topic};
+use super::routes::RoutePattern;
 use serde::{Deserialize, Serialize};
 
 /// The configuration half of a deploy (the other half is the component).
@@ -171,24 +170,6 @@ impl KafkaTrigger {
     }
 }
 
-/// Kafka's own topics: the broker refuses records for them (`INVALID_TOPIC_EXCEPTION`, which
-/// no retry can change), and consuming them is no business of a function.
-const INTERNAL_TOPICS: &[&str] =
-    &["__consumer_offsets", "__transaction_state", "__share_group_state", "__cluster_metadata"];
-
-/// Kafka's own rule for topic names: 1-249 of `a-zA-Z0-9._-`, not `.` or `..`; and none of
-/// Kafka's internal topics.
-pub fn validate_topic(topic: &str) -> Result<(), String> {
-    if INTERNAL_TOPICS.contains(&topic) {
-        return Err(format!("`{topic}` is one of Kafka's internal topics"));
-    }
-    let valid = (1..=249).contains(&topic.len())
-        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && topic != "."
-        && topic != "..";
-    if valid { Ok(()) } else { Err(format!("invalid Kafka topic `{topic}`: use 1-249 of `a-zA-Z0-9._-`")) }
-}
-
 /// One event subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -319,33 +300,9 @@ impl DeploySpec {
     }
 }
 
-/// Function names are used in URLs, logs and metrics labels, so they are kept plain.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    let valid = (1..=63).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.ends_with('-');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid function name `{name}`: use 1-63 lowercase letters, digits and dashes, starting with a letter"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names() {
-        assert!(validate_name("hello").is_ok());
-        assert!(validate_name("bank-account2").is_ok());
-        for bad in ["", "Hello", "1abc", "a_b", "a/b", "trailing-", &"x".repeat(64)] {
-            assert!(validate_name(bad).is_err(), "{bad} should be rejected");
-        }
-    }
 
     #[test]
     fn subscriptions_need_grants_outside_the_own_namespace() {

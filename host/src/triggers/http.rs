@@ -1,16 +1,22 @@
-//! The public listener: every request is matched against the route table and run by the
-//! function's active version. Unknown routes get a JSON 404.
+//! The data plane, the HTTP trigger: every request on the public listener is matched against
+//! the route table and run by the function's active version. Unknown routes get a JSON 404.
+//! Its reconcile has nothing to do (the registry swaps the route table itself); its drain is
+//! axum's graceful shutdown: stop accepting, finish the requests in flight.
 
+use super::Trigger;
 use crate::error::ApiError;
-use crate::invoker::Invoker;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::runtime::invoker::Invoker;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -23,6 +29,46 @@ pub struct DataPlane {
 
 pub fn router(state: Arc<DataPlane>) -> Router {
     Router::new().fallback(handle).with_state(state)
+}
+
+/// The data plane serving on its listener.
+pub struct Http {
+    stop: watch::Sender<bool>,
+    server: tokio::sync::Mutex<Option<JoinHandle<std::io::Result<()>>>>,
+}
+
+impl Http {
+    /// Starts serving `plane` on `listener`.
+    pub fn serve(listener: TcpListener, plane: Arc<DataPlane>) -> Arc<Self> {
+        let stop = watch::Sender::new(false);
+        let mut stopped = stop.subscribe();
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let server = axum::serve(listener, router(plane)).with_graceful_shutdown(shutdown);
+        let server = tokio::spawn(server.into_future());
+        Arc::new(Self { stop, server: tokio::sync::Mutex::new(Some(server)) })
+    }
+}
+
+#[async_trait::async_trait]
+impl Trigger for Http {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    async fn reconcile(self: Arc<Self>) {}
+
+    async fn drain(self: Arc<Self>) {
+        self.stop.send_replace(true);
+        if let Some(server) = self.server.lock().await.take() {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "data plane failed"),
+                Err(error) => tracing::error!(%error, "data plane task failed"),
+            }
+        }
+    }
 }
 
 async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Response {

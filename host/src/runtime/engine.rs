@@ -40,7 +40,7 @@ pub fn build_engine(pool: PoolSize) -> anyhow::Result<Engine> {
         .total_memories(n * 2)
         .total_tables(n * 5)
         .total_stacks(n)
-        .max_memory_size(crate::limits::MAX_MEMORY_BYTES as usize)
+        .max_memory_size(crate::model::limits::MAX_MEMORY_BYTES as usize)
         // Resetting a slot with memset is cheaper than madvise + page faults for the first
         // pages every instance touches; measured here, decommits dominated per-request cost.
         .linear_memory_keep_resident(2 << 20)

@@ -1,16 +1,17 @@
-//! The only module that enters wasm. [`Invoker::serve_http`] runs one HTTP request in a fresh
+//! [`Invoker`]: runs invocations. [`Invoker::serve_http`] runs one HTTP request in a fresh
 //! `Store` instantiated from the function's `ProxyPre`, under the function's limits: memory
-//! ([`StoreLimits`]), wall-clock deadline (epoch yields + a timer), and concurrency.
+//! (`StoreLimits`), wall-clock deadline (epoch yields + a timer), and concurrency.
 
+use super::concurrency::Overloaded;
+use super::function::LoadedFunction;
+use super::guest_io::InvocationTags;
+use super::state::HostState;
 use crate::bindings::exports::faas::platform::event_handler::RecordedEvent;
 use crate::bindings::message::KafkaBatch;
 use crate::bindings::participant::Vote;
 use crate::bindings::step::{StepError, StepRequest};
 use crate::capabilities::{Capabilities, PlatformCtx};
-use crate::concurrency::Overloaded;
-use crate::guest_io::{DenyOutgoingHttp, GuestLog, GuestStream, InvocationTags};
 use crate::metrics::Metrics;
-use crate::registry::LoadedFunction;
 use crate::store::workflows::StepFence;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -20,12 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
-use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::Linker;
+use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{Error as HttpError, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
 
 /// Why an invocation produced no response of the guest's own. Mapped to HTTP in `error.rs`.
 #[derive(Debug, thiserror::Error)]
@@ -52,43 +52,35 @@ pub enum InvokeError {
     Internal(String),
 }
 
-/// Everything one instance owns. Dropped, with the instance, when the invocation ends.
-pub struct HostState {
-    platform: PlatformCtx,
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
-    hooks: DenyOutgoingHttp,
+/// The one answer to "the function is too busy to take this call" (its instances and queue are
+/// full): the call never ran, so it is no failed attempt of a trigger or a saga step (an
+/// overload must not park healthy events or compensate healthy sagas). The caller waits with
+/// [`backoff::BUSY`](crate::backoff::BUSY) and offers it again, for up to [`BusyWait::PATIENCE`]; after that the busy
+/// answer counts like any other failure.
+#[derive(Debug)]
+pub struct BusyWait {
+    retries: crate::backoff::Retries,
+    since: Instant,
 }
 
-impl HostState {
-    /// A sandbox with nothing granted: empty environment, no arguments, no preopened directories,
-    /// no sockets, no outgoing HTTP; stdout and stderr go to the logs.
-    fn new(tags: Arc<InvocationTags>, memory_bytes: u64, platform: PlatformCtx) -> Self {
-        let wasi = WasiCtx::builder()
-            .stdout(GuestLog::new(tags.clone(), GuestStream::Stdout))
-            .stderr(GuestLog::new(tags, GuestStream::Stderr))
-            .build();
-        let limits = StoreLimitsBuilder::new().memory_size(memory_bytes as usize).build();
-        Self { platform, wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), limits, hooks: DenyOutgoingHttp }
-    }
-
-    /// The caller's capabilities and access, for the `faas:platform` imports.
-    pub fn platform(&self) -> &PlatformCtx {
-        &self.platform
+impl Default for BusyWait {
+    fn default() -> Self {
+        Self { retries: crate::backoff::BUSY.retries(), since: Instant::now() }
     }
 }
 
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
+impl BusyWait {
+    pub const PATIENCE: Duration = Duration::from_secs(300);
 
-impl WasiHttpView for HostState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    /// Whether the call that failed with `error` should simply be made again: after the pause
+    /// if it was only busy (and patience lasts), at once false otherwise.
+    pub async fn again(&mut self, error: &InvokeError) -> bool {
+        let busy = matches!(error, InvokeError::Overloaded | InvokeError::QueueTimeout);
+        if !busy || self.since.elapsed() >= Self::PATIENCE {
+            return false;
+        }
+        self.retries.wait().await;
+        true
     }
 }
 
@@ -121,7 +113,7 @@ impl Invoker {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        crate::capabilities::add_to_linker(&mut linker)?;
+        crate::capabilities::add_to_linker(&mut linker, HostState::platform)?;
         Ok(Self { linker, metrics, capabilities })
     }
 

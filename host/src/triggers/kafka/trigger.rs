@@ -14,14 +14,15 @@
 //! record. Records handled but not yet committed when a node dies are delivered again: at
 //! least once; deterministic event ids make the effects exactly once.
 
+use super::Shared;
 use super::batch::Batch;
-use super::context::{Change, PartitionKey, Stop, TriggerConsumer, TriggerContext, TriggerQueue};
-use super::publisher::PublishError;
-use super::{Shared, backoff};
-use crate::invoker::InvokeError;
+use super::consumer::{Change, PartitionKey, Stop, TriggerConsumer, TriggerContext, TriggerQueue};
+use crate::backoff;
+use crate::kafka::PublishError;
 use crate::metrics::Metrics;
-use crate::registry::LoadedFunction;
-use crate::spec::{KafkaFrom, KafkaTrigger};
+use crate::model::spec::{KafkaFrom, KafkaTrigger};
+use crate::runtime::function::LoadedFunction;
+use crate::runtime::invoker::{BusyWait, InvokeError};
 use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -84,7 +85,7 @@ impl RunningTrigger {
             .set("session.timeout.ms", session_ms.to_string())
             .set("heartbeat.interval.ms", (session_ms / 6).max(500).to_string())
             .set("statistics.interval.ms", "2000")
-            .set("reconnect.backoff.max.ms", super::RECONNECT_BACKOFF_MAX_MS)
+            .set("reconnect.backoff.max.ms", crate::kafka::RECONNECT_BACKOFF_MAX_MS)
             .set("fetch.wait.max.ms", "10")
             // With a queue per partition, librdkafka's prefetch limit applies per partition (its
             // default, 64 MiB, is meant for one queue per consumer): 8 MiB per partition is
@@ -387,7 +388,7 @@ impl Trigger {
                     break;
                 }
                 if attempts > 0 {
-                    tokio::time::sleep(backoff(attempts)).await;
+                    tokio::time::sleep(backoff::KAFKA.delay(attempts)).await;
                 }
                 match self.invoke(function, &record, stop).await {
                     None => return false,
@@ -417,16 +418,13 @@ impl Trigger {
         stop: &Stop,
     ) -> Option<Result<(), InvokeError>> {
         let id = format!("kafka-{}-{}-{}", batch.topic(), batch.partition(), batch.offset(0));
-        let mut busy = 0;
+        let mut busy = BusyWait::default();
         loop {
             if stop.is_stopped() {
                 return None;
             }
             match self.shared.invoker.handle_messages(function, batch.wit(), &id).await {
-                Err(InvokeError::Overloaded | InvokeError::QueueTimeout) => {
-                    busy += 1;
-                    tokio::time::sleep(backoff(busy.min(5))).await;
-                }
+                Err(error) if busy.again(&error).await => continue,
                 result => return Some(result),
             }
         }
@@ -530,7 +528,7 @@ impl Trigger {
             tokio::select! {
                 biased;
                 _ = stop.stopped() => break Sent::Cancelled,
-                _ = tokio::time::sleep(backoff(failures)) => {}
+                _ = tokio::time::sleep(backoff::KAFKA.delay(failures)) => {}
             }
         };
         self.blocked.clear(&self.shared.metrics, &self.function, &at);

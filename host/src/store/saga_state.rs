@@ -1,5 +1,5 @@
 //! A saga's state as the fold of its journal, and the one thing to do next. Pure: the runner
-//! (`sagas.rs`) writes an entry, folds it in, and asks again, so a saga recovered after a crash
+//! (`workflows::sagas`) writes an entry, folds it in, and asks again, so a saga recovered after a crash
 //! continues exactly where its journal stops.
 
 use crate::store::workflows::{JournalEntry, JournalRecord, SagaDefinition, SagaStatus};

@@ -1,0 +1,26 @@
+//! [`LoadedFunction`]: one function's active version as the runtime runs it: its spec, its
+//! pre-instantiated exports, what it may touch, its concurrency limiter and routes. The
+//! registry builds these; the invoker and the triggers consume them.
+
+use super::concurrency::ConcurrencyLimiter;
+use super::state::HostState;
+use super::validate::Handlers;
+use crate::capabilities::Access;
+use crate::model::routes::RoutePattern;
+use crate::model::spec::DeploySpec;
+use std::sync::Arc;
+
+/// One function's active version, ready to instantiate.
+pub struct LoadedFunction {
+    pub name: Arc<str>,
+    pub version: u32,
+    /// `version` as text, for metrics labels without allocating per request.
+    pub version_label: String,
+    pub sha256: String,
+    pub spec: DeploySpec,
+    pub handlers: Handlers<HostState>,
+    /// The namespaces its capabilities may touch.
+    pub access: Arc<Access>,
+    pub limiter: ConcurrencyLimiter,
+    pub routes: Vec<RoutePattern>,
+}
