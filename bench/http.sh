@@ -165,7 +165,7 @@ url=$(wait_for wasmtime-tuned "$pid" 'Serving HTTP on')
 measure wasmtime-tuned "$url"
 stop "$pid"
 
-# 3b. wasmtime serve with every pooling setting faas's engine uses (engine.rs: build_engine),
+# 3b. wasmtime serve with every pooling setting faas's engine uses (runtime/engine.rs: build_engine),
 #     PAGEMAP_SCAN and async-stack reuse included: how much of faas's lead is configuration.
 if [ "${BENCH_MATCHED:-1}" = 1 ]; then
     start wasmtime-matched "$WASMTIME" serve -S cli \

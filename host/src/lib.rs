@@ -1,25 +1,26 @@
-//! `faas`: a WebAssembly function platform. Deploy wasm components over an API; every HTTP request
-//! runs the function's active version in a fresh, limited instance.
+//! `faas`: a WebAssembly function platform. Deploy wasm components over an API; every HTTP request,
+//! appended event or Kafka record runs the function's active version in a fresh, limited instance.
 //!
 //! # Layout
 //!
-//! The path of one request reads top to bottom:
+//! Modules stack in one direction; each imports only those above it in this list
+//! (`scripts/module-cycles.py` checks there is no cycle, in CI):
 //!
-//! - [`data_plane`]: the public listener; matches the route and hands the request to the invoker.
-//! - [`registry`]: function name → active version ([`registry::LoadedFunction`]) and the route table.
-//! - [`invoker`]: the only module that enters wasm: a fresh `Store` per request, limits, deadline.
-//! - [`guest_io`]: what a guest may touch: its stdout/stderr go to the logs, outgoing HTTP is denied.
-//! - [`store`]: persistence behind the [`store::FunctionStore`] trait (SQLite or PostgreSQL).
+//! | layer | modules | one job |
+//! |---|---|---|
+//! | model | [`model`] (spec, limits, routes, names), [`metrics`], [`backoff`], [`bindings`] | plain configuration and shared vocabulary; imports nothing of the crate |
+//! | store | [`store`] | persistence (SQLite or PostgreSQL), the saga fold, LISTEN; SQL lives here and nowhere else |
+//! | capabilities | [`kafka`] (the client), [`capabilities`] | what guests import, on their own `PlatformCtx` view; workflows reached through a handle |
+//! | runtime | [`runtime`] | the sandbox: engine, validation, per-instance state, the invoker (the only code that enters wasm) |
+//! | registry | [`registry`] | function name → active version and the route table; deploy, rollback, delete |
+//! | triggers, workflows | [`triggers`] (http, subscriptions, kafka), [`workflows`] (sagas, 2PC, node liveness) | what starts invocations |
+//! | admin | [`admin`], [`error`] | the control plane (REST, OpenAPI, GraphQL, metrics, health); every error's HTTP status, in one place |
+//! | server | [`server`], [`config`], [`client`] | wires it all and runs it; the CLI's side |
 //!
-//! What guests import: [`capabilities`] (one module per `faas:platform` interface: event store, kv,
-//! saga, tx), backed by [`store`] and by [`workflows`] (the saga runner, the two-phase-commit
-//! coordinator, node heartbeats and recovery). [`subscriptions`] feeds appended events to
-//! event-handler exports; [`kafka`] feeds Kafka records to message-handler exports and publishes.
-//!
-//! Around it: [`admin`] (the control plane: REST, OpenAPI, GraphQL, metrics, health), [`validate`] (what a
-//! deploy must satisfy), [`engine`] (the one wasmtime `Engine` and the on-disk compile cache),
-//! [`routes`], [`limits`], [`model`], [`metrics`], [`error`] (every error's HTTP status, in one
-//! place), [`server`] (wires it all and runs it), [`config`] and [`client`] (the CLI side).
+//! The path of one HTTP request reads top to bottom: [`triggers::http`] matches the route in the
+//! [`registry`]'s table and hands the request to [`runtime::invoker`], which instantiates the
+//! function's pre-instantiated component in a fresh store ([`runtime::state`]) under its limits;
+//! the guest's `faas:platform` imports land in [`capabilities`], backed by [`store`].
 
 pub mod admin;
 pub mod backoff;

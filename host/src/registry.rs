@@ -6,7 +6,7 @@
 use crate::capabilities::Access;
 use crate::model::names::validate_name;
 use crate::model::routes::{RoutePattern, RouteTable};
-use crate::model::spec::DeploySpec;
+use crate::model::spec::{DeploySpec, SpecError};
 use crate::runtime::concurrency::ConcurrencyLimiter;
 use crate::runtime::engine::CompileCache;
 use crate::runtime::function::LoadedFunction;
@@ -27,6 +27,8 @@ pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 50 << 20;
 pub enum RegistryError {
     #[error("{0}")]
     InvalidName(String),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
     #[error("{0}")]
     InvalidSpec(String),
     #[error(transparent)]
@@ -154,7 +156,7 @@ impl Registry {
     /// Validates, stores and activates a new version: all or nothing.
     pub async fn deploy(&self, name: &str, spec: DeploySpec, bytes: Vec<u8>) -> Result<Deployed, RegistryError> {
         validate_name(name).map_err(RegistryError::InvalidName)?;
-        let routes = spec.validate(name).map_err(RegistryError::InvalidSpec)?;
+        let routes = spec.validate(name)?;
         validate::check_bytes(&bytes, self.max_component_bytes)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         // Compile and check before taking the lock: that is the slow part, and it needs no state.
@@ -268,7 +270,7 @@ impl Registry {
     async fn load(&self, name: &str, version: &VersionRecord) -> Result<Arc<LoadedFunction>, RegistryError> {
         let load_error =
             |message: String| RegistryError::Load { function: name.to_owned(), version: version.version, message };
-        let routes = version.spec.validate(name).map_err(load_error)?;
+        let routes = version.spec.validate(name).map_err(|e| load_error(e.to_string()))?;
         let component = match self.cache.load(&version.sha256) {
             Some(component) => component,
             None => {

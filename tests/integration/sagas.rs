@@ -577,3 +577,65 @@ pub(crate) async fn server_post(data: &str, order: &Value) -> Result<(u16, Value
     let status = response.status().as_u16();
     Ok((status, response.json().await.map_err(|_| ())?))
 }
+
+/// SIGTERM drains, not aborts: the request in flight is answered, the saga step in hand finishes
+/// and records its outcome, every trigger reports drained, and the process exits cleanly. After
+/// the restart the saga goes on from the next step: the step that was running is not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_step_in_hand_finish_and_the_saga_resumes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { data_dir: Some(dir.path().to_owned()), ..Default::default() };
+    let mut server = Server::start_with(options.clone()).await;
+    shop(&server).await;
+    stock(&server, "c1", 100, "s1", 5).await;
+    let mut slow = order("drain-1", "c1", "s1", 1, 30, "1 Main St");
+    slow["delay_ms"] = json!(1500);
+    let (status, body) = server.post_json("/orders?async=true", &slow).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["saga_id"].as_str().unwrap().to_owned();
+    eventually("the payment step is running", Duration::from_secs(10), async || {
+        let (_, view) = server.get_json(&format!("/v1/sagas/{id}")).await;
+        if view["steps"][0]["attempts"] == 1 { Ok(()) } else { Err(view.to_string()) }
+    })
+    .await;
+    // A request still in flight when the signal arrives is answered too: an order that waits
+    // up to 2 s for its saga, sent once its saga exists (so it is surely being served).
+    let mut waiting = order("drain-2", "c1", "s1", 1, 30, "1 Main St");
+    waiting["delay_ms"] = json!(1500);
+    let in_flight = {
+        let (data, waiting) = (server.data.clone(), waiting.clone());
+        tokio::spawn(async move {
+            let response =
+                reqwest::Client::new().post(format!("{data}/orders?wait_ms=2000")).json(&waiting).send().await;
+            response.map(|r| r.status().as_u16())
+        })
+    };
+    eventually("the waiting order's saga exists", Duration::from_secs(10), async || {
+        let (_, list) = server.get_json("/v1/sagas?limit=10").await;
+        let started = list["sagas"].as_array().map_or(0, Vec::len);
+        if started == 2 { Ok(()) } else { Err(list.to_string()) }
+    })
+    .await;
+    let (status, logs) = tokio::task::spawn_blocking(move || (server.terminate(), server.logs())).await.unwrap();
+    assert!(status.success(), "faas exited with {status}:\n{logs}");
+    for trigger in ["http", "subscriptions"] {
+        assert!(
+            logs.lines().any(|l| l.contains("drained") && l.contains(trigger)),
+            "no `drained` line for {trigger}:\n{logs}"
+        );
+    }
+    assert!(!logs.contains("abandoned"), "the drain abandoned work:\n{logs}");
+    let answered = in_flight.await.unwrap();
+    assert!(matches!(answered, Ok(201 | 202)), "the request in flight was not answered: {answered:?}");
+
+    let server = Server::start_with(options).await;
+    let view = eventually("the saga completes after the restart", Duration::from_secs(30), async || {
+        let (_, view) = server.get_json(&format!("/v1/sagas/{id}")).await;
+        if view["status"] == "completed" { Ok(view) } else { Err(view.to_string()) }
+    })
+    .await;
+    for step in view["steps"].as_array().unwrap() {
+        assert_eq!(step["attempts"], 1, "a step in hand at SIGTERM ran again: {view}");
+    }
+    assert_eq!(saga_events(&server, "payments", "account-c1", &id).await, ["Deducted"]);
+}

@@ -233,50 +233,71 @@ impl SubscriptionSpec {
     }
 }
 
+/// Why a deploy spec is refused. Each names the field at fault; the message is what the
+/// deployer sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("{0}")]
+    Limits(String),
+    #[error("grants.{field}: {message}")]
+    Grant { field: &'static str, message: String },
+    /// The Kafka trigger's topics, group, dead-letter topics or sizes.
+    #[error("{0}")]
+    Kafka(String),
+    #[error("outbox: {0}")]
+    Outbox(String),
+    /// A subscription or outbox stream pattern, or a subscription's sizes.
+    #[error("{0}")]
+    Stream(String),
+    #[error("{what} reads namespace `{namespace}`, which is not in grants.read_namespaces")]
+    NotGranted { what: String, namespace: String },
+    #[error("{0} is listed twice")]
+    Duplicate(String),
+    #[error("{0}")]
+    Route(String),
+}
+
 impl DeploySpec {
-    /// Validates limits, grants and subscriptions, and parses routes; the message names what is
-    /// wrong. `name` is the function's (and so its namespace's) name.
-    pub fn validate(&self, name: &str) -> Result<Vec<RoutePattern>, String> {
-        self.limits.validate()?;
+    /// Validates limits, grants and subscriptions, and parses routes. `name` is the function's
+    /// (and so its namespace's) name.
+    pub fn validate(&self, name: &str) -> Result<Vec<RoutePattern>, SpecError> {
+        self.limits.validate().map_err(SpecError::Limits)?;
         for namespace in &self.grants.read_namespaces {
-            validate_name(namespace).map_err(|e| format!("grants.read_namespaces: {e}"))?;
+            validate_name(namespace).map_err(|message| SpecError::Grant { field: "read_namespaces", message })?;
         }
         for grant in &self.grants.publish_topics {
             let topic = grant.strip_suffix('*').unwrap_or(grant);
             if !topic.is_empty() || grant != "*" {
-                validate_topic(topic).map_err(|e| format!("grants.publish_topics: {e}"))?;
+                validate_topic(topic).map_err(|message| SpecError::Grant { field: "publish_topics", message })?;
             }
         }
         if let Some(kafka) = &self.triggers.kafka {
-            kafka.validate()?;
+            kafka.validate().map_err(SpecError::Kafka)?;
         }
+        let granted = |namespace: &str| namespace == name || self.grants.read_namespaces.iter().any(|n| n == namespace);
         for (i, outbox) in self.outbox.iter().enumerate() {
-            validate_topic(&outbox.topic).map_err(|e| format!("outbox: {e}"))?;
+            validate_topic(&outbox.topic).map_err(SpecError::Outbox)?;
             let subscription = outbox.as_subscription();
-            let (namespace, _) = subscription.target(name)?;
-            if namespace != name && !self.grants.read_namespaces.iter().any(|n| n == namespace) {
-                return Err(format!(
-                    "outbox `{}` reads namespace `{namespace}`, which is not in grants.read_namespaces",
-                    outbox.stream
-                ));
+            let (namespace, _) = subscription.target(name).map_err(SpecError::Stream)?;
+            if !granted(namespace) {
+                let what = format!("outbox `{}`", outbox.stream);
+                return Err(SpecError::NotGranted { what, namespace: namespace.to_owned() });
             }
             if self.outbox[..i].contains(outbox) {
-                return Err(format!("outbox `{}` -> `{}` is listed twice", outbox.stream, outbox.topic));
+                return Err(SpecError::Duplicate(format!("outbox `{}` -> `{}`", outbox.stream, outbox.topic)));
             }
         }
         for subscription in &self.triggers.subscriptions {
-            let (namespace, _) = subscription.target(name)?;
-            if namespace != name && !self.grants.read_namespaces.iter().any(|n| n == namespace) {
-                return Err(format!(
-                    "subscription `{}` reads namespace `{namespace}`, which is not in grants.read_namespaces",
-                    subscription.stream
-                ));
+            let (namespace, _) = subscription.target(name).map_err(SpecError::Stream)?;
+            if !granted(namespace) {
+                let what = format!("subscription `{}`", subscription.stream);
+                return Err(SpecError::NotGranted { what, namespace: namespace.to_owned() });
             }
             if !(1..=1000).contains(&subscription.batch_size) || !(1..=100).contains(&subscription.max_attempts) {
-                return Err(format!(
+                return Err(SpecError::Stream(format!(
                     "subscription `{}`: batch_size is 1-1000, max_attempts 1-100",
                     subscription.stream
-                ));
+                )));
             }
         }
         if self
@@ -286,13 +307,13 @@ impl DeploySpec {
             .enumerate()
             .any(|(i, s)| self.triggers.subscriptions[..i].iter().any(|t| t.stream == s.stream))
         {
-            return Err("a subscription is listed twice".into());
+            return Err(SpecError::Duplicate("a subscription".into()));
         }
         let mut routes = Vec::with_capacity(self.triggers.http.len());
         for text in &self.triggers.http {
-            let route = RoutePattern::parse(text)?;
+            let route = RoutePattern::parse(text).map_err(SpecError::Route)?;
             if routes.contains(&route) {
-                return Err(format!("route `{text}` is listed twice"));
+                return Err(SpecError::Duplicate(format!("route `{text}`")));
             }
             routes.push(route);
         }
@@ -308,7 +329,7 @@ mod tests {
     fn subscriptions_need_grants_outside_the_own_namespace() {
         let mut spec = DeploySpec::default();
         spec.triggers.subscriptions.push(SubscriptionSpec::new("bank/account-*"));
-        assert!(spec.validate("audit").unwrap_err().contains("not in grants"));
+        assert!(spec.validate("audit").unwrap_err().to_string().contains("not in grants"));
         spec.grants.read_namespaces.push("bank".into());
         assert!(spec.validate("audit").is_ok());
         let sub = SubscriptionSpec::new("account-*");
@@ -332,18 +353,18 @@ mod tests {
         let kafka = spec.triggers.kafka.as_ref().unwrap();
         assert_eq!((kafka.group("f"), kafka.dlq_topic("orders")), ("faas-f".into(), "orders.dlq".into()));
         spec.triggers.kafka = Some(KafkaTrigger::new(&[]));
-        assert!(spec.validate("f").unwrap_err().contains("no topic"));
+        assert!(spec.validate("f").unwrap_err().to_string().contains("no topic"));
         spec.triggers.kafka = Some(KafkaTrigger::new(&["a b"]));
-        assert!(spec.validate("f").unwrap_err().contains("invalid Kafka topic"));
+        assert!(spec.validate("f").unwrap_err().to_string().contains("invalid Kafka topic"));
         spec.triggers.kafka = Some(KafkaTrigger { dlq: Some("orders".into()), ..KafkaTrigger::new(&["orders"]) });
-        assert!(spec.validate("f").unwrap_err().contains("dead-letter"));
+        assert!(spec.validate("f").unwrap_err().to_string().contains("dead-letter"));
         // Names the broker would refuse at the first dead letter are refused at deploy.
         spec.triggers.kafka =
             Some(KafkaTrigger { dlq: Some("__consumer_offsets".into()), ..KafkaTrigger::new(&["orders"]) });
-        assert!(spec.validate("f").unwrap_err().contains("internal topics"));
+        assert!(spec.validate("f").unwrap_err().to_string().contains("internal topics"));
         let long = "t".repeat(249);
         spec.triggers.kafka = Some(KafkaTrigger::new(&[long.as_str()]));
-        assert!(spec.validate("f").unwrap_err().contains("dead-letter topic of"));
+        assert!(spec.validate("f").unwrap_err().to_string().contains("dead-letter topic of"));
         spec.triggers.kafka = None;
         spec.grants.publish_topics = vec!["orders".into(), "audit.*".into()];
         assert!(spec.validate("f").is_ok());
@@ -359,6 +380,6 @@ mod tests {
             triggers: Triggers { http: vec!["/a".into(), "/a".into()], ..Default::default() },
             ..Default::default()
         };
-        assert!(spec.validate("f").unwrap_err().contains("twice"));
+        assert!(spec.validate("f").unwrap_err().to_string().contains("twice"));
     }
 }

@@ -72,8 +72,12 @@ mod tests {
     async fn writes_of_a_superseded_step_attempt_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
-        store.create_saga(&saga("node-b", 1)).await.unwrap();
-        let current = StepFence { saga_id: "s-1".into(), fence: Fence { owner: "node-b".into(), epoch: 1 } };
+        // A new saga starts at epoch 0; node A ran it, node B took it over (epoch 1).
+        store.create_saga(&saga("node-a", 0)).await.unwrap();
+        let claimed = store.claim_sagas("node-b", crate::store::now_ms() + 1, false).await.unwrap();
+        let fence = claimed.into_iter().find(|(id, _)| id == "s-1").map(|(_, f)| f).expect("node B claims the saga");
+        assert_eq!(fence, Fence { owner: "node-b".into(), epoch: 1 });
+        let current = StepFence { saga_id: "s-1".into(), fence };
         let stale = StepFence { saga_id: "s-1".into(), fence: Fence { owner: "node-a".into(), epoch: 0 } };
 
         let refused = store.append("payments", "account-1", Expected::Any, &[event("e1")], Some(&stale)).await;
