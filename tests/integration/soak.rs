@@ -406,14 +406,18 @@ async fn a_paused_step_attempt_has_no_effect_after_its_saga_moved() {
     assert!(view["error"].as_str().unwrap_or_default().contains("insufficient funds"), "{view}");
     assert_eq!(b.post("/payments/accounts/late/deposit?amount=100").await.0, 200);
     a.resume();
-    a.wait_for_log("a superseded step attempt tried to write; refused").await;
-    // A's runner then finds the saga owned by B and stops; give it a moment to try anything else.
+    // A's attempt finishes one way or another, then its runner finds the saga owned by B.
     eventually("A gives the saga up", Duration::from_secs(10), async || {
         if a.logs().contains("saga was taken over by another node") { Ok(()) } else { Err(a.logs()) }
     })
     .await;
     let (_, account) = b.get_json_data("/payments/accounts/late").await;
     assert_eq!(account["balance"], 100, "the cancelled order's late attempt took money: {account}");
+    assert!(
+        a.logs().contains("a superseded step attempt tried to write; refused"),
+        "A's late attempt never tried to write, so this run did not exercise the fence:\n{}",
+        a.logs()
+    );
     let (_, view) = b.get_json(&format!("/v1/sagas/{saga}")).await;
     assert_eq!(view["status"], "compensated", "{view}");
 }
