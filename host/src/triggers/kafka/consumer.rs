@@ -1,6 +1,8 @@
 //! The librdkafka callbacks of trigger consumers: errors and logs into `tracing`, statistics into
-//! broker health and per-partition lag gauges, and the rebalance hooks that hand assignments
-//! and revocations to the trigger's loop.
+//! broker health and per-partition lag gauges, and the rebalance hooks that send assignments
+//! and revocations to the trigger's loop as [`Change`]s over a channel. Also what the loop and
+//! the partition workers both use: the consumer's types, [`Stop`], and how a consume error is
+//! paced and logged.
 
 use crate::kafka::context::log;
 use crate::kafka::{ClientId, KafkaHealth};
@@ -16,10 +18,22 @@ use rdkafka::types::RDKafkaErrorCode;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 pub type TriggerConsumer = StreamConsumer<TriggerContext>;
 pub type TriggerQueue = StreamPartitionQueue<TriggerContext>;
 pub type PartitionKey = (String, i32);
+
+/// Pause after a consume error, so a broker outage does not spin a loop.
+pub const CONSUME_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Counts one more error in a row; true for the first and every hundredth, so an outage
+/// stays readable in the log.
+pub fn worth_logging(errors: &mut u32) -> bool {
+    *errors += 1;
+    *errors == 1 || errors.is_multiple_of(100)
+}
 
 /// Tells one partition's worker to stop (its partition was revoked, or the trigger drains).
 #[derive(Debug, Default)]
@@ -68,7 +82,12 @@ pub struct TriggerContext {
     /// the consumer's lifetime (`RD_KAFKA_Q_F_FWD_APP` survives revoke and reassign), and a
     /// second queue handle on it would unhook the first one's wake-ups when dropped.
     pub split: Mutex<HashSet<PartitionKey>>,
-    pub changes: Mutex<Vec<Change>>,
+    /// To the trigger's loop. The rebalance callbacks run inside librdkafka's poll, on the
+    /// thread polling the consumer (the loop's own task): they must neither block nor await.
+    /// Tokio's unbounded sender never does either, and its receiver is awaitable, so the loop
+    /// applies a change as soon as it is sent instead of checking on a timer. Unbounded is
+    /// safe: a rebalance sends one change per partition, and the loop takes them right away.
+    changes: mpsc::UnboundedSender<Change>,
     /// The running workers, so a revoke stops them before the partitions change hands.
     pub stops: Mutex<HashMap<PartitionKey, Arc<Stop>>>,
     /// What this node owns now, for `/healthz`.
@@ -76,9 +95,16 @@ pub struct TriggerContext {
 }
 
 impl TriggerContext {
-    pub fn new(function: &str, group: &str, health: Arc<KafkaHealth>, metrics: Metrics) -> Self {
+    /// The context, and the receiving end of its [`Change`]s.
+    pub fn new(
+        function: &str,
+        group: &str,
+        health: Arc<KafkaHealth>,
+        metrics: Metrics,
+    ) -> (Self, mpsc::UnboundedReceiver<Change>) {
         let client = health.register();
-        Self {
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        let context = Self {
             function: function.to_owned(),
             group: group.to_owned(),
             health,
@@ -86,21 +112,24 @@ impl TriggerContext {
             metrics,
             consumer: OnceLock::new(),
             split: Default::default(),
-            changes: Default::default(),
+            changes,
             stops: Default::default(),
             assigned: Default::default(),
-        }
+        };
+        (context, changes_rx)
     }
 
-    pub fn take_changes(&self) -> Vec<Change> {
-        self.changes.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
+    /// Sends `change` to the trigger's loop. A loop that is gone is draining: the change no
+    /// longer matters (a revoke stopped its worker already through `stops`).
+    fn send(&self, change: Change) {
+        let _ = self.changes.send(change);
     }
 
     /// Splits the partitions' records off into their own queues. Runs before librdkafka starts
     /// fetching them (the assign follows this callback), so none reach the main queue.
     fn assign(&self, list: &[PartitionKey]) {
         let consumer = self.consumer.get().and_then(Weak::upgrade);
-        let (Ok(mut split), Ok(mut changes)) = (self.split.lock(), self.changes.lock()) else { return };
+        let Ok(mut split) = self.split.lock() else { return };
         for key in list {
             let mut queue = None;
             if !split.contains(key) {
@@ -114,7 +143,7 @@ impl TriggerContext {
                         "could not split the partition's queue off"),
                 }
             }
-            changes.push(Change::Assigned(key.clone(), queue));
+            self.send(Change::Assigned(key.clone(), queue));
         }
     }
 
@@ -126,8 +155,8 @@ impl TriggerContext {
                 }
             }
         }
-        if let Ok(mut changes) = self.changes.lock() {
-            changes.extend(list.iter().cloned().map(Change::Revoked));
+        for key in list {
+            self.send(Change::Revoked(key.clone()));
         }
     }
 }

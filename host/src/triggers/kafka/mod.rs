@@ -5,10 +5,19 @@
 //! old consumer, so positions are committed), and stops them on delete and at shutdown. A
 //! redeploy that keeps the trigger keeps the consumer: each batch runs on the version active
 //! when it starts.
+//!
+//! # Layout
+//! - `trigger`: the consumer lifecycle of one trigger (start, its loop, assignment changes,
+//!   drain), with [`trigger::RunningTrigger`] as its handle.
+//! - `worker`: the delivery policy, one worker per assigned partition (batches, retries, dead
+//!   letters, stored offsets).
+//! - `consumer`: the consumer's librdkafka callbacks, which send rebalances to the trigger's loop.
+//! - `batch`: a batch of records in the shape the `message-handler` export takes.
 
 mod batch;
 mod consumer;
 mod trigger;
+mod worker;
 
 use super::Trigger;
 use crate::kafka::{KafkaHealth, KafkaSettings, Publisher};
