@@ -11,11 +11,11 @@
 //! for milliseconds at a time, dozens of times, and operators alert on it.
 
 use crate::metrics::Metrics;
+use parking_lot::Mutex;
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long no client may reach a broker, while one is trying, before the node reports itself
@@ -103,7 +103,7 @@ impl KafkaHealth {
 
     /// A new client, reporting nothing until its first statistics.
     pub fn register(&self) -> ClientId {
-        self.state.lock().map(|mut s| s.register()).unwrap_or(ClientId(0))
+        self.state.lock().register()
     }
 
     /// A closed client no longer counts.
@@ -113,17 +113,17 @@ impl KafkaHealth {
 
     pub fn connected(&self) -> bool {
         self.refresh();
-        self.state.lock().map(|s| s.connected).unwrap_or(false)
+        self.state.lock().connected
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let last_error = self.last_error.lock().map(|e| e.clone()).unwrap_or_default();
+        let last_error = self.last_error.lock().clone();
         serde_json::json!({ "connected": self.connected(), "last_error": last_error })
     }
 
     /// Re-evaluates the grace period (a disconnect shows once it has lasted long enough).
     pub fn refresh(&self) {
-        let changed = self.state.lock().ok().and_then(|mut s| s.evaluate(Instant::now()));
+        let changed = self.state.lock().evaluate(Instant::now());
         self.report(changed);
     }
 
@@ -143,28 +143,24 @@ impl KafkaHealth {
     /// Records a client's error; true when it should be logged (none logged in the last 10 s).
     pub fn error(&self, client: ClientId, error: &KafkaError, reason: &str) -> bool {
         let text = format!("{error}: {reason}");
-        let log = match self.last_logged.lock() {
-            Ok(mut last) => {
-                let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
-                if due {
-                    *last = Some(Instant::now());
-                }
-                due
+        let log = {
+            let mut last = self.last_logged.lock();
+            let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+            if due {
+                *last = Some(Instant::now());
             }
-            Err(_) => true,
+            due
         };
         if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
             // Until its next statistics say otherwise.
             self.apply(client, Some(View::Failing));
         }
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(text);
-        }
+        *self.last_error.lock() = Some(text);
         log
     }
 
     fn apply(&self, client: ClientId, view: Option<View>) {
-        let changed = self.state.lock().ok().and_then(|mut s| s.update(client, view, Instant::now()));
+        let changed = self.state.lock().update(client, view, Instant::now());
         self.report(changed);
     }
 
@@ -174,9 +170,8 @@ impl KafkaHealth {
             Some(false) => tracing::warn!("no Kafka broker reachable for {DISCONNECT_GRACE:?}; retrying"),
             None => return,
         }
-        if let Ok(state) = self.state.lock() {
-            self.metrics.kafka_connected.set(i64::from(state.connected));
-        }
+        let connected = self.state.lock().connected;
+        self.metrics.kafka_connected.set(i64::from(connected));
     }
 }
 

@@ -3,8 +3,9 @@
 //! is denied ([`DenyOutgoingHttp`]) until a grant exists.
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -53,7 +54,7 @@ impl GuestLog {
     }
 
     fn write_bytes(&self, bytes: &[u8]) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
+        self.inner.lock().push(bytes);
     }
 }
 

@@ -18,8 +18,9 @@ use crate::store::workflows::{
     Fence, JournalEntry, JournalRecord, ListQuery, Page, SagaDefinition, SagaRecord, SagaStatus, StepFence,
     WorkflowStore,
 };
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -184,9 +185,9 @@ impl Sagas {
         Ok(started)
     }
 
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<SagaStatus>>> {
+    fn active(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<SagaStatus>>> {
         // The map holds plain senders; a panic elsewhere cannot leave it half-changed.
-        self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.active.lock()
     }
 
     /// Shutdown: every runner finishes the step in hand, writes its outcome and stops before its

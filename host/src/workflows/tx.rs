@@ -17,8 +17,9 @@ use crate::registry::Registry;
 use crate::runtime::invoker::{Invoker, ParticipantCall};
 use crate::store::StoreError;
 use crate::store::workflows::{Fence, ListQuery, Page, TxParticipant, TxRecord, TxStatus, WorkflowStore};
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const MAX_PARTICIPANTS: usize = 32;
@@ -289,9 +290,9 @@ impl Transactions {
         }
     }
 
-    fn live_ids(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn live_ids(&self) -> MutexGuard<'_, HashSet<String>> {
         // The set holds plain ids; a panic elsewhere cannot leave it half-changed.
-        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.live.lock()
     }
 
     /// Marks `id` as driven here; none if it already is.

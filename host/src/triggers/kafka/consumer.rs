@@ -7,6 +7,7 @@
 use crate::kafka::context::log;
 use crate::kafka::{ClientId, KafkaHealth};
 use crate::metrics::Metrics;
+use parking_lot::Mutex;
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -17,7 +18,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -129,7 +130,7 @@ impl TriggerContext {
     /// fetching them (the assign follows this callback), so none reach the main queue.
     fn assign(&self, list: &[PartitionKey]) {
         let consumer = self.consumer.get().and_then(Weak::upgrade);
-        let Ok(mut split) = self.split.lock() else { return };
+        let mut split = self.split.lock();
         for key in list {
             let mut queue = None;
             if !split.contains(key) {
@@ -148,13 +149,13 @@ impl TriggerContext {
     }
 
     fn revoke(&self, list: &[PartitionKey]) {
-        if let Ok(mut stops) = self.stops.lock() {
-            for key in list {
-                if let Some(stop) = stops.remove(key) {
-                    stop.stop();
-                }
+        let mut stops = self.stops.lock();
+        for key in list {
+            if let Some(stop) = stops.remove(key) {
+                stop.stop();
             }
         }
+        drop(stops);
         for key in list {
             self.send(Change::Revoked(key.clone()));
         }
@@ -217,9 +218,7 @@ impl ConsumerContext for TriggerContext {
                     let _ =
                         self.metrics.kafka_lag.remove_label_values(&[&self.function, topic, &partition.to_string()]);
                 }
-                if let Ok(mut assigned) = self.assigned.lock() {
-                    assigned.retain(|p| !list.contains(p));
-                }
+                self.assigned.lock().retain(|p| !list.contains(p));
             }
             Rebalance::Assign(partitions) => {
                 let list = keys(partitions);
@@ -234,10 +233,9 @@ impl ConsumerContext for TriggerContext {
             Rebalance::Assign(partitions) => {
                 let list = keys(partitions);
                 tracing::info!(function = %self.function, group = %self.group, partitions = ?list, "partitions assigned");
-                if let Ok(mut assigned) = self.assigned.lock() {
-                    assigned.retain(|p| !list.contains(p));
-                    assigned.extend(list);
-                }
+                let mut assigned = self.assigned.lock();
+                assigned.retain(|p| !list.contains(p));
+                assigned.extend(list);
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => tracing::warn!(function = %self.function, %error, "rebalance failed"),

@@ -45,7 +45,7 @@ pub struct RunningTrigger {
     /// The partitions this node owns (kept by the rebalance callbacks). The trigger itself is
     /// not held here: the drain's thread must drop the last handle, since that closes the
     /// consumer (leaves the group), which blocks.
-    assigned: Arc<std::sync::Mutex<Vec<PartitionKey>>>,
+    assigned: Arc<parking_lot::Mutex<Vec<PartitionKey>>>,
     blocked: Blocked,
     stop: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -103,7 +103,7 @@ impl RunningTrigger {
     }
 
     pub fn status(&self, function: &str) -> serde_json::Value {
-        let mut assigned: Vec<PartitionKey> = self.assigned.lock().map(|a| a.clone()).unwrap_or_default();
+        let mut assigned: Vec<PartitionKey> = self.assigned.lock().clone();
         assigned.sort();
         let assigned: Vec<serde_json::Value> = assigned
             .iter()
@@ -214,9 +214,7 @@ impl Trigger {
     fn open_lane(&self, key: PartitionKey, queue: Option<Arc<TriggerQueue>>, previous: Option<JoinHandle<()>>) -> Lane {
         let (strays, stray_rx) = mpsc::unbounded_channel();
         let stop = Arc::new(Stop::default());
-        if let Ok(mut stops) = self.consumer.context().stops.lock() {
-            stops.insert(key.clone(), stop.clone());
-        }
+        self.consumer.context().stops.lock().insert(key.clone(), stop.clone());
         let worker = tokio::spawn(self.delivery.clone().work(key, queue, stray_rx, stop.clone(), previous));
         Lane { strays, stop, worker }
     }

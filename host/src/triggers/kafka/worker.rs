@@ -346,33 +346,31 @@ enum Sent {
 /// Partitions waiting for a dead-letter topic that refuses records, for `/healthz` and
 /// `faas_kafka_dead_letter_blocked`.
 #[derive(Clone, Default)]
-pub struct Blocked(Arc<std::sync::Mutex<HashMap<PartitionKey, serde_json::Value>>>);
+pub struct Blocked(Arc<parking_lot::Mutex<HashMap<PartitionKey, serde_json::Value>>>);
 
 impl Blocked {
     fn set(&self, metrics: &Metrics, function: &str, at: PartitionKey, dlq: &str, offset: u64, error: &str) {
-        if let Ok(mut blocked) = self.0.lock() {
-            let since = blocked.get(&at).and_then(|b| b["since"].as_str().map(str::to_owned));
-            let since = since.unwrap_or_else(|| humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
-            let entry = serde_json::json!({
-                "topic": at.0, "partition": at.1, "offset": offset, "dead_letter_topic": dlq, "error": error,
-                "since": since,
-            });
-            blocked.insert(at, entry);
-            metrics.kafka_dead_letter_blocked.with_label_values(&[function]).set(blocked.len() as i64);
-        }
+        let mut blocked = self.0.lock();
+        let since = blocked.get(&at).and_then(|b| b["since"].as_str().map(str::to_owned));
+        let since = since.unwrap_or_else(|| humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+        let entry = serde_json::json!({
+            "topic": at.0, "partition": at.1, "offset": offset, "dead_letter_topic": dlq, "error": error,
+            "since": since,
+        });
+        blocked.insert(at, entry);
+        metrics.kafka_dead_letter_blocked.with_label_values(&[function]).set(blocked.len() as i64);
     }
 
     fn clear(&self, metrics: &Metrics, function: &str, at: &PartitionKey) {
-        if let Ok(mut blocked) = self.0.lock()
-            && blocked.remove(at).is_some()
-        {
+        let mut blocked = self.0.lock();
+        if blocked.remove(at).is_some() {
             metrics.kafka_dead_letter_blocked.with_label_values(&[function]).set(blocked.len() as i64);
         }
     }
 
     pub fn status(&self) -> Vec<serde_json::Value> {
         let mut blocked: Vec<(PartitionKey, serde_json::Value)> =
-            self.0.lock().map(|b| b.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+            self.0.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         blocked.sort_by(|a, b| a.0.cmp(&b.0));
         blocked.into_iter().map(|(_, v)| v).collect()
     }
