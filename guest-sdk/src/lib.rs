@@ -103,6 +103,8 @@
 //!   [`event_store::NewEvent`], [`event_store::RecordedEvent`], the error types and
 //!   the id helpers [`event_store::new_id`] and [`event_store::deterministic_id`].
 //! - [`kv`]: typed wrappers of `faas:platform/kv`, with JSON helpers.
+//! - [`outbound`]: blocking outgoing HTTP ([`outbound::send`], [`outbound::get`]) through
+//!   `wasi:http/outgoing-handler`, to the origins the function was deployed with.
 //! - [`saga`]: [`saga::Saga`] and [`saga::Step`] to start sagas (`faas:platform/saga`), and the
 //!   [`saga::StepRequest`] / [`saga::StepError`] of [`macro@step_handler`] functions, with
 //!   [`saga::StepRequest::append_once`] for idempotent effects.
@@ -148,6 +150,7 @@ pub mod kafka;
 pub mod kv;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
+pub mod outbound;
 mod request;
 mod response;
 mod runtime;

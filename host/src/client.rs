@@ -2,6 +2,7 @@
 //! (possibly remote) server's API.
 
 use crate::model::limits::{Limits, parse_bytes, parse_duration};
+use crate::model::outbound::OutboundSpec;
 use crate::model::spec::{
     DeploySpec, Grants, KafkaFrom, KafkaTrigger, OutboxSpec, StartFrom, SubscriptionSpec, Triggers,
 };
@@ -84,6 +85,14 @@ pub struct DeployArgs {
     /// Where a new consumer group starts.
     #[arg(long, value_enum, requires = "kafka_topics")]
     pub kafka_from: Option<KafkaFromArg>,
+    /// Let the function make outgoing HTTP requests to an origin: `https://api.example.com`,
+    /// `https://*.example.com` (subdomains), `http://127.0.0.1:9000`. Repeatable; none by
+    /// default. Internal addresses are reachable only when named literally.
+    #[arg(long = "allow-outbound")]
+    pub allow_outbound: Vec<String>,
+    /// Time an outgoing request may wait for the response's first byte, e.g. 10s.
+    #[arg(long, value_parser = parse_duration)]
+    pub outbound_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -156,6 +165,14 @@ impl Client {
             },
             outbox: args.outbox,
             grants: Grants { read_namespaces: args.read_namespaces, publish_topics: args.publish_topics },
+            outbound: OutboundSpec {
+                allow: args.allow_outbound,
+                first_byte_timeout_ms: match args.outbound_timeout {
+                    Some(t) => u64::try_from(t.as_millis()).context("outbound timeout too large")?,
+                    None => OutboundSpec::default().first_byte_timeout_ms,
+                },
+                ..OutboundSpec::default()
+            },
             limits: Limits {
                 memory_bytes: args.memory.unwrap_or(defaults.memory_bytes),
                 timeout_ms,

@@ -40,6 +40,11 @@ pub struct Metrics {
     pub kafka_dead_letter_blocked: IntGaugeVec,
     /// `faas_kafka_connected`: 1 while a broker is reachable (0 only after a grace period).
     pub kafka_connected: IntGauge,
+    /// `faas_outbound_requests_total{function,origin,outcome}`: guests' outgoing HTTP requests;
+    /// outcome is the response status, or denied, limited, failed, timeout.
+    pub outbound_requests: IntCounterVec,
+    /// `faas_outbound_duration_seconds{function}`: from sending to the response's headers.
+    pub outbound_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -123,6 +128,17 @@ impl Metrics {
         .expect("valid metric");
         let kafka_connected =
             IntGauge::new("faas_kafka_connected", "1 while a Kafka broker is reachable.").expect("valid metric");
+        let outbound_requests = IntCounterVec::new(
+            Opts::new("faas_outbound_requests_total", "Outgoing HTTP requests of functions, by origin and outcome."),
+            &["function", "origin", "outcome"],
+        )
+        .expect("valid metric");
+        let outbound_duration = HistogramVec::new(
+            HistogramOpts::new("faas_outbound_duration_seconds", "Outgoing HTTP requests: time to response headers.")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["function"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -138,6 +154,8 @@ impl Metrics {
             Box::new(kafka_published.clone()),
             Box::new(kafka_dead_letter_blocked.clone()),
             Box::new(kafka_connected.clone()),
+            Box::new(outbound_requests.clone()),
+            Box::new(outbound_duration.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -157,6 +175,8 @@ impl Metrics {
             kafka_published,
             kafka_dead_letter_blocked,
             kafka_connected,
+            outbound_requests,
+            outbound_duration,
         }
     }
 

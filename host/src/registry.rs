@@ -11,6 +11,7 @@ use crate::runtime::concurrency::ConcurrencyLimiter;
 use crate::runtime::engine::CompileCache;
 use crate::runtime::function::LoadedFunction;
 use crate::runtime::invoker::Invoker;
+use crate::runtime::outbound::Outbound;
 use crate::runtime::state::HostState;
 use crate::runtime::validate::{self, Handlers, ValidationError};
 use crate::store::postgres::Notice;
@@ -182,7 +183,7 @@ impl Registry {
         let version =
             self.store.insert_version(name, NewVersion { sha256: &sha256, spec: &spec, component: &bytes }).await?;
         self.cache.save(&sha256, &component).await;
-        let loaded = LoadedFunction::new(name, &version, handlers, routes);
+        let loaded = LoadedFunction::new(name, &version, handlers, routes)?;
         active.insert(name.to_owned(), Arc::new(loaded));
         self.publish(&active);
         tracing::info!(function = name, version = version.version, sha256 = %sha256, "deployed");
@@ -282,7 +283,7 @@ impl Registry {
         };
         let pre =
             validate::check_component(self.invoker.linker(), &component).map_err(|e| load_error(e.to_string()))?;
-        Ok(Arc::new(LoadedFunction::new(name, version, pre, routes)))
+        Ok(Arc::new(LoadedFunction::new(name, version, pre, routes)?))
     }
 
     /// Swaps in a route table built from the active functions.
@@ -295,9 +296,19 @@ impl Registry {
 }
 
 impl LoadedFunction {
-    fn new(name: &str, version: &VersionRecord, handlers: Handlers<HostState>, routes: Vec<RoutePattern>) -> Self {
+    fn new(
+        name: &str,
+        version: &VersionRecord,
+        handlers: Handlers<HostState>,
+        routes: Vec<RoutePattern>,
+    ) -> Result<Self, RegistryError> {
         let limits = version.spec.limits;
-        Self {
+        let outbound = Outbound::new(name.into(), &version.spec.outbound).map_err(|e| RegistryError::Load {
+            function: name.to_owned(),
+            version: version.version,
+            message: format!("outbound TLS configuration: {e}"),
+        })?;
+        Ok(Self {
             name: name.into(),
             version: version.version,
             version_label: version.version.to_string(),
@@ -310,8 +321,9 @@ impl LoadedFunction {
                 publish_topics: version.spec.grants.clone(),
             }),
             limiter: ConcurrencyLimiter::new(limits.max_concurrency, limits.max_queue),
+            outbound: Arc::new(outbound),
             routes,
-        }
+        })
     }
 }
 

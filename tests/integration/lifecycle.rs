@@ -3,6 +3,7 @@
 use crate::backend_tests;
 use crate::support::{Backend, Database, Options, Server, components, error_of, eventually, spec};
 use serde_json::json;
+use std::time::Duration;
 
 backend_tests!(deploy_redeploy_rollback_delete, deployments_survive_a_restart, cli_drives_the_control_plane);
 
@@ -234,4 +235,49 @@ async fn deploys_reach_every_node() {
     assert_eq!(deleted.status(), 204);
     until(&b, "/hello/dave", (404, "")).await;
     assert!(b.logs().contains("changed on another node"), "{}", b.logs());
+}
+
+/// `server::run` serves on listeners it is handed and returns when its shutdown future
+/// resolves, so a test (or an embedder) can run the whole platform in-process: deploy, call,
+/// stop, all without a child process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_in_process_on_listeners_it_is_handed() {
+    use clap::Parser;
+    use faas_host::server::{Listeners, run};
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: faas_host::config::ServeConfig,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = Cli::parse_from(["faas", "--data-dir", dir.path().to_str().unwrap()]).serve;
+    let data = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (data_url, admin_url) =
+        (format!("http://{}", data.local_addr().unwrap()), format!("http://{}", admin.local_addr().unwrap()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run(config, Listeners { data, admin }, async move {
+        let _ = stopped.await;
+    }));
+
+    let http = reqwest::Client::new();
+    let deployed = eventually("the in-process server takes a deploy", Duration::from_secs(60), async || {
+        let form = reqwest::multipart::Form::new()
+            .text("config", spec(&["/hello"], json!({})).to_string())
+            .part("component", reqwest::multipart::Part::bytes(components().bytes("hello")).file_name("f.wasm"));
+        match http.post(format!("{admin_url}/v1/functions/hello/versions")).multipart(form).send().await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("{} {}", response.status(), response.text().await.unwrap_or_default())),
+            Err(error) => Err(error.to_string()),
+        }
+    });
+    deployed.await;
+    let response = http.get(format!("{data_url}/hello")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(!response.text().await.unwrap().is_empty());
+
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), server).await.expect("run returns after shutdown");
+    result.unwrap().expect("run ends cleanly");
+    assert!(http.get(format!("{data_url}/hello")).send().await.is_err(), "the data plane stopped listening");
 }

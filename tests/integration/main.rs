@@ -14,6 +14,7 @@ mod kafka;
 mod lifecycle;
 mod limits;
 mod observability;
+mod outbound;
 mod sagas;
 mod security;
 mod soak;

@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 << 20;
 /// cannot ask for more.
 pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
 const MIN_MEMORY_BYTES: u64 = 1 << 20;
-const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+pub(crate) const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 const MAX_CONCURRENCY: u32 = 10_000;
 const MAX_QUEUE: u32 = 100_000;
 const MAX_BODY_BYTES: u64 = 1 << 30;

@@ -1,9 +1,10 @@
 //! The configuration a function is deployed with, as plain data: its [`spec::DeploySpec`]
-//! (routes, triggers, grants, outboxes), its [`limits`], its [`routes`] patterns and the
+//! (routes, triggers, grants, outboxes, outbound HTTP), its [`limits`], its [`routes`] patterns and the
 //! [`names`] everything is addressed by. The leaf of the crate: every layer imports it, it imports
 //! nothing of the crate.
 
 pub mod limits;
 pub mod names;
+pub mod outbound;
 pub mod routes;
 pub mod spec;

@@ -3,6 +3,7 @@
 
 use super::limits::Limits;
 use super::names::{StreamFilter, validate_name, validate_stream_name, validate_topic};
+use super::outbound::OutboundSpec;
 use super::routes::RoutePattern;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,9 @@ pub struct DeploySpec {
     /// Event streams forwarded to Kafka topics.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<OutboxSpec>,
+    /// Outgoing HTTP: the origins the function may call (none by default) and the limits.
+    #[serde(default)]
+    pub outbound: OutboundSpec,
 }
 
 /// Forwards the events of matching streams to a Kafka topic: a transactional outbox, where the
@@ -246,6 +250,9 @@ pub enum SpecError {
     Kafka(String),
     #[error("outbox: {0}")]
     Outbox(String),
+    /// The outbound allow-list or limits.
+    #[error("{0}")]
+    Outbound(String),
     /// A subscription or outbox stream pattern, or a subscription's sizes.
     #[error("{0}")]
     Stream(String),
@@ -262,6 +269,7 @@ impl DeploySpec {
     /// (and so its namespace's) name.
     pub fn validate(&self, name: &str) -> Result<Vec<RoutePattern>, SpecError> {
         self.limits.validate().map_err(SpecError::Limits)?;
+        self.outbound.validate().map_err(SpecError::Outbound)?;
         for namespace in &self.grants.read_namespaces {
             validate_name(namespace).map_err(|message| SpecError::Grant { field: "read_namespaces", message })?;
         }

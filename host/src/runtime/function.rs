@@ -3,6 +3,7 @@
 //! registry builds these; the invoker and the triggers consume them.
 
 use super::concurrency::ConcurrencyLimiter;
+use super::outbound::Outbound;
 use super::state::HostState;
 use super::validate::Handlers;
 use crate::capabilities::Access;
@@ -22,5 +23,7 @@ pub struct LoadedFunction {
     /// The namespaces its capabilities may touch.
     pub access: Arc<Access>,
     pub limiter: ConcurrencyLimiter,
+    /// Its outgoing HTTP: allow-list, pooled connections, in-flight cap.
+    pub outbound: Arc<Outbound>,
     pub routes: Vec<RoutePattern>,
 }

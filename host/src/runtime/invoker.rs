@@ -5,6 +5,7 @@
 use super::concurrency::Overloaded;
 use super::function::LoadedFunction;
 use super::guest_io::InvocationTags;
+use super::outbound::OutboundHooks;
 use super::state::HostState;
 use crate::bindings::exports::faas::platform::event_handler::RecordedEvent;
 use crate::bindings::message::KafkaBatch;
@@ -125,9 +126,11 @@ impl Invoker {
         function: &LoadedFunction,
         tags: Arc<InvocationTags>,
         fence: Option<StepFence>,
+        deadline: tokio::time::Instant,
     ) -> Store<HostState> {
         let platform = PlatformCtx { caps: self.capabilities.clone(), access: function.access.clone(), fence };
-        let state = HostState::new(tags, function.spec.limits.memory_bytes, platform);
+        let hooks = OutboundHooks::new(function.outbound.clone(), self.metrics.clone(), &tags.request_id, deadline);
+        let state = HostState::new(tags, function.spec.limits.memory_bytes, platform, hooks);
         let mut store = Store::new(self.linker.engine(), state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
@@ -242,7 +245,7 @@ impl Invoker {
         let deadline = tokio::time::Instant::now() + timeout;
         let _permit = admit(function, deadline).await?;
         let tags = InvocationTags::of(function, invocation_id);
-        let mut store = self.new_store(function, tags, fence);
+        let mut store = self.new_store(function, tags, fence, deadline);
         let active = self.metrics.active_instances.with_label_values(&[&*function.name]);
         active.inc();
         let outcome = tokio::time::timeout_at(deadline, body(&mut store)).await;
@@ -281,7 +284,7 @@ impl Invoker {
         let permit = admit(function, deadline).await?;
 
         let tags = InvocationTags::of(function, request_id);
-        let mut store = self.new_store(function, tags.clone(), None);
+        let mut store = self.new_store(function, tags.clone(), None, deadline);
 
         let body_too_large = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| LimitedBody::new(body, limits.max_body_bytes, body_too_large.clone()));

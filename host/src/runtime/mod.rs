@@ -1,7 +1,7 @@
 //! The sandbox: the only code that enters wasm. The one wasmtime [`engine`] and its compile
 //! cache, what a component must export and import to be deployed ([`validate`]), one function
 //! ready to run ([`function`]), the per-instance [`state`], what a guest may touch of the host
-//! ([`guest_io`]), per-function [`concurrency`] limits, and the [`invoker`] that runs one
+//! ([`guest_io`], and the network through [`outbound`]), per-function [`concurrency`] limits, and the [`invoker`] that runs one
 //! invocation under its limits.
 
 pub mod concurrency;
@@ -9,5 +9,6 @@ pub mod engine;
 pub mod function;
 pub mod guest_io;
 pub mod invoker;
+pub mod outbound;
 pub mod state;
 pub mod validate;

@@ -3,7 +3,8 @@
 //! capabilities never see this type: they implement their `Host` traits on `PlatformCtx`, and
 //! the linker is handed [`HostState::platform`] to reach it (the `WasiHttpView` pattern).
 
-use super::guest_io::{DenyOutgoingHttp, GuestLog, GuestStream, InvocationTags};
+use super::guest_io::{GuestLog, GuestStream, InvocationTags};
+use super::outbound::OutboundHooks;
 use crate::capabilities::PlatformCtx;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -18,19 +19,25 @@ pub struct HostState {
     http: WasiHttpCtx,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
-    hooks: DenyOutgoingHttp,
+    hooks: OutboundHooks,
 }
 
 impl HostState {
     /// A sandbox with nothing granted: empty environment, no arguments, no preopened directories,
-    /// no sockets, no outgoing HTTP; stdout and stderr go to the logs.
-    pub(super) fn new(tags: Arc<InvocationTags>, memory_bytes: u64, platform: PlatformCtx) -> Self {
+    /// no sockets; outgoing HTTP only to the function's allow-list (`hooks`); stdout and stderr
+    /// go to the logs.
+    pub(super) fn new(
+        tags: Arc<InvocationTags>,
+        memory_bytes: u64,
+        platform: PlatformCtx,
+        hooks: OutboundHooks,
+    ) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestLog::new(tags.clone(), GuestStream::Stdout))
             .stderr(GuestLog::new(tags, GuestStream::Stderr))
             .build();
         let limits = StoreLimitsBuilder::new().memory_size(memory_bytes as usize).build();
-        Self { platform, wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), limits, hooks: DenyOutgoingHttp }
+        Self { platform, wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), limits, hooks }
     }
 
     /// The caller's capabilities and access, for the `faas:platform` imports.
