@@ -57,14 +57,15 @@ export FAAS_TEST_COMPONENTS="$PWD/target/wasm/wasm32-wasip2/release"
 # ~12 minutes of a clean run): all lints, warnings as errors, and the binaries, in one pass.
 # CLIPPY_ARGS is how cargo-clippy hands its `-- <args>` to the driver.
 clippy_driver=$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)
-echo "==> cargo test (compiled through clippy, warnings are errors)" >&2
-# Not --all-targets: that links the bench binaries for nothing and skips doc tests, which run
-# next. The benches and examples are compiled (and linted) after the suite.
-RUSTC_WORKSPACE_WRAPPER="$clippy_driver" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" \
-  cargo test --workspace --lib --bins --tests "$@"
-echo "==> benches and examples compile (and lint)" >&2
-RUSTC_WORKSPACE_WRAPPER="$clippy_driver" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" \
-  cargo build -p faas-bench --benches --examples
+export RUSTC_WORKSPACE_WRAPPER="$clippy_driver" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+# One build of every target (benches and examples too, so they compile and are linted) in one
+# cargo invocation: the same dependency features for all, so nothing is compiled twice.
+echo "==> building every target (through clippy, warnings are errors)" >&2
+cargo test --workspace --lib --bins --tests --benches --examples --no-run
+echo "==> cargo test" >&2
+# Not --all-targets: that would run the benches and skip doc tests, which run next.
+cargo test --workspace --lib --bins --tests "$@"
+unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 echo "==> cargo test --doc (the SDK's examples)" >&2
 cargo test -p faas-sdk --doc "$@"
 # The example functions' domain logic also runs natively (the SDK has an in-memory store there).

@@ -5,7 +5,7 @@
 //! - `GET /hello/{name}` → `Hello, {name}!` (the name is percent-decoded)
 //! - `?greeting=Hi` replaces `Hello`: `/hello/alice?greeting=Hi` → `Hi, alice!`
 //!
-//! Usage: `native-hello [--addr] 127.0.0.1:3000`. Prints `native-hello ready http://ADDR` once
+//! Usage: `native-hello [--addr] 127.0.0.1:3000 [--close]`. Prints `native-hello ready http://ADDR` once
 //! listening.
 
 use anyhow::Context as _;
@@ -24,14 +24,24 @@ struct Args {
     addr_flag: Option<SocketAddr>,
     #[arg(value_name = "ADDR", conflicts_with = "addr_flag")]
     addr: Option<SocketAddr>,
+    /// Answer every request with `Connection: close`, so each client request needs a new
+    /// connection (the outbound benchmark's "no pooling" upstream).
+    #[arg(long)]
+    close: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let addr = args.addr_flag.or(args.addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
-    let app =
+    let mut app =
         Router::new().route("/hello", get(hello)).route("/hello/", get(hello)).route("/hello/{*name}", get(hello));
+    if args.close {
+        app = app.layer(axum::middleware::map_response(|mut response: axum::response::Response| async move {
+            response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            response
+        }));
+    }
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     println!("native-hello ready http://{}", listener.local_addr()?);
     std::io::stdout().flush().ok();
