@@ -46,6 +46,8 @@ done
 "$faas" deploy orders "$wasm/orders.wasm" --route /orders --route '/orders/...' >/dev/null
 "$faas" deploy bank-east "$wasm/ledger.wasm" --route '/bank-east/...' >/dev/null
 "$faas" deploy bank-west "$wasm/ledger.wasm" --route '/bank-west/...' >/dev/null
+# Outgoing HTTP is denied unless allowed: this one may call the platform's own data plane.
+"$faas" deploy uptime-probe "$wasm/uptime_probe.wasm" --route /uptime-probe --allow-outbound "http://$listen" >/dev/null
 kafka_help=""
 if [ -n "${FAAS_KAFKA_BROKERS:-}" ]; then
   "$faas" deploy order-events "$wasm/order_events.wasm" --route '/order-events/...' --kafka-topic orders >/dev/null
@@ -74,6 +76,9 @@ faas is running (data plane http://$listen, control plane http://$admin).
   # two-phase commit between two ledgers
   curl -XPOST 'http://$listen/bank-east/accounts/alice/deposit?amount=100'
   curl -d '{"from":"alice","to_function":"bank-west","to":"bob","amount":60}' http://$listen/bank-east/transfer
+  # outgoing HTTP through an allow-list (anything else is refused before it leaves)
+  curl 'http://$listen/uptime-probe?url=http://$listen/hello/world'
+  curl 'http://$listen/uptime-probe?url=https://example.com/'      # 403: not allowed
 ${kafka_help}  GraphiQL: http://$admin/graphql
   $faas list            # FAAS_ADMIN_URL=http://$admin
   curl http://$admin/metrics
