@@ -160,15 +160,17 @@ async fn an_allow_list_decides_what_a_function_may_reach(backend: Backend) {
     let series = |origin: &str, outcome: &str| {
         format!(r#"faas_outbound_requests_total{{function="uptime-probe",origin="{origin}",outcome="{outcome}"}}"#)
     };
+    // Denied origins share one label value (a guest must not be able to mint series).
     for (origin, outcome) in [
         (literal.as_str(), "200"),
         (literal.as_str(), "302"),
-        (literal.as_str(), "denied"),
+        ("(not allowed)", "denied"),
         (literal.as_str(), "timeout"),
     ] {
         assert!(metrics.contains(&series(origin, outcome)), "no {outcome} series for {origin}:\n{metrics}");
     }
     assert!(metrics.contains("faas_outbound_duration_seconds_count{function=\"uptime-probe\"}"), "{metrics}");
+    assert!(!metrics.contains(&format!("127.0.0.1:{}\"", other.port)), "a denied origin became a label:\n{metrics}");
 }
 
 /// Bad allow-list entries and limits are refused at deploy time with the one error shape.

@@ -38,7 +38,9 @@ async fn main() -> anyhow::Result<()> {
         Router::new().route("/hello", get(hello)).route("/hello/", get(hello)).route("/hello/{*name}", get(hello));
     if args.close {
         app = app.layer(axum::middleware::map_response(|mut response: axum::response::Response| async move {
-            response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
             response
         }));
     }

@@ -38,6 +38,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+/// The `origin` label of requests to origins off the allow-list.
+const NOT_ALLOWED: &str = "(not allowed)";
+
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
 type SendResult = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>;
 
@@ -127,7 +130,8 @@ async fn send(
     let count = |outcome: &str| metrics.outbound_requests.with_label_values(&[function, &origin, outcome]).inc();
     if !outbound.allow.allows(https, &host, port) {
         tracing::warn!(function, origin = %origin, request_id, "outgoing request denied: origin not in the function's outbound allow-list");
-        count("denied");
+        // Not labelled with the origin: a guest could mint any number of them.
+        metrics.outbound_requests.with_label_values(&[function, NOT_ALLOWED, "denied"]).inc();
         return Err(HttpError::HttpRequestDenied);
     }
     // What the guest asked for, never more than the function's limits or the time left.
