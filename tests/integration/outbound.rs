@@ -103,7 +103,9 @@ async fn an_allow_list_decides_what_a_function_may_reach(backend: Backend) {
 
     // A literal entry: allowed, with the invocation's request id forwarded.
     let literal = format!("http://127.0.0.1:{}", upstream.port);
-    let spec = probe_spec(json!({ "allow": [literal], "first_byte_timeout_ms": 1000, "max_response_bytes": 1 << 20 }));
+    let tls = format!("https://127.0.0.1:{}", upstream.port);
+    let spec =
+        probe_spec(json!({ "allow": [literal, tls], "first_byte_timeout_ms": 1000, "max_response_bytes": 1 << 20 }));
     server.deploy_ok("uptime-probe", wasm(), spec).await;
     let response = server
         .http
@@ -117,6 +119,12 @@ async fn an_allow_list_decides_what_a_function_may_reach(backend: Backend) {
     assert_eq!((body["status"].as_u64(), body["body"].as_str()), (Some(200), Some("upstream ok")), "{body}");
     assert_eq!(upstream.hits(), 1);
     assert_eq!(upstream.request_ids.lock().last().map(String::as_str), Some("trace-me-42"));
+
+    // `https://` is TLS, always: against this plain-HTTP upstream the handshake fails and the
+    // guest gets an error, never a response over an unencrypted connection.
+    let (status, body) = probe(&server, &format!("{tls}/ok")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(upstream.hits(), 1, "no HTTP request got through on the https origin");
 
     // The same host on another port is another origin.
     let (status, body) = probe(&server, &format!("http://127.0.0.1:{}/ok", other.port)).await;
