@@ -281,3 +281,22 @@ async fn the_server_runs_in_process_on_listeners_it_is_handed() {
     result.unwrap().expect("run ends cleanly");
     assert!(http.get(format!("{data_url}/hello")).send().await.is_err(), "the data plane stopped listening");
 }
+
+/// SQLite serves one node: a second `faas serve` on the same database file refuses to start,
+/// naming the process that has it and pointing at PostgreSQL; the first keeps serving.
+#[tokio::test]
+async fn a_second_node_on_one_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start_with(Options { data_dir: Some(dir.path().to_owned()), ..Default::default() }).await;
+    let out = std::process::Command::new(crate::support::FAAS)
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("FAAS_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a second node started on the same SQLite file");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another faas process") && stderr.contains("PostgreSQL"), "{stderr}");
+    let (status, _) = first.get_json("/healthz").await;
+    assert_eq!(status, 200, "the first node stopped serving");
+}

@@ -29,6 +29,9 @@ pub enum StoreError {
     /// it over while this one was paused or cut off).
     #[error("{0} is owned by another node now")]
     Fenced(String),
+    /// The embedded database is open in another process.
+    #[error("{0}")]
+    InUse(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]

@@ -5,15 +5,52 @@ use super::events_sql::{impl_event_stores, impl_transactional_append};
 use super::functions_sql::impl_function_store;
 use super::workflows_sql::impl_workflow_store;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Held while the store is open: SQLite is single-node (see [`single_node`]).
+    _lock: Option<std::fs::File>,
+}
+
+/// Takes the exclusive lock of `<database file>.lock`, or says which process holds it. Two nodes on
+/// one SQLite file would each run the sweeps, triggers and outboxes as the only node (and
+/// SQLite's locking is not fenced across hosts): several nodes need PostgreSQL.
+fn single_node(database: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = std::path::PathBuf::from(format!("{}.lock", database.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::Corrupt(format!("opening {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).ok();
+            let _ = write!(file, "{}", std::process::id());
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.rewind().and_then(|()| file.read_to_string(&mut holder));
+            Err(StoreError::InUse(format!(
+                "{} is in use by another faas process (pid {}): SQLite serves one node; run several nodes on \
+                 PostgreSQL (--database-url postgres://…), or give this one its own --data-dir",
+                database.display(),
+                holder.trim()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Corrupt(format!("locking {}: {e}", path.display()))),
+    }
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database and applies pending migrations.
+    /// Opens (creating if missing) the database and applies pending migrations. Refuses a
+    /// database another process has open (see [`single_node`]).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -23,9 +60,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let in_memory = options.get_filename() == Path::new(":memory:");
+        let lock = if in_memory { None } else { Some(single_node(options.get_filename())?) };
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, _lock: lock })
     }
 }
 
