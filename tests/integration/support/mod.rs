@@ -234,6 +234,7 @@ impl Server {
             .env_remove("FAAS_ADMIN_TOKEN")
             .env_remove("FAAS_DATABASE_URL")
             .env_remove("FAAS_CACHE_DIR")
+            .env_remove("FAAS_SECRET_KEY")
             .env("FAAS_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"));
