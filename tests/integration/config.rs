@@ -92,7 +92,8 @@ async fn variables_and_secrets_reach_the_guest_and_nothing_else(backend: Backend
     let server = Server::start_with(Options { database_url: db.url.clone(), ..Default::default() }).await;
     let key_file = server.data_dir.join("secret.key");
     #[cfg(unix)]
-    {
+    if backend == Backend::Sqlite {
+        // On PostgreSQL the suite gives every node one FAAS_SECRET_KEY instead.
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&key_file).expect("key file created").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -225,7 +226,9 @@ async fn variables_and_secrets_reach_the_guest_and_nothing_else(backend: Backend
     for secret in secrets {
         assert!(!logs.contains(secret), "{secret} is in the server log:\n{logs}");
     }
-    assert!(!std::fs::read_to_string(&key_file).unwrap().is_empty());
+    if backend == Backend::Sqlite {
+        assert!(!std::fs::read_to_string(&key_file).unwrap().is_empty());
+    }
 }
 
 async fn bad_keys_and_values_are_refused(backend: Backend) {

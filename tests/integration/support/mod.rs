@@ -240,6 +240,9 @@ impl Server {
             .stderr(std::fs::File::create(&log).expect("log file"));
         if let Some(url) = &options.database_url {
             command.args(["--database-url", url]);
+            // Nodes sharing a database share the master key (each data dir would otherwise
+            // create its own key file, and the second node would refuse to start).
+            command.env("FAAS_SECRET_KEY", "ZmFhcy1pbnRlZ3JhdGlvbi10ZXN0cy1zaGFyZWQta2U=");
         }
         if let Some(token) = &options.token {
             command.env("FAAS_ADMIN_TOKEN", token);
