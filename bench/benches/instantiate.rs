@@ -79,13 +79,15 @@ impl Faas {
             Arc::new(Capabilities::new(stores.clone(), EventNotifier::new(), Default::default(), workflow_channel().0));
         let invoker = Arc::new(Invoker::new(&engine, Metrics::new(), capabilities).expect("invoker"));
         let cache = CompileCache::new(engine, &dir.path().join("cache")).expect("cache");
-        let registry = Registry::open(stores.functions.clone(), cache, invoker.clone(), DEFAULT_MAX_COMPONENT_BYTES)
-            .await
-            .expect("registry");
+        let key = Arc::new(faas_host::model::secrets::SecretKey::from_bytes([0; 32]));
+        let registry =
+            Registry::open(stores.functions.clone(), cache, invoker.clone(), DEFAULT_MAX_COMPONENT_BYTES, key)
+                .await
+                .expect("registry");
         // Parsed as the API parses it, so spec fields added later keep their defaults.
         let spec: DeploySpec =
             serde_json::from_value(serde_json::json!({ "triggers": { "http": ["/hello"] } })).expect("a valid spec");
-        registry.deploy("hello", spec, wasm).await.expect("deploying hello");
+        registry.deploy("hello", spec, wasm, Default::default()).await.expect("deploying hello");
         Self { registry, invoker, _ticker: ticker, _dir: dir }
     }
 

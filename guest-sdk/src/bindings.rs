@@ -103,3 +103,12 @@ pub mod message {
         }
     );
 }
+
+/// `wasi:config/store`: the function's variables and secrets ([`crate::config`]).
+pub mod config {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "faas:platform/config-imports",
+        generate_all,
+    });
+}

@@ -144,6 +144,7 @@
 
 mod bindings;
 mod body;
+pub mod config;
 pub mod event_store;
 mod handler;
 pub mod kafka;
@@ -221,6 +222,12 @@ pub mod testing {
     /// Empties the current thread's event store and kv store and resets the clock.
     pub fn reset() {
         crate::native::reset();
+    }
+
+    /// Sets what [`crate::config::get`] returns in the current thread (variables and secrets
+    /// alike, as the guest sees them); replaces what was set before.
+    pub fn set_config<K: Into<String>, V: Into<String>>(values: impl IntoIterator<Item = (K, V)>) {
+        crate::config::native::set(values.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
     }
 
     /// Sets the `recorded_at` (milliseconds since the Unix epoch) of events appended from now

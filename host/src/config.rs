@@ -33,6 +33,12 @@ pub struct ServeConfig {
     #[arg(long, env = "FAAS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// The master key sealing functions' secrets at rest: 32 bytes as base64 or 64 hex digits
+    /// (`openssl rand -base64 32`). Without it, `<data-dir>/secret.key` (created with mode 0600 on
+    /// first start). Nodes sharing a PostgreSQL database must share the key.
+    #[arg(long, env = "FAAS_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
     /// Largest component a deploy accepts, e.g. 50MiB.
     #[arg(long, env = "FAAS_MAX_COMPONENT_SIZE", default_value = "50MiB", value_parser = crate::model::limits::parse_bytes)]
     pub max_component_size: u64,

@@ -95,6 +95,7 @@ impl From<RegistryError> for ApiError {
         match error {
             RegistryError::InvalidName(m) => Self::bad_request("invalid_name", m),
             RegistryError::InvalidSpec(m) => Self::bad_request("invalid_spec", m),
+            RegistryError::InvalidConfig(m) => Self::bad_request("invalid_config", m),
             RegistryError::Spec(e) => Self::bad_request("invalid_spec", e.to_string()),
             RegistryError::Invalid(e) => e.into(),
             e @ RegistryError::RouteConflict { .. } => Self::new(StatusCode::CONFLICT, "route_conflict", e.to_string()),

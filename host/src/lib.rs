@@ -15,7 +15,7 @@
 //! | registry | [`registry`] | function name → active version and the route table; deploy, rollback, delete |
 //! | triggers, workflows | [`triggers`] (http, subscriptions, kafka), [`workflows`] (sagas, 2PC, node liveness) | what starts invocations |
 //! | admin | [`admin`], [`error`] | the control plane (REST, OpenAPI, GraphQL, metrics, health); every error's HTTP status, in one place |
-//! | server | [`server`], [`config`], [`client`] | wires it all and runs it; the CLI's side |
+//! | server | [`server`], [`config`], [`client`], [`secret_rotation`] | wires it all and runs it; the CLI's side; `faas rotate-secret-key` |
 //!
 //! The path of one HTTP request reads top to bottom: [`triggers::http`] matches the route in the
 //! [`registry`]'s table and hands the request to [`runtime::invoker`], which instantiates the
@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod runtime;
+pub mod secret_rotation;
 pub mod server;
 pub mod store;
 pub mod triggers;

@@ -44,6 +44,15 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// A function's variables and secrets, changed without a redeploy.
+    Config {
+        #[command(subcommand)]
+        command: client::config::ConfigCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Seal every stored secret under a new master key (run with every node stopped).
+    RotateSecretKey(faas_host::secret_rotation::RotateArgs),
     /// Delete a function and all its versions.
     Delete {
         name: String,
@@ -68,6 +77,8 @@ async fn main() -> ExitCode {
         Command::Rollback { name, version, remote } => {
             Client::new(remote).rollback(&name, version).await.map(|v| print_json(&v))
         }
+        Command::Config { command, remote } => Client::new(remote).config(command).await.map(|v| print_json(&v)),
+        Command::RotateSecretKey(args) => faas_host::secret_rotation::rotate(args).await.map(|m| println!("{m}")),
         Command::Delete { name, remote } => {
             Client::new(remote).delete(&name).await.map(|()| println!("deleted {name}"))
         }

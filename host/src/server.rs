@@ -8,6 +8,7 @@ use crate::capabilities::{Capabilities, EventLimits, EventNotifier};
 use crate::config::ServeConfig;
 use crate::kafka::{KafkaSettings, Publisher};
 use crate::metrics::Metrics;
+use crate::model::secrets::{KeySource, SecretKey};
 use crate::registry::{Registry, follow_remote_changes};
 use crate::runtime::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
 use crate::runtime::invoker::Invoker;
@@ -64,6 +65,7 @@ pub async fn run(
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let database_url = config.database_url.clone().unwrap_or_else(|| store::default_url(&config.data_dir));
     let stores = store::open(&database_url).await.context("opening the database")?;
+    let secret_key = Arc::new(open_secret_key(&config, &stores).await?);
 
     let engine = build_engine(PoolSize { instances: config.max_instances })?;
     let _ticker = EpochTicker::start(engine.clone());
@@ -96,7 +98,7 @@ pub async fn run(
     let cache = CompileCache::new(engine, &cache_dir)?;
     let max_component_bytes = usize::try_from(config.max_component_size).context("max component size")?;
     let registry = Arc::new(
-        Registry::open(stores.functions.clone(), cache, invoker.clone(), max_component_bytes)
+        Registry::open(stores.functions.clone(), cache, invoker.clone(), max_component_bytes, secret_key)
             .await?
             .with_kafka(kafka_settings.is_some()),
     );
@@ -185,6 +187,22 @@ pub async fn run(
 const WORKFLOW_DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// The control plane needs a token unless only this machine can reach it.
+/// The master key for secrets (`FAAS_SECRET_KEY`, else the data dir's key file, created on first
+/// start), checked against the token the database's first node stored: a node with another key
+/// refuses to start rather than fail on every secret.
+async fn open_secret_key(config: &ServeConfig, stores: &store::Stores) -> anyhow::Result<SecretKey> {
+    let (key, source) = SecretKey::load(config.secret_key.as_deref(), &config.data_dir)?;
+    match &source {
+        KeySource::Env => tracing::info!("secret key from FAAS_SECRET_KEY"),
+        KeySource::File(path) => tracing::info!(path = %path.display(), "secret key from file"),
+        KeySource::Created(path) => tracing::warn!(path = %path.display(),
+            "created a new secret key file (mode 0600); back it up, or set FAAS_SECRET_KEY on every node"),
+    }
+    let token = stores.functions.secret_key_check(&key.check_token()).await.context("reading the secret key check")?;
+    key.verify(&token)?;
+    Ok(key)
+}
+
 fn check_admin_exposure(config: &ServeConfig, admin: std::net::SocketAddr) -> anyhow::Result<()> {
     let token = config.admin_token.as_deref().filter(|t| !t.is_empty());
     if token.is_none() && !admin.ip().is_loopback() {

@@ -6,6 +6,7 @@
 mod support;
 
 mod compat;
+mod config;
 mod cqrs;
 mod event_store;
 mod failures;

@@ -1,10 +1,12 @@
-//! `/v1/functions`: deploy, list, get, activate (rollback), delete.
+//! `/v1/functions`: deploy, list, get, activate (rollback), delete; a function's variables and
+//! secrets (`/config`: secret values are never returned).
 
 use super::Admin;
-use super::extract::{Path, Query};
+use super::extract::{Json as JsonBody, Path, Query};
 use super::paging;
 use crate::error::ApiError;
 use crate::model::spec::DeploySpec;
+use crate::model::variables::ConfigChange;
 use crate::store::{FunctionRecord, format_time};
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
@@ -56,8 +58,28 @@ pub async fn activate(
     Ok(Json(json!({ "function": name, "active_version": record.version, "sha256": record.sha256 })))
 }
 
-/// `multipart/form-data` with a `component` part (the wasm bytes) and an optional `config` part
-/// (JSON [`DeploySpec`]: triggers and limits).
+/// `GET /v1/functions/{name}/config`: the active version's variables (with values) and secrets
+/// (names only).
+pub async fn get_config(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(admin.registry.config(&name).await?))
+}
+
+/// `PATCH /v1/functions/{name}/config` with `{"variables":{..},"secrets":{..},"unset":[..]}`:
+/// one new config version, live without a redeploy.
+pub async fn patch_config(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    JsonBody(change): JsonBody<ConfigChange>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(admin.registry.set_config(&name, change).await?))
+}
+
+/// `multipart/form-data` with a `component` part (the wasm bytes), an optional `config` part
+/// (JSON [`DeploySpec`]: triggers and limits) and an optional `values` part (JSON
+/// `{"variables":{..},"secrets":{..}}`, applied on top of the active version's).
 pub async fn deploy(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -71,6 +93,7 @@ pub async fn deploy(
     })?;
     let mut spec = DeploySpec::default();
     let mut component = None;
+    let mut change = ConfigChange::default();
     while let Some(field) = multipart.next_field().await? {
         match field.name() {
             Some("config") => {
@@ -80,17 +103,26 @@ pub async fn deploy(
                 })?;
             }
             Some("component") => component = Some(field.bytes().await?),
+            Some("values") => {
+                let text = field.text().await?;
+                change = serde_json::from_str(&text).map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_config",
+                        format!("the `values` part is not {{\"variables\":{{..}},\"secrets\":{{..}}}}: {e}"),
+                    )
+                })?;
+            }
             other => {
                 return Err(ApiError::bad_request(
                     "invalid_multipart",
-                    format!("unexpected part {other:?}; expected `config` and `component`"),
+                    format!("unexpected part {other:?}; expected `config`, `values` and `component`"),
                 ));
             }
         }
     }
     let component =
         component.ok_or_else(|| ApiError::bad_request("invalid_multipart", "missing the `component` part"))?;
-    let result = admin.registry.deploy(&name, spec, component.to_vec()).await;
+    let result = admin.registry.deploy(&name, spec, component.to_vec(), change).await;
     let outcome = if result.is_ok() { "ok" } else { "rejected" };
     admin.metrics.deployments.with_label_values(&[&name, outcome]).inc();
     let deployed = result?;
@@ -103,6 +135,7 @@ pub async fn deploy(
         "size_bytes": v.size_bytes,
         "routes": v.spec.triggers.http,
         "limits": v.spec.limits,
+        "config_version": v.config_version,
         "unchanged": deployed.unchanged,
     });
     Ok((status, Json(body)))
@@ -119,6 +152,7 @@ fn summary(function: &FunctionRecord) -> Value {
         "limits": active.map(|v| &v.spec.limits),
         "sha256": active.map(|v| &v.sha256),
         "size_bytes": active.map(|v| v.size_bytes),
+        "config_version": active.and_then(|v| v.config_version),
         "created_at": format_time(function.created_at_ms),
         "updated_at": format_time(function.updated_at_ms),
     })

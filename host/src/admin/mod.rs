@@ -46,6 +46,7 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/v1/functions/{name}", get(functions::get).delete(functions::delete))
         .route("/v1/functions/{name}/versions", post(functions::deploy).layer(DefaultBodyLimit::max(deploy_limit)))
         .route("/v1/functions/{name}/versions/{version}/activate", post(functions::activate))
+        .route("/v1/functions/{name}/config", get(functions::get_config).patch(functions::patch_config))
         .route("/v1/functions/{name}/subscriptions", get(events::subscriptions))
         .route("/v1/functions/{name}/parked/{id}/replay", post(events::replay))
         .route("/v1/namespaces/{namespace}/streams/{stream}", get(events::read_stream))

@@ -1,10 +1,11 @@
 //! [`LoadedFunction`]: one function's active version as the runtime runs it: its spec, its
-//! pre-instantiated exports, what it may touch, its concurrency limiter and routes. The
+//! pre-instantiated exports, what it may touch, its concurrency limiter and routes, and its
+//! [`FunctionConfig`](super::state::FunctionConfig) (variables and secrets, opened). The
 //! registry builds these; the invoker and the triggers consume them.
 
 use super::concurrency::ConcurrencyLimiter;
 use super::outbound::Outbound;
-use super::state::HostState;
+use super::state::{FunctionConfig, HostState};
 use super::validate::Handlers;
 use crate::capabilities::Access;
 use crate::model::routes::RoutePattern;
@@ -26,4 +27,7 @@ pub struct LoadedFunction {
     /// Its outgoing HTTP: allow-list, pooled connections, in-flight cap.
     pub outbound: Arc<Outbound>,
     pub routes: Vec<RoutePattern>,
+    /// What `wasi:config/store` returns to it. Replaced (with the whole `LoadedFunction`) on
+    /// every config change, so an invocation keeps the values it started with.
+    pub config: Arc<FunctionConfig>,
 }

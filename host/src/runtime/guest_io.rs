@@ -24,6 +24,8 @@ pub struct InvocationTags {
     pub function: Arc<str>,
     pub version: u32,
     pub request_id: String,
+    /// Secret values to replace with `[redacted]` in what the guest prints.
+    pub secrets: Arc<[String]>,
 }
 
 /// Which of the guest's two output streams.
@@ -99,7 +101,7 @@ impl LineBuffer {
 
     fn emit(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
-        let line = line.trim_end_matches('\r');
+        let line = redact(line.trim_end_matches('\r'), &self.tags.secrets);
         let t = &self.tags;
         match self.stream {
             GuestStream::Stdout => tracing::info!(target: "guest", function = %t.function, version = t.version,
@@ -108,6 +110,18 @@ impl LineBuffer {
                 request_id = %t.request_id, stream = "stderr", "{line}"),
         }
     }
+}
+
+/// `line` with every secret value replaced. A value is found only whole within one logged line
+/// (a line over `MAX_LINE` is logged in pieces, and a value cut by a piece boundary is not).
+fn redact<'a>(line: &'a str, secrets: &[String]) -> std::borrow::Cow<'a, str> {
+    let mut line = std::borrow::Cow::Borrowed(line);
+    for secret in secrets {
+        if line.contains(secret.as_str()) {
+            line = std::borrow::Cow::Owned(line.replace(secret.as_str(), "[redacted]"));
+        }
+    }
+    line
 }
 
 impl Drop for LineBuffer {
@@ -183,5 +197,15 @@ impl WasiHttpHooks for DenyOutgoingHttp {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         Box::new(async { Err(HttpError::HttpRequestDenied) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_are_redacted() {
+        let secrets = vec!["hunter22".to_owned(), "abc".to_owned()];
+        assert_eq!(super::redact("token=hunter22; abc!", &secrets), "token=[redacted]; [redacted]!");
+        assert!(matches!(super::redact("nothing here", &secrets), std::borrow::Cow::Borrowed(_)));
     }
 }

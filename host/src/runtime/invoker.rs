@@ -109,11 +109,12 @@ pub struct Invoker {
 
 impl Invoker {
     /// Links all of WASI 0.2 (Rust's std imports `wasi:cli` beyond the `wasi:http/proxy` set)
-    /// and `wasi:http`.
+    /// `wasi:http` and `wasi:config` (the function's variables and secrets).
     pub fn new(engine: &Engine, metrics: Metrics, capabilities: Arc<Capabilities>) -> anyhow::Result<Self> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, HostState::config)?;
         crate::capabilities::add_to_linker(&mut linker, HostState::platform)?;
         Ok(Self { linker, metrics, capabilities })
     }
@@ -130,7 +131,7 @@ impl Invoker {
     ) -> Store<HostState> {
         let platform = PlatformCtx { caps: self.capabilities.clone(), access: function.access.clone(), fence };
         let hooks = OutboundHooks::new(function.outbound.clone(), self.metrics.clone(), &tags.request_id, deadline);
-        let state = HostState::new(tags, function.spec.limits.memory_bytes, platform, hooks);
+        let state = HostState::new(tags, function.spec.limits.memory_bytes, platform, hooks, function.config.clone());
         let mut store = Store::new(self.linker.engine(), state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
@@ -359,7 +360,12 @@ async fn admit(function: &LoadedFunction, deadline: tokio::time::Instant) -> Res
 
 impl InvocationTags {
     fn of(function: &LoadedFunction, request_id: &str) -> Arc<Self> {
-        Arc::new(Self { function: function.name.clone(), version: function.version, request_id: request_id.to_owned() })
+        Arc::new(Self {
+            function: function.name.clone(),
+            version: function.version,
+            request_id: request_id.to_owned(),
+            secrets: function.config.secrets.clone(),
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 //! [`HostState`]: what one instance owns (WASI context, HTTP context, resource table, memory
-//! limits) and the per-invocation [`PlatformCtx`] the `faas:platform` imports run on. The
+//! limits, the function's config) and the per-invocation [`PlatformCtx`] the `faas:platform` imports run on. The
 //! capabilities never see this type: they implement their `Host` traits on `PlatformCtx`, and
 //! the linker is handed [`HostState::platform`] to reach it (the `WasiHttpView` pattern).
 
@@ -20,6 +20,8 @@ pub struct HostState {
     table: ResourceTable,
     pub(super) limits: StoreLimits,
     hooks: OutboundHooks,
+    /// The function's variables and secrets as of the invocation's start.
+    config: Arc<FunctionConfig>,
 }
 
 impl HostState {
@@ -31,18 +33,24 @@ impl HostState {
         memory_bytes: u64,
         platform: PlatformCtx,
         hooks: OutboundHooks,
+        config: Arc<FunctionConfig>,
     ) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestLog::new(tags.clone(), GuestStream::Stdout))
             .stderr(GuestLog::new(tags, GuestStream::Stderr))
             .build();
         let limits = StoreLimitsBuilder::new().memory_size(memory_bytes as usize).build();
-        Self { platform, wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), limits, hooks }
+        Self { platform, wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), limits, hooks, config }
     }
 
     /// The caller's capabilities and access, for the `faas:platform` imports.
     pub fn platform(&mut self) -> &mut PlatformCtx {
         &mut self.platform
+    }
+
+    /// The function's variables and secrets, for `wasi:config/store`.
+    pub fn config(&mut self) -> wasmtime_wasi_config::WasiConfig<'_> {
+        wasmtime_wasi_config::WasiConfig::new(&self.config.values)
     }
 }
 
@@ -55,5 +63,25 @@ impl WasiView for HostState {
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// One config version as the guest sees it: variables and secrets alike, in plaintext, in
+/// memory only.
+#[derive(Default)]
+pub struct FunctionConfig {
+    /// None before any variable or secret was set.
+    pub version: Option<u32>,
+    pub values: wasmtime_wasi_config::WasiConfigVariables,
+    /// The secrets' plaintexts (non-empty, longest first), to redact from guest output.
+    pub secrets: Arc<[String]>,
+}
+
+impl FunctionConfig {
+    pub fn new(version: Option<u32>, variables: Vec<(String, String)>, secrets: Vec<(String, String)>) -> Self {
+        let mut redact: Vec<String> = secrets.iter().map(|(_, v)| v.clone()).filter(|v| !v.is_empty()).collect();
+        redact.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        redact.dedup();
+        Self { version, values: variables.into_iter().chain(secrets).collect(), secrets: redact.into() }
     }
 }

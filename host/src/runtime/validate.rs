@@ -24,7 +24,7 @@ pub const MESSAGE_HANDLER_EXPORT: &str = "faas:platform/message-handler@0.1";
 pub const PARTICIPANT_EXPORT: &str = "faas:platform/participant@0.1";
 /// Import packages the platform links, with the version prefix it accepts: all of WASI 0.2
 /// (`wasi:cli`, clocks, random, io, filesystem and sockets, empty or denied by default, and
-/// `wasi:http`) and our own `faas:platform` 0.1.
+/// `wasi:http`), `wasi:config` 0.2.0-rc.1, what wasmtime-wasi-config links (variables and secrets) and our own `faas:platform` 0.1.
 const PROVIDED_PACKAGES: &[(&str, &str)] = &[
     ("wasi:cli", "0.2."),
     ("wasi:clocks", "0.2."),
@@ -33,6 +33,7 @@ const PROVIDED_PACKAGES: &[(&str, &str)] = &[
     ("wasi:filesystem", "0.2."),
     ("wasi:sockets", "0.2."),
     ("wasi:http", "0.2."),
+    ("wasi:config", "0.2.0-rc.1"),
     ("faas:platform", "0.1."),
 ];
 
@@ -147,6 +148,8 @@ mod tests {
         assert!(is_provided("wasi:http/types@0.2.0"));
         assert!(!is_provided("wasi:http/types@0.3.0"));
         assert!(!is_provided("wasi:keyvalue/store@0.2.0"));
+        assert!(is_provided("wasi:config/store@0.2.0-rc.1"));
+        assert!(!is_provided("wasi:config/store@0.3.0"));
         assert!(!is_provided("acme:thing/api@1.0.0"));
         assert!(!is_provided("plain-name"));
         assert!(is_provided("faas:platform/event-store@0.1.0"));

@@ -8,6 +8,29 @@
 /// `$lock` is appended to the read that picks the next version number: `FOR UPDATE` on
 /// PostgreSQL, where several nodes may deploy at once; empty on SQLite, where the transaction's
 /// first statement is a write and so already holds the database's write lock.
+/// Inserts config version `latest_config + 1` of function `$name` in transaction `$tx` and
+/// bumps `latest_config`; evaluates to the new number. The function row must exist and be
+/// written (locked) already in `$tx`.
+macro_rules! insert_config {
+    ($tx:ident, $name:expr, $config:expr, $now:expr) => {{
+        let text = serde_json::to_string($config).expect("a config always serializes");
+        let (latest,): (i64,) = sqlx::query_as(
+            "UPDATE functions SET latest_config = latest_config + 1 WHERE name = $1 RETURNING CAST(latest_config AS BIGINT)",
+        )
+        .bind($name)
+        .fetch_one(&mut *$tx)
+        .await?;
+        sqlx::query("INSERT INTO function_configs (function_name, version, config, created_at_ms) VALUES ($1, $2, $3, $4)")
+            .bind($name)
+            .bind(latest as i32)
+            .bind(&text)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        latest as u32
+    }};
+}
+
 macro_rules! impl_function_store {
     ($store:ty, $lock:literal, $notify:literal) => {
         #[async_trait::async_trait]
@@ -34,10 +57,24 @@ macro_rules! impl_function_store {
                         .fetch_one(&mut *tx)
                         .await?;
                 let version = latest + 1;
+                let config_version = match new.config {
+                    Some(config) => Some(insert_config!(tx, name, config, now)),
+                    None => {
+                        let row: Option<(Option<i64>,)> = sqlx::query_as(
+                            "SELECT CAST(v.config_version AS BIGINT) FROM function_versions v
+                             JOIN functions f ON f.name = v.function_name AND f.active_version = v.version
+                             WHERE f.name = $1",
+                        )
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        row.and_then(|(v,)| v).map(|v| v as u32)
+                    }
+                };
                 sqlx::query(
                     "INSERT INTO function_versions
-                       (function_name, version, sha256, size_bytes, spec, component, created_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                       (function_name, version, sha256, size_bytes, spec, component, created_at_ms, config_version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(name)
                 .bind(version as i32)
@@ -46,6 +83,7 @@ macro_rules! impl_function_store {
                 .bind(&spec)
                 .bind(new.component)
                 .bind(now)
+                .bind(config_version.map(|v| v as i32))
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
@@ -65,6 +103,7 @@ macro_rules! impl_function_store {
                     sha256: new.sha256.to_owned(),
                     size_bytes: new.component.len() as u64,
                     spec: new.spec.clone(),
+                    config_version,
                     created_at_ms: now,
                 })
             }
@@ -103,6 +142,7 @@ macro_rules! impl_function_store {
             async fn delete(&self, name: &str) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("DELETE FROM function_versions WHERE function_name = $1").bind(name).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM function_configs WHERE function_name = $1").bind(name).execute(&mut *tx).await?;
                 let deleted = sqlx::query("DELETE FROM functions WHERE name = $1").bind(name).execute(&mut *tx).await?;
                 if !$notify.is_empty() {
                     sqlx::query($notify).bind(name).execute(&mut *tx).await?;
@@ -129,6 +169,102 @@ macro_rules! impl_function_store {
                 row.map(|(bytes,)| bytes)
                     .ok_or_else(|| $crate::store::StoreError::VersionNotFound { function: name.to_owned(), version })
             }
+
+            async fn set_config(
+                &self,
+                name: &str,
+                config: &$crate::model::variables::StoredConfig,
+            ) -> Result<u32, $crate::store::StoreError> {
+                let now = $crate::store::now_ms();
+                let mut tx = self.pool.begin().await?;
+                // Written first, so SQLite takes its write lock before the read below.
+                sqlx::query("UPDATE functions SET updated_at_ms = $2 WHERE name = $1")
+                    .bind(name)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let row: Option<(Option<i64>,)> =
+                    sqlx::query_as(concat!("SELECT CAST(active_version AS BIGINT) FROM functions WHERE name = $1 ", $lock))
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((Some(active),)) = row else {
+                    return Err($crate::store::StoreError::FunctionNotFound(name.to_owned()));
+                };
+                let version = insert_config!(tx, name, config, now);
+                sqlx::query("UPDATE function_versions SET config_version = $3 WHERE function_name = $1 AND version = $2")
+                    .bind(name)
+                    .bind(active as i32)
+                    .bind(version as i32)
+                    .execute(&mut *tx)
+                    .await?;
+                if !$notify.is_empty() {
+                    sqlx::query($notify).bind(name).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(version)
+            }
+
+            async fn config(
+                &self,
+                name: &str,
+                version: u32,
+            ) -> Result<$crate::model::variables::StoredConfig, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT config FROM function_configs WHERE function_name = $1 AND version = $2")
+                        .bind(name)
+                        .bind(version as i32)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                let (text,) = row.ok_or_else(|| {
+                    $crate::store::StoreError::Corrupt(format!("function `{name}` has no config version {version}"))
+                })?;
+                $crate::store::parse_config(&text)
+            }
+
+            async fn reseal_configs(
+                &self,
+                reseal: &$crate::store::Reseal<'_>,
+                token: &str,
+            ) -> Result<usize, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // Written first: SQLite's write lock, and on PostgreSQL a lock on the check row
+                // that a second rotation waits for.
+                sqlx::query(
+                    "INSERT INTO secret_key_check (id, sealed) VALUES (1, $1)
+                     ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed",
+                )
+                .bind(token)
+                .execute(&mut *tx)
+                .await?;
+                let rows: Vec<(String, i64, String)> =
+                    sqlx::query_as("SELECT function_name, CAST(version AS BIGINT), config FROM function_configs")
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for (function, version, text) in &rows {
+                    let config = $crate::store::parse_config(text)?;
+                    let config = reseal(function, config).map_err($crate::store::StoreError::Corrupt)?;
+                    let text = serde_json::to_string(&config).expect("a config always serializes");
+                    sqlx::query("UPDATE function_configs SET config = $3 WHERE function_name = $1 AND version = $2")
+                        .bind(function)
+                        .bind(*version as i32)
+                        .bind(&text)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(rows.len())
+            }
+
+            async fn secret_key_check(&self, token: &str) -> Result<String, $crate::store::StoreError> {
+                sqlx::query("INSERT INTO secret_key_check (id, sealed) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+                    .bind(token)
+                    .execute(&self.pool)
+                    .await?;
+                let (stored,): (String,) =
+                    sqlx::query_as("SELECT sealed FROM secret_key_check WHERE id = 1").fetch_one(&self.pool).await?;
+                Ok(stored)
+            }
         }
 
         impl $store {
@@ -142,8 +278,9 @@ macro_rules! impl_function_store {
                 .bind(name)
                 .fetch_all(&mut *tx)
                 .await?;
-                let rows: Vec<(String, i64, String, i64, String, i64)> = sqlx::query_as(
-                    "SELECT function_name, CAST(version AS BIGINT), sha256, size_bytes, spec, created_at_ms
+                let rows: Vec<(String, i64, String, i64, String, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT function_name, CAST(version AS BIGINT), sha256, size_bytes, spec, created_at_ms,
+                            CAST(config_version AS BIGINT)
                      FROM function_versions WHERE $1 IS NULL OR function_name = $1 ORDER BY function_name, version",
                 )
                 .bind(name)
@@ -151,12 +288,13 @@ macro_rules! impl_function_store {
                 .await?;
                 tx.commit().await?;
                 let mut versions = Vec::with_capacity(rows.len());
-                for (function, version, sha256, size_bytes, spec, created_at_ms) in rows {
+                for (function, version, sha256, size_bytes, spec, created_at_ms, config_version) in rows {
                     let record = $crate::store::VersionRecord {
                         version: version as u32,
                         sha256,
                         size_bytes: size_bytes as u64,
                         spec: $crate::store::parse_spec(&spec)?,
+                        config_version: config_version.map(|v| v as u32),
                         created_at_ms,
                     };
                     versions.push((function, record));
@@ -169,3 +307,4 @@ macro_rules! impl_function_store {
 }
 
 pub(crate) use impl_function_store;
+pub(crate) use insert_config;

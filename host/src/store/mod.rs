@@ -12,6 +12,7 @@ pub mod workflows;
 pub(crate) mod workflows_sql;
 
 use crate::model::spec::DeploySpec;
+use crate::model::variables::StoredConfig;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct VersionRecord {
     pub sha256: String,
     pub size_bytes: u64,
     pub spec: DeploySpec,
+    /// The config version (variables and secrets) it runs with; none before any was set.
+    pub config_version: Option<u32>,
     #[serde(rename = "created_at", serialize_with = "rfc3339")]
     pub created_at_ms: i64,
 }
@@ -72,6 +75,8 @@ pub struct NewVersion<'a> {
     pub sha256: &'a str,
     pub spec: &'a DeploySpec,
     pub component: &'a [u8],
+    /// A new config version to run with; none keeps the active version's.
+    pub config: Option<&'a StoredConfig>,
 }
 
 /// Functions and their versions. Every method is one transaction.
@@ -87,7 +92,21 @@ pub trait FunctionStore: Send + Sync + 'static {
     async fn function(&self, name: &str) -> Result<Option<FunctionRecord>, StoreError>;
     async fn functions(&self) -> Result<Vec<FunctionRecord>, StoreError>;
     async fn component(&self, name: &str, version: u32) -> Result<Vec<u8>, StoreError>;
+    /// Stores a new config version and makes the active function version run with it,
+    /// atomically; returns its number.
+    async fn set_config(&self, name: &str, config: &StoredConfig) -> Result<u32, StoreError>;
+    /// One stored config version.
+    async fn config(&self, name: &str, version: u32) -> Result<StoredConfig, StoreError>;
+    /// The database's secret-key check token: `token` if there was none yet, else the stored one.
+    async fn secret_key_check(&self, token: &str) -> Result<String, StoreError>;
+    /// Rewrites every stored config version with `reseal` (its secrets sealed again under a new
+    /// key) and stores the new key's check `token`, in one transaction; returns how many
+    /// config versions were rewritten. An `Err` from `reseal` rolls everything back.
+    async fn reseal_configs(&self, reseal: &Reseal<'_>, token: &str) -> Result<usize, StoreError>;
 }
+
+/// What [`FunctionStore::reseal_configs`] applies to each (function, config).
+pub type Reseal<'a> = dyn Fn(&str, StoredConfig) -> Result<StoredConfig, String> + Send + Sync + 'a;
 
 /// Every store trait, backed by one database.
 #[derive(Clone)]
@@ -134,6 +153,10 @@ pub fn default_url(data_dir: &Path) -> String {
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub(crate) fn parse_config(text: &str) -> Result<StoredConfig, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("stored config: {e}")))
 }
 
 pub(crate) fn parse_spec(text: &str) -> Result<DeploySpec, StoreError> {

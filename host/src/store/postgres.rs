@@ -2,7 +2,7 @@
 
 use super::events::{AppendError, Appended, Expected, NewEvent};
 use super::events_sql::{impl_event_stores, to_sql};
-use super::functions_sql::impl_function_store;
+use super::functions_sql::{impl_function_store, insert_config};
 use super::workflows::StepFence;
 use super::workflows_sql::impl_workflow_store;
 use super::{StoreError, now_ms};

@@ -2,7 +2,7 @@
 
 use super::StoreError;
 use super::events_sql::{impl_event_stores, impl_transactional_append};
-use super::functions_sql::impl_function_store;
+use super::functions_sql::{impl_function_store, insert_config};
 use super::workflows_sql::impl_workflow_store;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::Path;

@@ -234,11 +234,15 @@ impl Server {
             .env_remove("FAAS_ADMIN_TOKEN")
             .env_remove("FAAS_DATABASE_URL")
             .env_remove("FAAS_CACHE_DIR")
+            .env_remove("FAAS_SECRET_KEY")
             .env("FAAS_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"));
         if let Some(url) = &options.database_url {
             command.args(["--database-url", url]);
+            // Nodes sharing a database share the master key (each data dir would otherwise
+            // create its own key file, and the second node would refuse to start).
+            command.env("FAAS_SECRET_KEY", "ZmFhcy1pbnRlZ3JhdGlvbi10ZXN0cy1zaGFyZWQta2U=");
         }
         if let Some(token) = &options.token {
             command.env("FAAS_ADMIN_TOKEN", token);

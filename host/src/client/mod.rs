@@ -1,5 +1,7 @@
-//! The CLI side of the control plane: `faas deploy|list|get|rollback|delete` as calls to a
-//! (possibly remote) server's API.
+//! The CLI side of the control plane: `faas deploy|list|get|rollback|delete` and
+//! [`config`] (`faas config get|set|unset`) as calls to a (possibly remote) server's API.
+
+pub mod config;
 
 use crate::model::limits::{Limits, parse_bytes, parse_duration};
 use crate::model::outbound::OutboundSpec;
@@ -93,6 +95,8 @@ pub struct DeployArgs {
     /// Time an outgoing request may wait for the response's first byte, e.g. 10s.
     #[arg(long, value_parser = parse_duration)]
     pub outbound_timeout: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub values: config::ValueArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -183,9 +187,11 @@ impl Client {
         };
         let file_name =
             args.file.file_name().map_or_else(|| "component.wasm".into(), |n| n.to_string_lossy().into_owned());
-        let form = Form::new()
-            .text("config", serde_json::to_string(&spec)?)
-            .part("component", Part::bytes(bytes).file_name(file_name).mime_str("application/wasm")?);
+        let mut form = Form::new().text("config", serde_json::to_string(&spec)?);
+        if !args.values.is_empty() {
+            form = form.text("values", args.values.to_json(&[]).to_string());
+        }
+        let form = form.part("component", Part::bytes(bytes).file_name(file_name).mime_str("application/wasm")?);
         self.send(self.http.post(self.url(&format!("/v1/functions/{}/versions", args.name))).multipart(form)).await
     }
 

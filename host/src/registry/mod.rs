@@ -1,17 +1,24 @@
 //! [`Registry`]: function name → active version ([`LoadedFunction`], holding its `ProxyPre`) and
 //! the route table the data plane reads. Deploy, rollback and delete go through here: they persist
 //! first, then swap the in-memory state atomically, so in-flight requests finish on the version
-//! they started with.
+//! they started with. Variables and secrets ([`config`]) change the same way.
+
+mod config;
+
+pub use config::ConfigView;
 
 use crate::capabilities::Access;
 use crate::model::names::validate_name;
 use crate::model::routes::{RoutePattern, RouteTable};
+use crate::model::secrets::SecretKey;
 use crate::model::spec::{DeploySpec, SpecError};
+use crate::model::variables::ConfigChange;
 use crate::runtime::concurrency::ConcurrencyLimiter;
 use crate::runtime::engine::CompileCache;
 use crate::runtime::function::LoadedFunction;
 use crate::runtime::invoker::Invoker;
 use crate::runtime::outbound::Outbound;
+use crate::runtime::state::FunctionConfig;
 use crate::runtime::state::HostState;
 use crate::runtime::validate::{self, Handlers, ValidationError};
 use crate::store::postgres::Notice;
@@ -32,6 +39,9 @@ pub enum RegistryError {
     Spec(#[from] SpecError),
     #[error("{0}")]
     InvalidSpec(String),
+    /// A variable or secret breaks a rule (key name, size) or an unset names no key.
+    #[error("{0}")]
+    InvalidConfig(String),
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error("route `{route}` is already served by function `{owner}`")]
@@ -87,6 +97,8 @@ pub struct Registry {
     changes: tokio::sync::watch::Sender<u64>,
     /// Whether the server has Kafka brokers, without which a Kafka trigger cannot run.
     kafka_enabled: bool,
+    /// Seals and opens the functions' secrets.
+    secret_key: Arc<SecretKey>,
 }
 
 impl Registry {
@@ -97,6 +109,7 @@ impl Registry {
         cache: CompileCache,
         invoker: Arc<Invoker>,
         max_component_bytes: usize,
+        secret_key: Arc<SecretKey>,
     ) -> Result<Self, RegistryError> {
         let registry = Self {
             store,
@@ -108,6 +121,7 @@ impl Registry {
             snapshot: Default::default(),
             changes: tokio::sync::watch::Sender::new(0),
             kafka_enabled: false,
+            secret_key,
         };
         let mut active = registry.active.lock().await;
         for function in registry.store.functions().await? {
@@ -154,8 +168,16 @@ impl Registry {
         self.max_component_bytes
     }
 
-    /// Validates, stores and activates a new version: all or nothing.
-    pub async fn deploy(&self, name: &str, spec: DeploySpec, bytes: Vec<u8>) -> Result<Deployed, RegistryError> {
+    /// Validates, stores and activates a new version: all or nothing. `change` (the deploy's
+    /// variables and secrets) applies on top of the active version's config, into a new config
+    /// version; an empty change keeps the active version's config.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        spec: DeploySpec,
+        bytes: Vec<u8>,
+        change: ConfigChange,
+    ) -> Result<Deployed, RegistryError> {
         validate_name(name).map_err(RegistryError::InvalidName)?;
         let routes = spec.validate(name)?;
         validate::check_bytes(&bytes, self.max_component_bytes)?;
@@ -171,7 +193,8 @@ impl Registry {
 
         let mut active = self.active.lock().await;
         check_kafka_group(&active, name, &spec).map_err(RegistryError::InvalidSpec)?;
-        if let Some(current) = active.get(name).filter(|c| c.sha256 == sha256 && c.spec == spec) {
+        let current = active.get(name).filter(|c| c.sha256 == sha256 && c.spec == spec && change.is_empty());
+        if let Some(current) = current {
             let record = self.store.function(name).await?;
             if let Some(version) =
                 record.as_ref().and_then(|r| r.versions.iter().find(|v| v.version == current.version))
@@ -180,10 +203,15 @@ impl Registry {
             }
         }
         check_routes(&active, name, &routes)?;
-        let version =
-            self.store.insert_version(name, NewVersion { sha256: &sha256, spec: &spec, component: &bytes }).await?;
+        let config = match change.is_empty() {
+            true => None,
+            false => Some(self.changed_config(name, &change).await?),
+        };
+        let new = NewVersion { sha256: &sha256, spec: &spec, component: &bytes, config: config.as_ref() };
+        let version = self.store.insert_version(name, new).await?;
         self.cache.save(&sha256, &component).await;
-        let loaded = LoadedFunction::new(name, &version, handlers, routes)?;
+        let opened = self.open_config(name, version.version, version.config_version, config.as_ref()).await?;
+        let loaded = LoadedFunction::new(name, &version, handlers, routes, opened)?;
         active.insert(name.to_owned(), Arc::new(loaded));
         self.publish(&active);
         tracing::info!(function = name, version = version.version, sha256 = %sha256, "deployed");
@@ -226,13 +254,13 @@ impl Registry {
         let mut active = self.active.lock().await;
         let stored = self.store.function(name).await?;
         let wanted = stored.as_ref().and_then(FunctionRecord::active);
-        let current = active.get(name).map(|f| f.version);
+        let current = active.get(name).map(|f| (f.version, f.config.version));
         match wanted {
             None if current.is_some() => {
                 active.remove(name);
                 tracing::info!(function = name, "removed: deleted on another node");
             }
-            Some(version) if current != Some(version.version) => {
+            Some(version) if current != Some((version.version, version.config_version)) => {
                 let loaded = self.load(name, version).await?;
                 check_routes(&active, name, &loaded.routes)?;
                 active.insert(name.to_owned(), loaded);
@@ -283,7 +311,8 @@ impl Registry {
         };
         let pre =
             validate::check_component(self.invoker.linker(), &component).map_err(|e| load_error(e.to_string()))?;
-        Ok(Arc::new(LoadedFunction::new(name, version, pre, routes)?))
+        let config = self.open_config(name, version.version, version.config_version, None).await?;
+        Ok(Arc::new(LoadedFunction::new(name, version, pre, routes, config)?))
     }
 
     /// Swaps in a route table built from the active functions.
@@ -301,6 +330,7 @@ impl LoadedFunction {
         version: &VersionRecord,
         handlers: Handlers<HostState>,
         routes: Vec<RoutePattern>,
+        config: Arc<FunctionConfig>,
     ) -> Result<Self, RegistryError> {
         let limits = version.spec.limits;
         let outbound = Outbound::new(name.into(), &version.spec.outbound).map_err(|e| RegistryError::Load {
@@ -323,6 +353,7 @@ impl LoadedFunction {
             limiter: ConcurrencyLimiter::new(limits.max_concurrency, limits.max_queue),
             outbound: Arc::new(outbound),
             routes,
+            config,
         })
     }
 }
