@@ -357,8 +357,24 @@ async fn sagas_survive_a_node_paused_past_its_timeout() {
             on_a.into_iter().chain(on_b).collect::<HashMap<_, _>>()
         })
     };
-    for _ in 0..2 {
+    let node_a = std::fs::read_to_string(a.data_dir.join("node-id")).unwrap();
+    for round in 0..2 {
         tokio::time::sleep(Duration::from_millis(300 + rng.below(500))).await;
+        if round == 0 {
+            // On a loaded machine the orders may start late: freeze A only once it has a saga of
+            // its own in flight, so there is something for B to take over.
+            eventually("node A runs a saga", Duration::from_secs(30), async || {
+                let (_, list) = a.get_json("/v1/sagas?status=running&limit=1000").await;
+                for saga in list["sagas"].as_array().into_iter().flatten() {
+                    let (_, view) = a.get_json(&format!("/v1/sagas/{}", saga["id"].as_str().unwrap())).await;
+                    if view["owner"] == node_a.trim() {
+                        return Ok(());
+                    }
+                }
+                Err(list.to_string())
+            })
+            .await;
+        }
         a.pause();
         tokio::time::sleep(Duration::from_millis(2500)).await;
         a.resume();
