@@ -7,13 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+# Each step says when it started, so a slow CI run shows where its time went.
+step() { echo "==> [$(date +%T)] $*" >&2; }
+step "start"
 
 ensure_wasm_target
 
 # --- PostgreSQL: a private cluster on a free port, removed when the run ends -----------------
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 if [ -z "$(pg_bin)" ]; then
-  echo "==> installing PostgreSQL from Debian's packages" >&2
+  step "installing PostgreSQL from Debian's packages"
   if [ "$(id -u)" = 0 ]; then sudo_=""; else sudo_="sudo"; fi
   $sudo_ apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq postgresql
@@ -33,7 +36,7 @@ cleanup() {
   rm -rf "$PG_DIR"
 }
 trap cleanup EXIT
-echo "==> starting PostgreSQL on 127.0.0.1:$PG_PORT" >&2
+step "starting PostgreSQL on 127.0.0.1:$PG_PORT"
 as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync >/dev/null
 as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w \
   -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
@@ -41,13 +44,13 @@ export FAAS_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 
 # --- Kafka: the tests start their own brokers (scripts/kafka.sh run); fetch the jars up front ---
 command -v java >/dev/null || { echo "Java 17+ is needed for the Kafka tests" >&2; exit 1; }
-echo "==> fetching Apache Kafka (cached after the first run)" >&2
+step "fetching Apache Kafka (cached after the first run)"
 scripts/kafka.sh fetch
 
 # --- Lint, build and test ---------------------------------------------------------------------
-echo "==> cargo fmt --check" >&2
+step "cargo fmt --check"
 cargo fmt --all --check
-echo "==> host modules stack in one direction (no import cycles)" >&2
+step "host modules stack in one direction (no import cycles)"
 python3 scripts/module-cycles.py
 build_functions
 # The suite uses these components instead of building them again.
@@ -60,14 +63,14 @@ clippy_driver=$(rustup which clippy-driver 2>/dev/null || command -v clippy-driv
 export RUSTC_WORKSPACE_WRAPPER="$clippy_driver" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 # One build of every target (benches and examples too, so they compile and are linted) in one
 # cargo invocation: the same dependency features for all, so nothing is compiled twice.
-echo "==> building every target (through clippy, warnings are errors)" >&2
+step "building every target (through clippy, warnings are errors)"
 cargo test --workspace --lib --bins --tests --benches --examples --no-run
-echo "==> cargo test" >&2
+step "cargo test"
 # Not --all-targets: that would run the benches and skip doc tests, which run next.
 cargo test --workspace --lib --bins --tests "$@"
 unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
-echo "==> cargo test --doc (the SDK's examples)" >&2
+step "cargo test --doc (the SDK's examples)"
 cargo test -p faas-sdk --doc "$@"
 # The example functions' domain logic also runs natively (the SDK has an in-memory store there).
-echo "==> cargo test (functions, native)" >&2
+step "cargo test (functions, native)"
 (cd functions && cargo test -p bank-account --target-dir ../target/functions-native "$@")
