@@ -5,7 +5,7 @@
 //! subdomain, not the domain itself), `http://127.0.0.1:9000`. The port defaults to the
 //! scheme's (80, 443). A host that resolves to a loopback, private, link-local or metadata
 //! address is refused unless an entry names that address literally (see
-//! [`is_internal`] and [`OutboundSpec::allows_literal`]).
+//! [`is_internal`] and [`AllowList::names_address`]).
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -202,11 +202,6 @@ impl AllowList {
         self.0.iter().any(|o| o.matches(https, host, port))
     }
 
-    /// Whether an entry names `address` literally (so it may be reached although internal).
-    pub fn allows_literal(&self, address: IpAddr, port: u16) -> bool {
-        self.0.iter().any(|o| o.port == port && o.host == HostPattern::Address(address))
-    }
-
     /// Whether an entry names `address` literally, on any port: a name resolving to it may then
     /// be connected to (the resolver does not know the port).
     pub fn names_address(&self, address: IpAddr) -> bool {
@@ -286,8 +281,8 @@ mod tests {
         assert!(!l.allows(true, "evilsvc.example", 443));
         assert!(l.allows(false, "127.0.0.1", 9000));
         assert!(!l.allows(false, "127.0.0.1", 9001));
-        assert!(l.allows_literal("127.0.0.1".parse().unwrap(), 9000));
-        assert!(!l.allows_literal("127.0.0.1".parse().unwrap(), 9001));
+        assert!(l.names_address("127.0.0.1".parse().unwrap()));
+        assert!(!l.names_address("127.0.0.2".parse().unwrap()));
         assert!(!list(&[]).allows(true, "api.example.com", 443), "nothing by default");
     }
 
