@@ -86,15 +86,27 @@ impl Drop for Broker {
 }
 
 /// A port whose successor (the controller's port) is free too.
+///
+/// Taken below the kernel's ephemeral range (32768–60999 on Linux), which is where `bind(0)`
+/// listeners and the source ports of outgoing connections come from: a broker restarted on its
+/// port (a kill/restart test) would otherwise find it taken by some client's connection in the
+/// meantime. A counter keeps the tests of this process from handing out one port twice.
 fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = first.local_addr().expect("addr").port();
-        if port < 65535 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Different test processes (rare: one suite at a time) start at different places.
+    let offset = (std::process::id() % u32::from(SPAN / 2)) as u16 * 2;
+    for _ in 0..SPAN / 2 {
+        let step = NEXT.fetch_add(2, Ordering::Relaxed);
+        let port = FIRST + (offset + step) % SPAN;
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(port) && free(port + 1) {
             return port;
         }
     }
-    panic!("no free port pair");
+    panic!("no free port pair in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// A unique topic name for one test.
