@@ -43,7 +43,11 @@ export FAAS_ADMIN_URL="http://$admin"
 for f in payments inventory shipping; do
   "$faas" deploy "$f" "$wasm/$f.wasm" --route "/$f/..." >/dev/null
 done
-"$faas" deploy orders "$wasm/orders.wasm" --route /orders --route '/orders/...' >/dev/null
+# The order saga's last step: a webhook signed with a secret, here to the echo function.
+webhook_secret=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+"$faas" deploy notifier "$wasm/notifier.wasm" --route /notifier --allow-outbound "http://$listen" \
+  --var "WEBHOOK_URL=http://$listen/echo/webhook" --secret "WEBHOOK_SECRET=$webhook_secret" >/dev/null
+"$faas" deploy orders "$wasm/orders.wasm" --route /orders --route '/orders/...' --var NOTIFY_FUNCTION=notifier >/dev/null
 "$faas" deploy bank-east "$wasm/ledger.wasm" --route '/bank-east/...' >/dev/null
 "$faas" deploy bank-west "$wasm/ledger.wasm" --route '/bank-west/...' >/dev/null
 # Outgoing HTTP is denied unless allowed: this one may call the platform's own data plane.
@@ -72,7 +76,7 @@ faas is running (data plane http://$listen, control plane http://$admin).
   curl -XPOST 'http://$listen/payments/accounts/alice/deposit?amount=1000'
   curl -XPOST 'http://$listen/inventory/items/book/restock?qty=5'
   curl -d '{"order_id":"o-1","customer":"alice","sku":"book","qty":2,"amount":300,"address":"1 Main St"}' http://$listen/orders
-  curl http://$admin/v1/sagas
+  curl http://$admin/v1/sagas                 # the notify step: a signed webhook to /echo/webhook
   # two-phase commit between two ledgers
   curl -XPOST 'http://$listen/bank-east/accounts/alice/deposit?amount=100'
   curl -d '{"from":"alice","to_function":"bank-west","to":"bob","amount":60}' http://$listen/bank-east/transfer

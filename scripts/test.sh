@@ -79,4 +79,4 @@ step "cargo test --doc (the SDK's examples)"
 cargo test -p faas-sdk --doc "$@"
 # The example functions' domain logic also runs natively (the SDK has an in-memory store there).
 step "cargo test (functions, native)"
-(cd functions && cargo test -p bank-account --target-dir ../target/functions-native "$@")
+(cd functions && cargo test -p bank-account -p notifier --target-dir ../target/functions-native "$@")

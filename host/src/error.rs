@@ -85,6 +85,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::FunctionNotFound(_) | StoreError::VersionNotFound { .. } => Self::not_found(error.to_string()),
+            StoreError::Moved(m) => Self::new(StatusCode::CONFLICT, "conflict", format!("{m}; try again")),
             other => Self::internal(other),
         }
     }

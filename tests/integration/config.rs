@@ -3,7 +3,7 @@
 //! changed without a redeploy, restored by a rollback, kept by an invocation in flight; secret
 //! values never in the API, the CLI, the server log (guest output is redacted), the SQLite file
 //! or the PostgreSQL tables; bad keys and values refused with 400s; a wrong master key refused
-//! at start-up.
+//! at start-up; concurrent changes through two nodes all kept.
 
 use crate::backend_tests;
 use crate::support::{Backend, Database, FAAS, Options, Server, components, error_of, eventually};
@@ -134,6 +134,11 @@ async fn variables_and_secrets_reach_the_guest_and_nothing_else(backend: Backend
     let (status, all) = server.get_json_data("/config-echo").await;
     assert_eq!(status, 200);
     assert_eq!(all, json!({"API_KEY": SECRET_ENV_VALUE, "GREETING": "hi", "MODE": "a=b", "TOKEN": SECRET_FILE_VALUE}));
+    // Components built for wasmCloud (`wasi:config/store@0.2.0-draft`) and Spin 3
+    // (`…@0.2.0-draft-2024-09-27`) read the same values.
+    assert_eq!(server.call("/config-echo/draft/GREETING").await, (200, "hi".into()));
+    assert_eq!(server.call("/config-echo/draft-2024/TOKEN").await, (200, SECRET_FILE_VALUE.into()));
+    assert_eq!(server.call("/config-echo/draft/NOPE").await.0, 404);
 
     // The API and the CLI show variables and secret names, never a secret's value.
     let (status, config) = server.get_json("/v1/functions/config-echo/config").await;
@@ -156,6 +161,14 @@ async fn variables_and_secrets_reach_the_guest_and_nothing_else(backend: Backend
     assert_eq!(server.call("/config-echo/print/GREETING").await, (200, "printed".into()));
     server.wait_for_log("GREETING=hi").await;
     server.wait_for_log("TOKEN=[redacted]").await;
+    // A long line is logged in 8 KiB pieces, and the guest writes this one in two parts, the
+    // first ending inside the secret: no piece boundary may cut a secret in two unredacted halves.
+    let pad = 8192 - "TOKEN=".len() - 4;
+    let split = "TOKEN=".len() + 10;
+    let path = format!("/config-echo/print/TOKEN?pad={pad}&split={split}");
+    assert_eq!(server.call(&path).await, (200, "printed".into()));
+    server.wait_for_log(&format!("{}TOKEN=", "x".repeat(64))).await;
+    server.wait_for_log("[redacted]").await;
 
     // Changed without a redeploy: each change a new config version of the same function version.
     let out = cli_ok(
@@ -226,6 +239,10 @@ async fn variables_and_secrets_reach_the_guest_and_nothing_else(backend: Backend
     for secret in secrets {
         assert!(!logs.contains(secret), "{secret} is in the server log:\n{logs}");
     }
+    // Nor any part of one: every secret here starts with `s3cr3t`, and the long line's first
+    // piece (8 KiB) would end 4 or more bytes into TOKEN's value if it were cut at its size.
+    assert!(!logs.contains("s3cr3t"), "a piece of a secret is in the server log:\n{logs}");
+    assert!(!logs.contains(&format!("TOKEN={}", &SECRET_FILE_VALUE[..4])), "a piece of a secret is in the server log");
     if backend == Backend::Sqlite {
         assert!(!std::fs::read_to_string(&key_file).unwrap().is_empty());
     }
@@ -327,6 +344,25 @@ async fn config_changes_reach_other_nodes(backend: Backend) {
         if seen == (200, "shared".to_owned()) { Ok(()) } else { Err(format!("{seen:?}")) }
     })
     .await;
+    // Changes to different keys made at once through both nodes: none lost, one config version
+    // each (a change computed from a config another node replaced meanwhile is redone).
+    let (_, before) = a.get_json("/v1/functions/config-echo/config").await;
+    let changes = (0..24).map(|i| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        async move { patch(node, json!({"variables": {format!("K{i}"): i.to_string()}})).await }
+    });
+    for (status, body) in futures::future::join_all(changes).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    for node in [&a, &b] {
+        let (_, config) = node.get_json("/v1/functions/config-echo/config").await;
+        let variables = config["variables"].as_object().unwrap();
+        let missing: Vec<_> =
+            (0..24).filter(|i| variables.get(&format!("K{i}")) != Some(&json!(i.to_string()))).collect();
+        assert!(missing.is_empty(), "changes lost: K{missing:?} in {config}");
+        assert_eq!(config["config_version"].as_u64(), before["config_version"].as_u64().map(|v| v + 24), "{config}");
+    }
+
     // A node with another key refuses to start, saying why.
     let dir = tempfile::tempdir().unwrap();
     let other = "E".repeat(43) + "=";
@@ -348,7 +384,7 @@ async fn config_changes_reach_other_nodes(backend: Backend) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("resealed 1 config versions"), "{}", text(&out));
+    assert!(text(&out).contains("resealed 25 config versions"), "{}", text(&out)); // 1 + the 24 above
     let options =
         Options { database_url: db.url.clone(), extra_args: vec!["--secret-key".into(), other], ..Default::default() };
     let c = Server::start_with(options).await;

@@ -1,6 +1,8 @@
 //! Sagas end to end, with the seed's order scenario: `orders` starts payment → inventory →
 //! shipping (functions/payments, inventory, shipping, orders), the host runs and journals it.
 //! Outcomes are checked in the participants' own event streams, read through the admin API.
+//! With `NOTIFY_FUNCTION` set, the saga's last step calls functions/notifier, which reaches a
+//! webhook receiver this test runs, through its outbound allow-list and signed with a secret.
 
 use crate::backend_tests;
 use crate::support::{Backend, Database, Options, Server, components, eventually, spec};
@@ -16,6 +18,7 @@ backend_tests!(
     transient_failures_are_retried_then_compensated,
     stuck_compensations_wait_for_an_operator,
     sagas_survive_kill_9_at_random_points,
+    a_completed_order_is_announced_by_a_signed_webhook,
 );
 
 /// Deploys the four order functions; one customer `alice` with 1000, `book` with 5 in stock.
@@ -638,4 +641,112 @@ async fn sigterm_lets_the_step_in_hand_finish_and_the_saga_resumes_after_it() {
         assert_eq!(step["attempts"], 1, "a step in hand at SIGTERM ran again: {view}");
     }
     assert_eq!(saga_events(&server, "payments", "account-c1", &id).await, ["Deducted"]);
+}
+
+const HOOK_SECRET: &str = "whsec-7d41c0a9e2b8";
+
+/// A webhook receiver on 127.0.0.1: records every delivery; answers each delivery id's first
+/// attempt with `first` (then 200).
+struct Webhook {
+    origin: String,
+    deliveries: Deliveries,
+}
+
+type Deliveries = std::sync::Arc<parking_lot::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+impl Webhook {
+    async fn start(first: u16) -> Self {
+        let deliveries: Deliveries = Default::default();
+        let seen = deliveries.clone();
+        let app = axum::Router::new().route(
+            "/hooks/orders",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let mut seen = seen.lock();
+                    let again = seen.iter().any(|(h, _)| h.get("x-faas-delivery") == headers.get("x-faas-delivery"));
+                    seen.push((headers, body.to_vec()));
+                    axum::http::StatusCode::from_u16(if again { 200 } else { first }).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { origin, deliveries }
+    }
+}
+
+/// Sets a function's variables and secrets (`PATCH /v1/functions/{name}/config`).
+async fn configure(server: &Server, name: &str, values: Value) {
+    let response = server
+        .admin_request(Method::PATCH, &format!("/v1/functions/{name}/config"))
+        .json(&values)
+        .send()
+        .await
+        .expect("PATCH config");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+}
+
+/// The notifier, allowed to reach `hook` and pointed at it; orders told to notify through it.
+async fn notify_through(server: &Server, hook: &Webhook) {
+    let spec = json!({ "triggers": { "http": ["/notifier"] }, "outbound": { "allow": [hook.origin] } });
+    server.deploy_ok("notifier", components().bytes("notifier"), spec).await;
+    let url = format!("{}/hooks/orders", hook.origin);
+    configure(
+        server,
+        "notifier",
+        json!({ "variables": { "WEBHOOK_URL": url }, "secrets": { "WEBHOOK_SECRET": HOOK_SECRET } }),
+    )
+    .await;
+    configure(server, "orders", json!({ "variables": { "NOTIFY_FUNCTION": "notifier" } })).await;
+}
+
+fn signature(body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn a_completed_order_is_announced_by_a_signed_webhook(backend: Backend) {
+    let server = Server::start(backend).await;
+    shop(&server).await;
+    stock(&server, "alice", 1000, "book", 5).await;
+    let hook = Webhook::start(503).await;
+    notify_through(&server, &hook).await;
+    let (_, shown) = server.get_json_data("/notifier").await;
+    assert_eq!(shown["signed"], true, "{shown}");
+
+    // The receiver's first answer is a 503: the step is retried, with the same delivery id.
+    let (status, body) = server.post_json("/orders", &order("o-n1", "alice", "book", 2, 300, "1 Main St")).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["saga_id"].as_str().unwrap().to_owned();
+    let report = saga(&server, &id).await;
+    assert_eq!(step_field(&report, "notify", "status"), "succeeded", "{report}");
+    assert_eq!(step_field(&report, "notify", "attempts"), 2, "{report}");
+    let deliveries = hook.deliveries.lock().clone();
+    assert_eq!(deliveries.len(), 2, "the refused delivery and its retry");
+    for (headers, body) in &deliveries {
+        assert_eq!(headers["x-faas-delivery"], format!("{id}/notify").as_str());
+        assert_eq!(headers["x-faas-signature"], signature(body).as_str(), "signed with the function's secret");
+        let event: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!((event["event"].as_str(), event["order_id"].as_str()), (Some("order.completed"), Some("o-n1")));
+        assert_eq!(event["amount"], 300);
+    }
+    assert_eq!(balance(&server, "alice").await, 700);
+
+    // A receiver that refuses for good (400): retrying cannot help, the step fails at once and
+    // the order is compensated: payment refunded, stock released.
+    let refusing = Webhook::start(400).await;
+    notify_through(&server, &refusing).await;
+    let (status, body) = server.post_json("/orders", &order("o-n2", "alice", "book", 1, 100, "1 Main St")).await;
+    assert_eq!(status, 409, "{body}");
+    let report = saga(&server, body["saga_id"].as_str().unwrap()).await;
+    assert_eq!(step_field(&report, "notify", "attempts"), 1, "{report}");
+    assert!(step_field(&report, "notify", "last_error").as_str().unwrap().contains("400"), "{report}");
+    assert_eq!(refusing.deliveries.lock().len(), 1);
+    assert_eq!(balance(&server, "alice").await, 700);
+    assert_eq!(in_stock(&server, "book").await, 3);
+    assert!(!server.logs().contains(HOOK_SECRET), "the webhook secret is in the server log");
 }

@@ -9,9 +9,13 @@
 //! - otherwise wait up to `?wait_ms=` (default 10000): `201` completed, `409` compensated (the
 //!   body says why), `500` stuck, `202` still running.
 //! - `GET /orders/<saga-id>`: the saga's state.
+//!
+//! Deployed with `--var NOTIFY_FUNCTION=notifier`, the saga gains a last step, `notify`, that
+//! runs that function with `{"event":"order.completed",...}` (functions/notifier: a signed
+//! webhook). It has no compensation and comes after everything that can be undone.
 
 use faas_sdk::saga::{self, Saga, SagaState, SagaStatus, Step};
-use faas_sdk::{IntoResponse, Request, RequestExt, Response, StatusCode, http_handler, json};
+use faas_sdk::{IntoResponse, Request, RequestExt, Response, StatusCode, config, http_handler, json};
 use serde::{Deserialize, Serialize};
 use serde_json::json as j;
 use std::time::Duration;
@@ -40,12 +44,27 @@ fn saga_for(order: &Order) -> Saga {
     let items = j!({ "sku": order.sku, "qty": order.qty, "delay_ms": delay });
     let shipment = j!({ "order": order.order_id, "address": order.address, "flaky_attempts": order.flaky_attempts, "delay_ms": delay });
     let backoff = Duration::from_millis(50);
-    Saga::new("order", &order.order_id)
+    let saga = Saga::new("order", &order.order_id)
         .input_json(order)
         .max_compensation_attempts(3)
         .step(Step::json("payment", "payments", &payment).compensate_json("payments", &payment).backoff(backoff))
         .step(Step::json("inventory", "inventory", &items).compensate_json("inventory", &items).backoff(backoff))
-        .step(Step::json("shipping", "shipping", &shipment).compensate_json("shipping", &shipment).backoff(backoff))
+        .step(Step::json("shipping", "shipping", &shipment).compensate_json("shipping", &shipment).backoff(backoff));
+    match config::get("NOTIFY_FUNCTION") {
+        Some(notifier) => {
+            let event = j!({
+                "event": "order.completed",
+                "order_id": order.order_id,
+                "customer": order.customer,
+                "sku": order.sku,
+                "qty": order.qty,
+                "amount": order.amount,
+            });
+            // A webhook receiver may be down for a while: more attempts, a longer backoff.
+            saga.step(Step::json("notify", &notifier, &event).max_attempts(5).backoff(Duration::from_millis(200)))
+        }
+        None => saga,
+    }
 }
 
 fn state_json(state: &SagaState) -> serde_json::Value {

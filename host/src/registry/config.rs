@@ -16,6 +16,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// How often a config change is recomputed after losing a race with a change on another node.
+const MAX_CONFIG_RETRIES: u32 = 16;
+
 /// A function's config as the API shows it: never a secret's value.
 #[derive(Debug, Serialize)]
 pub struct ConfigView {
@@ -54,8 +57,21 @@ impl Registry {
         }
         let mut active = self.active.lock().await;
         self.function(name).await?;
-        let next = self.changed_config(name, &change).await?;
-        self.store.set_config(name, &next).await?;
+        // The lock above orders changes made through this node; one through another node may
+        // land between the read and the write, so the write is a compare-and-set, redone on
+        // the new state when it loses (a change to other keys then keeps both).
+        let mut attempt = 0;
+        loop {
+            let (based_on, next) = self.changed_config(name, &change).await?;
+            match self.store.set_config(name, based_on, &next).await {
+                Ok(_) => break,
+                Err(StoreError::Moved(why)) if attempt < MAX_CONFIG_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(function = name, attempt, "{why}; applying the change again");
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
         let function = self.function(name).await?;
         let version = function.active().ok_or_else(|| StoreError::FunctionNotFound(name.to_owned()))?;
         let loaded = self.load(name, version).await?;
@@ -67,17 +83,20 @@ impl Registry {
         self.config(name).await
     }
 
-    /// The active version's stored config with `change` applied (secrets sealed).
+    /// The active version's config version and its stored config with `change` applied
+    /// (secrets sealed).
     pub(super) async fn changed_config(
         &self,
         name: &str,
         change: &ConfigChange,
-    ) -> Result<StoredConfig, RegistryError> {
+    ) -> Result<(Option<u32>, StoredConfig), RegistryError> {
         let current = self.store.function(name).await?.and_then(|f| f.active().and_then(|v| v.config_version));
         let base = self.stored_config(name, current).await?;
         let key = &self.secret_key;
-        base.apply(change, |k, v| key.seal(&secrets::context(name, k), v.as_bytes()), secrets::sealed_len)
-            .map_err(RegistryError::InvalidConfig)
+        let next = base
+            .apply(change, |k, v| key.seal(&secrets::context(name, k), v.as_bytes()), secrets::sealed_len)
+            .map_err(RegistryError::InvalidConfig)?;
+        Ok((current, next))
     }
 
     async fn stored_config(&self, name: &str, version: Option<u32>) -> Result<StoredConfig, RegistryError> {

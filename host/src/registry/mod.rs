@@ -205,7 +205,9 @@ impl Registry {
         check_routes(&active, name, &routes)?;
         let config = match change.is_empty() {
             true => None,
-            false => Some(self.changed_config(name, &change).await?),
+            // A new version with its own config: it becomes active and runs with what it was
+            // given, whatever another node changed meanwhile, so no compare-and-set here.
+            false => Some(self.changed_config(name, &change).await?.1),
         };
         let new = NewVersion { sha256: &sha256, spec: &spec, component: &bytes, config: config.as_ref() };
         let version = self.store.insert_version(name, new).await?;

@@ -71,6 +71,9 @@ impl LineBuffer {
             self.written = MAX_OUTPUT_PER_INVOCATION;
             self.pending.extend_from_slice(bytes);
             self.emit_lines();
+            // What follows the cut is dropped, so a secret's first bytes before it must go too.
+            let cut = safe_cut(&self.pending, self.pending.len(), &self.tags.secrets);
+            self.pending.truncate(cut);
             self.emit_rest();
             let t = &self.tags;
             tracing::warn!(function = %t.function, version = t.version, request_id = %t.request_id,
@@ -80,8 +83,15 @@ impl LineBuffer {
         self.written += bytes.len();
         self.pending.extend_from_slice(bytes);
         self.emit_lines();
-        if self.pending.len() >= MAX_LINE {
-            self.emit_rest();
+        // Secrets are longest first; a piece must be able to hold the longest whole.
+        let limit = MAX_LINE.max(self.tags.secrets.first().map_or(0, String::len));
+        while self.pending.len() >= limit {
+            let cut = safe_cut(&self.pending, limit, &self.tags.secrets);
+            if cut == 0 {
+                break; // only overlapping secrets get here: wait for the line's end
+            }
+            let piece: Vec<u8> = self.pending.drain(..cut).collect();
+            self.emit(&piece);
         }
     }
 
@@ -112,8 +122,43 @@ impl LineBuffer {
     }
 }
 
-/// `line` with every secret value replaced. A value is found only whole within one logged line
-/// (a line over `MAX_LINE` is logged in pieces, and a value cut by a piece boundary is not).
+/// Where to cut `pending` (a line too long to log whole) at most `limit` bytes in: never inside
+/// a secret, which would then be logged in two halves, neither redacted, and never before a tail
+/// that may be the start of a secret still being written; nor inside a UTF-8 character. With
+/// `limit` at least the longest secret, the cut is past 0 whenever `pending` reaches `limit`.
+fn safe_cut(pending: &[u8], limit: usize, secrets: &[String]) -> usize {
+    let len = pending.len();
+    let mut cut = limit.min(len);
+    loop {
+        let before = cut;
+        for secret in secrets.iter().map(|s| s.as_bytes()) {
+            let l = secret.len();
+            // A whole occurrence starting before the cut and ending after it.
+            let (from, to) = (cut.saturating_sub(l - 1), len.min(cut + l - 1));
+            if let Some(at) = pending.get(from..to).and_then(|window| find(window, secret)) {
+                cut = cut.min(from + at);
+            }
+            // A tail shorter than the secret that is its beginning: the rest may follow.
+            if let Some(start) = (len.saturating_sub(l - 1)..cut).find(|&at| secret.starts_with(&pending[at..])) {
+                cut = start;
+            }
+        }
+        if cut == before {
+            break;
+        }
+    }
+    while cut > 0 && cut < len && (pending[cut] & 0xC0) == 0x80 {
+        cut -= 1;
+    }
+    cut
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `line` with every secret value replaced (pieces of a long line are cut around secrets, see
+/// [`safe_cut`], so a value is always whole within what is redacted).
 fn redact<'a>(line: &'a str, secrets: &[String]) -> std::borrow::Cow<'a, str> {
     let mut line = std::borrow::Cow::Borrowed(line);
     for secret in secrets {
@@ -207,5 +252,18 @@ mod tests {
         let secrets = vec!["hunter22".to_owned(), "abc".to_owned()];
         assert_eq!(super::redact("token=hunter22; abc!", &secrets), "token=[redacted]; [redacted]!");
         assert!(matches!(super::redact("nothing here", &secrets), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_long_line_is_never_cut_inside_a_secret() {
+        let secrets = vec!["s3cr3t-value".to_owned()];
+        // Whole occurrence across the limit: cut before it.
+        let line = b"aaaaaaaaas3cr3t-value";
+        assert_eq!(super::safe_cut(line, 12, &secrets), 9);
+        // A tail that may be the start of the secret: held back.
+        assert_eq!(super::safe_cut(b"aaaas3cr", 8, &secrets), 4);
+        // Nothing in the way: cut at the limit; never inside a UTF-8 character.
+        assert_eq!(super::safe_cut(b"aaaaaaaaaaaa", 8, &secrets), 8);
+        assert_eq!(super::safe_cut("aaaaaaaé".as_bytes(), 8, &[]), 7);
     }
 }

@@ -109,12 +109,13 @@ pub struct Invoker {
 
 impl Invoker {
     /// Links all of WASI 0.2 (Rust's std imports `wasi:cli` beyond the `wasi:http/proxy` set)
-    /// `wasi:http` and `wasi:config` (the function's variables and secrets).
+    /// `wasi:http` and `wasi:config` (the function's variables and secrets; also its drafts).
     pub fn new(engine: &Engine, metrics: Metrics, capabilities: Arc<Capabilities>) -> anyhow::Result<Self> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         wasmtime_wasi_config::add_to_linker(&mut linker, HostState::config)?;
+        super::config_draft::add_to_linker(&mut linker)?;
         crate::capabilities::add_to_linker(&mut linker, HostState::platform)?;
         Ok(Self { linker, metrics, capabilities })
     }

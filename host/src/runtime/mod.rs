@@ -1,10 +1,12 @@
 //! The sandbox: the only code that enters wasm. The one wasmtime [`engine`] and its compile
 //! cache, what a component must export and import to be deployed ([`validate`]), one function
-//! ready to run ([`function`]), the per-instance [`state`], what a guest may touch of the host
+//! ready to run ([`function`]), the per-instance [`state`] (config also through the pre-release
+//! `wasi:config` interfaces, [`config_draft`]), what a guest may touch of the host
 //! ([`guest_io`], and the network through [`outbound`]), per-function [`concurrency`] limits, and the [`invoker`] that runs one
 //! invocation under its limits.
 
 pub mod concurrency;
+pub mod config_draft;
 pub mod engine;
 pub mod function;
 pub mod guest_io;

@@ -52,6 +52,11 @@ impl HostState {
     pub fn config(&mut self) -> wasmtime_wasi_config::WasiConfig<'_> {
         wasmtime_wasi_config::WasiConfig::new(&self.config.values)
     }
+
+    /// The same, for the pre-release `wasi:config` interfaces.
+    pub fn config_entries(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.config.entries
+    }
 }
 
 impl WasiView for HostState {
@@ -73,6 +78,9 @@ pub struct FunctionConfig {
     /// None before any variable or secret was set.
     pub version: Option<u32>,
     pub values: wasmtime_wasi_config::WasiConfigVariables,
+    /// The same values, for the pre-release `wasi:config` interfaces wasmtime-wasi-config does
+    /// not link (see `runtime::config_draft`); its map is private.
+    pub entries: std::collections::BTreeMap<String, String>,
     /// The secrets' plaintexts (non-empty, longest first), to redact from guest output.
     pub secrets: Arc<[String]>,
 }
@@ -82,6 +90,8 @@ impl FunctionConfig {
         let mut redact: Vec<String> = secrets.iter().map(|(_, v)| v.clone()).filter(|v| !v.is_empty()).collect();
         redact.sort_by_key(|v| std::cmp::Reverse(v.len()));
         redact.dedup();
-        Self { version, values: variables.into_iter().chain(secrets).collect(), secrets: redact.into() }
+        let entries: std::collections::BTreeMap<String, String> = variables.into_iter().chain(secrets).collect();
+        let values = entries.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        Self { version, values, entries, secrets: redact.into() }
     }
 }

@@ -24,7 +24,8 @@ pub const MESSAGE_HANDLER_EXPORT: &str = "faas:platform/message-handler@0.1";
 pub const PARTICIPANT_EXPORT: &str = "faas:platform/participant@0.1";
 /// Import packages the platform links, with the version prefix it accepts: all of WASI 0.2
 /// (`wasi:cli`, clocks, random, io, filesystem and sockets, empty or denied by default, and
-/// `wasi:http`), `wasi:config` 0.2.0-rc.1, what wasmtime-wasi-config links (variables and secrets) and our own `faas:platform` 0.1.
+/// `wasi:http`), `wasi:config` 0.2.0-rc.1 (what wasmtime-wasi-config links: variables and
+/// secrets) and its `0.2.0-draft…` predecessors, and our own `faas:platform` 0.1.
 const PROVIDED_PACKAGES: &[(&str, &str)] = &[
     ("wasi:cli", "0.2."),
     ("wasi:clocks", "0.2."),
@@ -34,6 +35,7 @@ const PROVIDED_PACKAGES: &[(&str, &str)] = &[
     ("wasi:sockets", "0.2."),
     ("wasi:http", "0.2."),
     ("wasi:config", "0.2.0-rc.1"),
+    ("wasi:config", "0.2.0-draft"),
     ("faas:platform", "0.1."),
 ];
 

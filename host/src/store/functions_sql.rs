@@ -173,6 +173,7 @@ macro_rules! impl_function_store {
             async fn set_config(
                 &self,
                 name: &str,
+                based_on: Option<u32>,
                 config: &$crate::model::variables::StoredConfig,
             ) -> Result<u32, $crate::store::StoreError> {
                 let now = $crate::store::now_ms();
@@ -191,6 +192,20 @@ macro_rules! impl_function_store {
                 let Some((Some(active),)) = row else {
                     return Err($crate::store::StoreError::FunctionNotFound(name.to_owned()));
                 };
+                // Compare and set: `config` was computed from `based_on`; if another change (on
+                // another node) landed since, applying it would lose that change.
+                let (current,): (Option<i64>,) = sqlx::query_as(
+                    "SELECT CAST(config_version AS BIGINT) FROM function_versions WHERE function_name = $1 AND version = $2",
+                )
+                .bind(name)
+                .bind(active as i32)
+                .fetch_one(&mut *tx)
+                .await?;
+                if current.map(|v| v as u32) != based_on {
+                    return Err($crate::store::StoreError::Moved(format!(
+                        "the config of `{name}` changed while this change was being made"
+                    )));
+                }
                 let version = insert_config!(tx, name, config, now);
                 sqlx::query("UPDATE function_versions SET config_version = $3 WHERE function_name = $1 AND version = $2")
                     .bind(name)

@@ -30,6 +30,10 @@ pub enum StoreError {
     /// it over while this one was paused or cut off).
     #[error("{0} is owned by another node now")]
     Fenced(String),
+    /// A compare-and-set lost: what the write was based on changed meanwhile (the caller
+    /// recomputes from the new state and tries again).
+    #[error("{0}")]
+    Moved(String),
     /// The embedded database is open in another process.
     #[error("{0}")]
     InUse(String),
@@ -93,8 +97,10 @@ pub trait FunctionStore: Send + Sync + 'static {
     async fn functions(&self) -> Result<Vec<FunctionRecord>, StoreError>;
     async fn component(&self, name: &str, version: u32) -> Result<Vec<u8>, StoreError>;
     /// Stores a new config version and makes the active function version run with it,
-    /// atomically; returns its number.
-    async fn set_config(&self, name: &str, config: &StoredConfig) -> Result<u32, StoreError>;
+    /// atomically; returns its number. `based_on` is the config version `config` was derived
+    /// from: if the active version runs with another one by now, nothing is written
+    /// ([`StoreError::Moved`]).
+    async fn set_config(&self, name: &str, based_on: Option<u32>, config: &StoredConfig) -> Result<u32, StoreError>;
     /// One stored config version.
     async fn config(&self, name: &str, version: u32) -> Result<StoredConfig, StoreError>;
     /// The database's secret-key check token: `token` if there was none yet, else the stored one.
