@@ -7,6 +7,7 @@ use crate::registry::RegistryError;
 use crate::runtime::invoker::InvokeError;
 use crate::runtime::validate::ValidationError;
 use crate::store::StoreError;
+use crate::triggers::subscriptions::ResetError;
 use axum::Json;
 use axum::extract::multipart::MultipartError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -63,6 +64,11 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is not read: the connection cannot carry another request,
+            // and a client that reused it would see it cut off instead of its next answer.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -87,6 +93,18 @@ impl From<StoreError> for ApiError {
             StoreError::FunctionNotFound(_) | StoreError::VersionNotFound { .. } => Self::not_found(error.to_string()),
             StoreError::Moved(m) => Self::new(StatusCode::CONFLICT, "conflict", format!("{m}; try again")),
             other => Self::internal(other),
+        }
+    }
+}
+
+impl From<ResetError> for ApiError {
+    fn from(error: ResetError) -> Self {
+        match error {
+            e @ ResetError::NoSuchSubscription { .. } => Self::not_found(e.to_string()),
+            e @ (ResetError::NoSubscriptions(_) | ResetError::WhichOne(_) | ResetError::PastHead { .. }) => {
+                Self::bad_request("invalid_reset", e.to_string())
+            }
+            ResetError::Store(e) => e.into(),
         }
     }
 }

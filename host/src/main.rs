@@ -51,6 +51,18 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// A function's event subscriptions: status, and a reset (a projection rebuild).
+    Subscription {
+        #[command(subcommand)]
+        command: client::SubscriptionCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The nodes sharing this database: heartbeat age and the leases each holds.
+    Nodes {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Seal every stored secret under a new master key (run with every node stopped).
     RotateSecretKey(faas_host::secret_rotation::RotateArgs),
     /// Delete a function and all its versions.
@@ -78,6 +90,10 @@ async fn main() -> ExitCode {
             Client::new(remote).rollback(&name, version).await.map(|v| print_json(&v))
         }
         Command::Config { command, remote } => Client::new(remote).config(command).await.map(|v| print_json(&v)),
+        Command::Subscription { command, remote } => {
+            Client::new(remote).subscription(command).await.map(|v| print_json(&v))
+        }
+        Command::Nodes { remote } => Client::new(remote).nodes().await.map(|v| print_json(&v)),
         Command::RotateSecretKey(args) => faas_host::secret_rotation::rotate(args).await.map(|m| println!("{m}")),
         Command::Delete { name, remote } => {
             Client::new(remote).delete(&name).await.map(|()| println!("deleted {name}"))

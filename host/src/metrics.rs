@@ -45,6 +45,8 @@ pub struct Metrics {
     pub outbound_requests: IntCounterVec,
     /// `faas_outbound_duration_seconds{function}`: from sending to the response's headers.
     pub outbound_duration: HistogramVec,
+    /// `faas_leases_owned`: subscription and outbox leases this node holds.
+    pub leases_owned: IntGauge,
 }
 
 impl Metrics {
@@ -139,6 +141,8 @@ impl Metrics {
             &["function"],
         )
         .expect("valid metric");
+        let leases_owned = IntGauge::new("faas_leases_owned", "Subscription and outbox leases this node holds.")
+            .expect("valid metric");
         for collector in [
             Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -156,6 +160,7 @@ impl Metrics {
             Box::new(kafka_connected.clone()),
             Box::new(outbound_requests.clone()),
             Box::new(outbound_duration.clone()),
+            Box::new(leases_owned.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -177,6 +182,7 @@ impl Metrics {
             kafka_connected,
             outbound_requests,
             outbound_duration,
+            leases_owned,
         }
     }
 

@@ -15,6 +15,7 @@ use crate::runtime::invoker::Invoker;
 use crate::store;
 use crate::triggers::http::{DataPlane, Http};
 use crate::triggers::kafka::Kafka;
+use crate::triggers::leases::Leases;
 use crate::triggers::subscriptions::{Subscriptions, listen_for_remote_appends};
 use crate::triggers::{self, Trigger};
 use crate::workflows::{self, Liveness, Workflows};
@@ -111,14 +112,18 @@ pub async fn run(
             None
         }
     };
+    let node = workflows::node_id(&config.data_dir).context("reading the node id")?;
+    // The lease time is the node timeout: a node silent that long loses its sagas and its
+    // subscriptions alike.
+    let leases = Leases::new(stores.leases.clone(), node.clone(), config.node_timeout, metrics.clone());
     let subscriptions = Subscriptions::new(
         registry.clone(),
         invoker.clone(),
         stores.clone(),
         notifier.clone(),
         kafka.as_ref().map(|k| k.publisher().clone()),
+        leases.clone(),
     );
-    let node = workflows::node_id(&config.data_dir).context("reading the node id")?;
     let liveness = Liveness { node_timeout: config.node_timeout, sweep_every: config.recovery_interval };
     let workflows = Arc::new(Workflows::new(
         stores.workflows.clone(),
@@ -131,6 +136,7 @@ pub async fn run(
     // Before any trigger takes work: what this node owned before a restart is resumed first,
     // so it is never confused with work started by this process.
     let workflow_tasks = workflows.start(workflow_calls).await.context("resuming sagas and transactions")?;
+    let lease_keeper = leases.start().await.context("taking up subscription leases")?;
     let remote_appends = stores.postgres_url.clone().map(|url| listen_for_remote_appends(url, notifier));
     let remote_deploys = stores.postgres_url.clone().map(|url| follow_remote_changes(url, registry.clone()));
 
@@ -153,6 +159,7 @@ pub async fn run(
         stores,
         workflows: workflows.clone(),
         kafka,
+        leases: leases.clone(),
     }));
     let admin_server = {
         let mut stopping = stopping.clone();
@@ -171,6 +178,10 @@ pub async fn run(
         tracing::info!("shutting down: draining triggers");
         let _ = stop.send(true);
         futures::future::join_all(trigger_tasks).await;
+        // Subscriptions and outboxes stopped with their checkpoints saved: other nodes may
+        // take them over now rather than after the lease time.
+        lease_keeper.abort();
+        leases.release_all().await;
         workflows.drain(WORKFLOW_DRAIN_GRACE).await;
     };
     let (admin_result, ()) = tokio::join!(admin_server.into_future(), draining);

@@ -14,6 +14,7 @@ mod graphql;
 mod kafka;
 mod lifecycle;
 mod limits;
+mod nodes;
 mod observability;
 mod outbound;
 mod sagas;

@@ -361,21 +361,27 @@ async fn sagas_survive_a_node_paused_past_its_timeout() {
     for round in 0..2 {
         tokio::time::sleep(Duration::from_millis(300 + rng.below(500))).await;
         if round == 0 {
-            // On a loaded machine the orders may start late: freeze A only once it has a saga of
-            // its own in flight, so there is something for B to take over.
-            eventually("node A runs a saga", Duration::from_secs(30), async || {
-                let (_, list) = a.get_json("/v1/sagas?status=running&limit=1000").await;
+            // On a loaded machine the orders may start late, and a saga seen running may finish
+            // before a pause lands: freeze A, then ask B whether a saga of A's is in flight (a
+            // frozen node finishes nothing), and thaw and try again if not, so there is always
+            // something for B to take over.
+            eventually("node A frozen with a saga of its own in flight", Duration::from_secs(30), async || {
+                a.pause();
+                let (_, list) = b.get_json("/v1/sagas?status=running&limit=1000").await;
                 for saga in list["sagas"].as_array().into_iter().flatten() {
-                    let (_, view) = a.get_json(&format!("/v1/sagas/{}", saga["id"].as_str().unwrap())).await;
+                    let (_, view) = b.get_json(&format!("/v1/sagas/{}", saga["id"].as_str().unwrap())).await;
                     if view["owner"] == node_a.trim() {
                         return Ok(());
                     }
                 }
+                a.resume();
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 Err(list.to_string())
             })
             .await;
+        } else {
+            a.pause();
         }
-        a.pause();
         if round == 0 {
             // Frozen until B took over (a loaded machine may sweep late), so the wake-up below
             // always finds its sagas moved on.

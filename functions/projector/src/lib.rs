@@ -4,8 +4,11 @@
 //!   `out-of-order` if a new event's position is not above the last one it recorded (redeliveries
 //!   of already-seen positions are skipped, as at-least-once delivery allows). An event of type
 //!   `Poison` makes it return an error; `Trap` makes it panic.
-//! - `POST /projector/append?stream=S&type=T` appends one event to its own namespace.
-//! - `GET /projector/seen` returns `{"seen":[[position,type],…],"out_of_order":bool,"attempts":N}`.
+//!   It counts the events handed to it (`delivered`, redeliveries included), so tests can tell
+//!   one delivery per event from several.
+//! - `POST /<route>/append?stream=S&type=T` appends one event to its own namespace (any route
+//!   prefix: several copies can be deployed under other names).
+//! - `GET /<route>/seen` returns `{"seen":[[position,type],…],"out_of_order":bool,"attempts":N,"delivered":N}`.
 
 use faas_sdk::event_store::{self, ExpectedVersion, NewEvent, RecordedEvent};
 use faas_sdk::{IntoResponse, Request, RequestExt, StatusCode, event_handler, http_handler, json, kv};
@@ -15,6 +18,12 @@ use serde_json::json as j;
 fn handle(events: Vec<RecordedEvent>) -> Result<(), String> {
     let attempts = kv::get_json::<u64>("attempts").map_err(|e| e.to_string())?.unwrap_or(0);
     kv::set_json("attempts", &(attempts + 1)).map_err(|e| e.to_string())?;
+    if events.iter().any(|e| matches!(e.event_type.as_str(), "Poison" | "Trap")) {
+        // Counted once it gets through; a poison batch is retried one event at a time.
+    } else {
+        let delivered = kv::get_json::<u64>("delivered").map_err(|e| e.to_string())?.unwrap_or(0);
+        kv::set_json("delivered", &(delivered + events.len() as u64)).map_err(|e| e.to_string())?;
+    }
     let mut last = kv::get_json::<u64>("last").map_err(|e| e.to_string())?.unwrap_or(0);
     for event in &events {
         match event.event_type.as_str() {
@@ -38,8 +47,8 @@ fn handle(events: Vec<RecordedEvent>) -> Result<(), String> {
 
 #[http_handler]
 fn serve(req: Request) -> impl IntoResponse {
-    match req.uri().path() {
-        "/projector/append" => {
+    match req.uri().path().rsplit('/').next().unwrap_or_default() {
+        "append" => {
             let stream = req.query_param("stream").unwrap_or_else(|| "s-1".into());
             let event_type = req.query_param("type").unwrap_or_else(|| "Noted".into());
             let event = NewEvent::new(&event_type, b"{}".to_vec());
@@ -48,7 +57,7 @@ fn serve(req: Request) -> impl IntoResponse {
                 Err(error) => json(StatusCode::OK, &j!({ "error": error.to_string() })),
             }
         }
-        "/projector/seen" => {
+        "seen" => {
             let entries = match kv::list_all("seen/") {
                 Ok(entries) => entries,
                 Err(error) => return json(StatusCode::INTERNAL_SERVER_ERROR, &j!({ "error": error.to_string() })),
@@ -62,7 +71,11 @@ fn serve(req: Request) -> impl IntoResponse {
                 .collect();
             let out_of_order = matches!(kv::get("out-of-order"), Ok(Some(_)));
             let attempts = kv::get_json::<u64>("attempts").ok().flatten().unwrap_or(0);
-            json(StatusCode::OK, &j!({ "seen": seen, "out_of_order": out_of_order, "attempts": attempts }))
+            let delivered = kv::get_json::<u64>("delivered").ok().flatten().unwrap_or(0);
+            json(
+                StatusCode::OK,
+                &j!({ "seen": seen, "out_of_order": out_of_order, "attempts": attempts, "delivered": delivered }),
+            )
         }
         _ => json(StatusCode::NOT_FOUND, &j!({ "error": "not found" })),
     }

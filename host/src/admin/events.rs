@@ -1,4 +1,5 @@
-//! `/v1/functions/{name}/subscriptions`, parked-event replay, and reading streams.
+//! `/v1/functions/{name}/subscriptions`, their reset (a projection rebuild), parked-event
+//! replay, and reading streams.
 
 use super::Admin;
 use super::extract::{Path, Query};
@@ -6,7 +7,7 @@ use super::paging;
 use crate::capabilities::event_store::metadata_from_json;
 use crate::error::ApiError;
 use crate::store::events::{Direction, RecordedEvent};
-use crate::triggers::subscriptions::ReplayError;
+use crate::triggers::subscriptions::{ReplayError, ResetRequest, ResetTo};
 use axum::Json;
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -50,6 +51,44 @@ pub async fn replay(
         Err(ReplayError::Store(e)) => Err(e.into()),
         Err(ReplayError::Invoke(e)) => Err(e.into()),
     }
+}
+
+/// The body of `POST /v1/functions/{name}/subscriptions/reset`: exactly one of `to_position`
+/// and `to_start`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetBody {
+    /// Which subscription (its stream pattern); may be left out when there is only one.
+    subscription: Option<String>,
+    to_position: Option<u64>,
+    #[serde(default)]
+    to_start: bool,
+    #[serde(default)]
+    clear_parked: bool,
+    #[serde(default)]
+    clear_kv: bool,
+}
+
+pub async fn reset(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    super::extract::Json(body): super::extract::Json<ResetBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let function =
+        admin.registry.active(&name).ok_or_else(|| ApiError::not_found(format!("function `{name}` not found")))?;
+    let to = match (body.to_position, body.to_start) {
+        (Some(position), false) => ResetTo::Position(position),
+        (None, true) => ResetTo::Start,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_reset",
+                "give exactly one of `to_position` (the checkpoint: delivery goes on after it) and `to_start: true`",
+            ));
+        }
+    };
+    let request =
+        ResetRequest { subscription: body.subscription, to, clear_parked: body.clear_parked, clear_kv: body.clear_kv };
+    Ok(Json(admin.subscriptions.reset(&function, &request).await?))
 }
 
 /// `?from=<version>|end&max=&backward=`.

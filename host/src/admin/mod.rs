@@ -7,6 +7,7 @@ mod extract;
 mod functions;
 mod graphql;
 mod graphql_depth;
+mod nodes;
 mod paging;
 mod workflows;
 
@@ -36,6 +37,7 @@ pub struct Admin {
     pub workflows: Arc<Workflows>,
     /// None without `--kafka-brokers`.
     pub kafka: Option<Arc<crate::triggers::kafka::Kafka>>,
+    pub leases: Arc<crate::triggers::leases::Leases>,
 }
 
 pub fn router(state: Arc<Admin>) -> Router {
@@ -48,6 +50,8 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/v1/functions/{name}/versions/{version}/activate", post(functions::activate))
         .route("/v1/functions/{name}/config", get(functions::get_config).patch(functions::patch_config))
         .route("/v1/functions/{name}/subscriptions", get(events::subscriptions))
+        .route("/v1/functions/{name}/subscriptions/reset", post(events::reset))
+        .route("/v1/nodes", get(nodes::list))
         .route("/v1/functions/{name}/parked/{id}/replay", post(events::replay))
         .route("/v1/namespaces/{namespace}/streams/{stream}", get(events::read_stream))
         .route("/v1/sagas", get(workflows::list_sagas))
@@ -77,7 +81,11 @@ pub fn router(state: Arc<Admin>) -> Router {
 /// Always 200 while the process serves HTTP; a Kafka outage shows in the detail (and in
 /// `faas_kafka_connected`) without failing the probe, since functions still serve.
 async fn healthz(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
-    let mut body = serde_json::json!({ "status": "ok" });
+    let mut body = serde_json::json!({
+        "status": "ok",
+        "node": admin.leases.node(),
+        "leases_owned": admin.leases.owned(),
+    });
     if let Some(kafka) = &admin.kafka {
         body["kafka"] = kafka.status().await;
     }

@@ -225,6 +225,57 @@ impl Client {
     pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
         self.send(self.http.delete(self.url(&format!("/v1/functions/{name}")))).await.map(drop)
     }
+
+    pub async fn subscription(&self, command: SubscriptionCommand) -> anyhow::Result<Value> {
+        match command {
+            SubscriptionCommand::Status { function } => {
+                self.send(self.http.get(self.url(&format!("/v1/functions/{function}/subscriptions")))).await
+            }
+            SubscriptionCommand::Reset { function, subscription, to_position, to_start, clear_parked, clear_kv } => {
+                let body = serde_json::json!({
+                    "subscription": subscription,
+                    "to_position": to_position,
+                    "to_start": to_start,
+                    "clear_parked": clear_parked,
+                    "clear_kv": clear_kv,
+                });
+                let url = self.url(&format!("/v1/functions/{function}/subscriptions/reset"));
+                self.send(self.http.post(url).json(&body)).await
+            }
+        }
+    }
+
+    pub async fn nodes(&self) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.url("/v1/nodes"))).await
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SubscriptionCommand {
+    /// Checkpoint, head and lag of each subscription, and the parked events.
+    Status { function: String },
+    /// Moves a subscription's checkpoint (a projection rebuild): delivery stops, whichever node
+    /// delivers it is fenced off, and it goes on after the new checkpoint.
+    Reset {
+        function: String,
+        /// Which subscription (its stream pattern, e.g. `account-*`); needed only when the
+        /// function has several.
+        #[arg(long)]
+        subscription: Option<String>,
+        /// Deliver again everything after this position.
+        #[arg(long, conflicts_with = "to_start", required_unless_present = "to_start")]
+        to_position: Option<u64>,
+        /// Deliver again from the first event.
+        #[arg(long)]
+        to_start: bool,
+        /// Also delete the subscription's parked events.
+        #[arg(long)]
+        clear_parked: bool,
+        /// Also delete the function's kv entries (its read model), so the projection is rebuilt
+        /// from nothing.
+        #[arg(long)]
+        clear_kv: bool,
+    },
 }
 
 fn parse_outbox(text: &str) -> Result<OutboxSpec, String> {

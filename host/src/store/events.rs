@@ -2,6 +2,7 @@
 //! as the rest of the host sees them (the WIT types are mapped to these in `capabilities`).
 
 use super::StoreError;
+use super::leases::LeaseFence;
 use super::workflows::StepFence;
 use crate::model::names::StreamFilter;
 use serde::Serialize;
@@ -169,11 +170,44 @@ pub trait KvStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 }
 
+/// What [`SubscriptionStore::reset`] does.
+#[derive(Debug, Clone)]
+pub struct SubscriptionReset<'a> {
+    pub function: &'a str,
+    pub subscription: &'a str,
+    pub lease: &'a str,
+    pub position: u64,
+    pub clear_parked: bool,
+    /// Deletes every kv entry of the function's namespace.
+    pub clear_kv: bool,
+}
+
+/// What a reset deleted.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ResetCounts {
+    pub cleared_parked: u64,
+    pub cleared_kv: u64,
+}
+
 /// Durable checkpoints and parked events of subscriptions.
 #[async_trait::async_trait]
 pub trait SubscriptionStore: Send + Sync + 'static {
     async fn checkpoint(&self, function: &str, subscription: &str) -> Result<Option<u64>, StoreError>;
-    async fn save_checkpoint(&self, function: &str, subscription: &str, position: u64) -> Result<(), StoreError>;
+    /// Saves the checkpoint if `fence` still holds: [`StoreError::Fenced`] once the lease
+    /// changed hands or was reset (the write and the check are one statement).
+    async fn save_checkpoint(
+        &self,
+        function: &str,
+        subscription: &str,
+        position: u64,
+        fence: &LeaseFence,
+    ) -> Result<(), StoreError>;
+    /// A projection rebuild, in one transaction: takes `reset.lease` from whoever holds it (its
+    /// epoch bumped, so the holder's next checkpoint write is refused and it starts over from
+    /// the new checkpoint once it holds the lease again), sets the checkpoint and, if asked,
+    /// deletes the subscription's parked events and the function's kv entries (its read
+    /// model). Two resets of one subscription wait for each other on the lease row.
+    async fn reset(&self, reset: &SubscriptionReset<'_>) -> Result<ResetCounts, StoreError>;
     async fn park(
         &self,
         function: &str,

@@ -34,7 +34,7 @@ pub(crate) fn to_sql(n: u64) -> i64 {
 ///
 /// [`StepFence`]: crate::store::workflows::StepFence
 macro_rules! impl_event_stores {
-    ($store:ty, $db:ty, $owns_saga:literal) => {
+    ($store:ty, $db:ty, $owns_saga:literal, $lease_held:literal) => {
         impl $store {
             /// Refuses, inside `tx`, the write of a step attempt whose saga changed hands. On
             /// SQLite, run it after the transaction's first write (which took the database's
@@ -286,18 +286,78 @@ macro_rules! impl_event_stores {
                 Ok(row.map(|(p,)| p as u64))
             }
 
-            async fn save_checkpoint(&self, function: &str, subscription: &str, position: u64) -> Result<(), $crate::store::StoreError> {
-                sqlx::query(
-                    "INSERT INTO subscription_checkpoints (function, subscription, position, updated_at_ms) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (function, subscription) DO UPDATE SET position = excluded.position, updated_at_ms = excluded.updated_at_ms",
-                )
+            async fn save_checkpoint(
+                &self,
+                function: &str,
+                subscription: &str,
+                position: u64,
+                fence: &$crate::store::leases::LeaseFence,
+            ) -> Result<(), $crate::store::StoreError> {
+                let saved = sqlx::query(concat!(
+                    "WITH held AS (", $lease_held, ")
+                     INSERT INTO subscription_checkpoints (function, subscription, position, updated_at_ms)
+                     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM held)
+                     ON CONFLICT (function, subscription) DO UPDATE SET position = excluded.position,
+                         updated_at_ms = excluded.updated_at_ms"
+                ))
                 .bind(function)
                 .bind(subscription)
                 .bind($crate::store::events_sql::to_sql(position))
                 .bind($crate::store::now_ms())
+                .bind(&fence.lease)
+                .bind(&fence.owner)
+                .bind(fence.epoch as i64)
                 .execute(&self.pool)
                 .await?;
+                if saved.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::Fenced(format!("subscription lease `{}`", fence.lease)));
+                }
                 Ok(())
+            }
+
+            async fn reset(
+                &self,
+                reset: &$crate::store::events::SubscriptionReset<'_>,
+            ) -> Result<$crate::store::events::ResetCounts, $crate::store::StoreError> {
+                let now = $crate::store::now_ms();
+                let mut tx = self.pool.begin().await?;
+                // First, so it holds the lease row (PostgreSQL) or the write lock (SQLite) until
+                // commit: the holder's checkpoint writes and a second reset wait, then see it.
+                sqlx::query(
+                    "INSERT INTO leases (name, owner, epoch, expires_at_ms, acquired_at_ms) VALUES ($1, '', 1, 0, 0)
+                     ON CONFLICT (name) DO UPDATE SET owner = '', epoch = leases.epoch + 1, expires_at_ms = 0",
+                )
+                .bind(reset.lease)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO subscription_checkpoints (function, subscription, position, updated_at_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (function, subscription) DO UPDATE SET position = excluded.position, updated_at_ms = excluded.updated_at_ms",
+                )
+                .bind(reset.function)
+                .bind(reset.subscription)
+                .bind($crate::store::events_sql::to_sql(reset.position))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let mut counts = $crate::store::events::ResetCounts::default();
+                if reset.clear_parked {
+                    counts.cleared_parked = sqlx::query("DELETE FROM parked_events WHERE function = $1 AND subscription = $2")
+                        .bind(reset.function)
+                        .bind(reset.subscription)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                if reset.clear_kv {
+                    counts.cleared_kv = sqlx::query("DELETE FROM kv WHERE namespace = $1")
+                        .bind(reset.function)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(counts)
             }
 
             async fn park(

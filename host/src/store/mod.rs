@@ -5,6 +5,7 @@
 pub mod events;
 pub(crate) mod events_sql;
 mod functions_sql;
+pub mod leases;
 pub mod postgres;
 pub mod saga_state;
 pub mod sqlite;
@@ -122,6 +123,7 @@ pub struct Stores {
     pub kv: Arc<dyn events::KvStore>,
     pub subscriptions: Arc<dyn events::SubscriptionStore>,
     pub workflows: Arc<dyn workflows::WorkflowStore>,
+    pub leases: Arc<dyn leases::LeaseStore>,
     /// Set on PostgreSQL, where other nodes' appends are announced with NOTIFY.
     pub postgres_url: Option<String>,
 }
@@ -129,14 +131,20 @@ pub struct Stores {
 impl Stores {
     fn from<S>(store: Arc<S>, postgres_url: Option<String>) -> Self
     where
-        S: FunctionStore + events::EventStore + events::KvStore + events::SubscriptionStore + workflows::WorkflowStore,
+        S: FunctionStore
+            + events::EventStore
+            + events::KvStore
+            + events::SubscriptionStore
+            + workflows::WorkflowStore
+            + leases::LeaseStore,
     {
         Self {
             functions: store.clone(),
             events: store.clone(),
             kv: store.clone(),
             subscriptions: store.clone(),
-            workflows: store,
+            workflows: store.clone(),
+            leases: store,
             postgres_url,
         }
     }

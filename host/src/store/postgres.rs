@@ -3,11 +3,12 @@
 use super::events::{AppendError, Appended, Expected, NewEvent};
 use super::events_sql::{impl_event_stores, to_sql};
 use super::functions_sql::{impl_function_store, insert_config};
+use super::leases::impl_lease_store;
 use super::workflows::StepFence;
 use super::workflows_sql::impl_workflow_store;
 use super::{StoreError, now_ms};
 use crate::backoff;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::time::Duration;
 
 pub struct PostgresStore {
@@ -18,8 +19,17 @@ impl PostgresStore {
     /// Connects and applies pending migrations (sqlx takes an advisory lock, so nodes starting
     /// together do not race).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool =
-            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+        // A node frozen (SIGSTOP, a long pause) inside a transaction would hold its row locks
+        // for as long as it is frozen, and the node taking over its work would wait on them:
+        // PostgreSQL ends such a session after a while, releasing them. None of our
+        // transactions waits on anything but the database, so a healthy one is never idle
+        // that long.
+        let options = url.parse::<PgConnectOptions>()?.options([("idle_in_transaction_session_timeout", "5s")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -145,8 +155,11 @@ impl_function_store!(PostgresStore, "FOR UPDATE", "SELECT pg_notify('faas_functi
 impl_event_stores!(
     PostgresStore,
     sqlx::Postgres,
-    "SELECT 1 FROM sagas WHERE id = $1 AND owner = $2 AND epoch = $3 FOR SHARE"
+    "SELECT 1 FROM sagas WHERE id = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
+    // Likewise a subscription lease's takeover or reset waits for a checkpoint write in flight.
+    "SELECT 1 FROM leases WHERE name = $5 AND owner = $6 AND epoch = $7 FOR SHARE"
 );
+impl_lease_store!(PostgresStore);
 impl_workflow_store!(
     PostgresStore,
     // FOR SHARE holds the row against a concurrent takeover's UPDATE until this commits (and

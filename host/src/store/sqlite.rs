@@ -3,6 +3,7 @@
 use super::StoreError;
 use super::events_sql::{impl_event_stores, impl_transactional_append};
 use super::functions_sql::{impl_function_store, insert_config};
+use super::leases::impl_lease_store;
 use super::workflows_sql::impl_workflow_store;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::Path;
@@ -70,7 +71,14 @@ impl SqliteStore {
 
 impl_function_store!(SqliteStore, "", "");
 // One writer at a time: a fenced write's check cannot interleave with a takeover.
-impl_event_stores!(SqliteStore, sqlx::Sqlite, "SELECT 1 FROM sagas WHERE id = $1 AND owner = $2 AND epoch = $3");
+impl_event_stores!(
+    SqliteStore,
+    sqlx::Sqlite,
+    "SELECT 1 FROM sagas WHERE id = $1 AND owner = $2 AND epoch = $3",
+    // One statement: SQLite runs it under its write lock, nothing commits in between.
+    "SELECT 1 FROM leases WHERE name = $5 AND owner = $6 AND epoch = $7"
+);
+impl_lease_store!(SqliteStore);
 impl_transactional_append!(SqliteStore, sqlx::Sqlite);
 impl_workflow_store!(
     SqliteStore,

@@ -3,10 +3,12 @@
 //! [`Trigger`] with the same life: it reconciles against the registry at start and after every
 //! change (deploy, rollback, delete, another node's change), runs its consumers, and drains on
 //! shutdown (stops taking work, lets what is in flight finish within a grace, then returns).
-//! [`run`] is that life, once, for all of them.
+//! [`run`] is that life, once, for all of them. Work that must have one owner across nodes
+//! (subscriptions, outboxes) runs under [`leases`].
 
 pub mod http;
 pub mod kafka;
+pub mod leases;
 pub mod subscriptions;
 
 use crate::registry::Registry;

@@ -12,8 +12,15 @@
 //!
 //! The task sleeps until an append wakes it (in this process, or via PostgreSQL NOTIFY from other
 //! nodes), with a slow poll as a safety net.
+//!
+//! With several nodes on one database, each subscription and outbox is delivered by one node at
+//! a time: its task runs a batch only while this node holds the work's lease ([`Leases`]), and
+//! every checkpoint write names the lease's epoch, so a node that lost the lease (paused past
+//! it, or the subscription was reset) cannot move the checkpoint. An outbox checks the lease
+//! before each publish: duplicates downstream are limited to the batch in flight at a takeover.
 
 use super::Trigger;
+use super::leases::{Lease, Leases};
 use crate::backoff;
 use crate::capabilities::{EventNotifier, event_store::to_wit};
 use crate::kafka::Publisher;
@@ -22,9 +29,10 @@ use crate::model::spec::{StartFrom, SubscriptionSpec};
 use crate::registry::Registry;
 use crate::runtime::function::LoadedFunction;
 use crate::runtime::invoker::{BusyWait, InvokeError, Invoker};
-use crate::store::Stores;
-use crate::store::events::RecordedEvent;
+use crate::store::events::{RecordedEvent, ResetCounts, SubscriptionReset};
+use crate::store::leases::LeaseFence;
 use crate::store::postgres::Notice;
+use crate::store::{StoreError, Stores};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +52,8 @@ pub struct Subscriptions {
     notifier: EventNotifier,
     /// For outboxes; none without Kafka brokers.
     publisher: Option<Arc<Publisher>>,
+    /// Who delivers what, across nodes.
+    leases: Arc<Leases>,
     /// One delivery task per subscription and outbox.
     tasks: tokio::sync::Mutex<HashMap<Key, JoinHandle<()>>>,
     /// Set by [`Trigger::drain`]: tasks finish the batch in hand and end.
@@ -77,10 +87,17 @@ impl Subscriptions {
         stores: Stores,
         notifier: EventNotifier,
         publisher: Option<Arc<Publisher>>,
+        leases: Arc<Leases>,
     ) -> Arc<Self> {
         let (tasks, stopping) = (Default::default(), watch::Sender::new(false));
-        Arc::new(Self { registry, invoker, stores, notifier, publisher, tasks, stopping })
+        Arc::new(Self { registry, invoker, stores, notifier, publisher, leases, tasks, stopping })
     }
+}
+
+/// The lease a subscription's or an outbox's delivery runs under.
+pub fn lease_name(function: &str, key: &str, sink_is_kafka: bool) -> String {
+    let kind = if sink_is_kafka { "outbox" } else { "subscription" };
+    format!("{kind}/{function}/{key}")
 }
 
 #[async_trait::async_trait]
@@ -103,13 +120,20 @@ impl Trigger for Subscriptions {
             })
             .collect();
         let mut tasks = self.tasks.lock().await;
+        let mut gone = Vec::new();
         tasks.retain(|key, task| {
             let keep = wanted.contains(key) && !task.is_finished();
             if !keep {
                 task.abort();
+                gone.push(key.clone());
             }
             keep
         });
+        for (function, key) in gone {
+            for kafka in [false, true] {
+                self.leases.unregister(&lease_name(&function, &key, kafka)).await;
+            }
+        }
         for key in wanted {
             if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(key) {
                 let (this, key) = (self.clone(), slot.key().clone());
@@ -134,27 +158,47 @@ impl Trigger for Subscriptions {
 impl Subscriptions {
     /// One subscription's delivery loop. Ends when the function or the subscription goes away.
     async fn run(self: Arc<Self>, (function_name, pattern): Key) {
+        let Some(function) = self.registry.active(&function_name) else { return };
+        let Some((_, sink)) = find(&function, &pattern) else { return };
+        let lease = self.leases.register(&lease_name(&function_name, &pattern, matches!(sink, Sink::Kafka { .. })));
+        drop(function);
         let mut wake = self.notifier.subscribe();
         let mut stopping = self.stopping.subscribe();
         let mut checkpoint = None;
+        let mut epoch = 0;
         let mut retries = backoff::STORE.retries();
         loop {
             if *stopping.borrow() {
                 return;
             }
+            let held = tokio::select! {
+                held = lease.held() => held,
+                _ = stopping.changed() => continue,
+            };
+            if held.epoch != epoch {
+                // A new term: another node or a reset may have moved the checkpoint meanwhile.
+                epoch = held.epoch;
+                checkpoint = None;
+            }
             let Some(function) = self.registry.active(&function_name) else { return };
             let Some((subscription, sink)) = find(&function, &pattern) else { return };
+            let busy = lease.busy().await;
+            if !lease.holds(epoch) {
+                continue; // handed back or expired while waiting for the batch slot
+            }
+            let work = Work { lease: &lease, fence: lease.fence(epoch), key: &pattern };
             let result = match checkpoint {
-                None => self.initial_checkpoint(&function_name, &pattern, &subscription).await.map(|cp| {
+                None => self.initial_checkpoint(&function_name, &work, &subscription).await.map(|cp| {
                     checkpoint = Some(cp);
                     true
                 }),
-                Some(after) => self.deliver_next(&function, &subscription, &pattern, &sink, after).await.map(|next| {
+                Some(after) => self.deliver_next(&function, &subscription, &work, &sink, after).await.map(|next| {
                     let progressed = next != after;
                     checkpoint = Some(next);
                     progressed
                 }),
             };
+            drop(busy);
             match result {
                 Ok(true) => retries.reset(),
                 Ok(false) => {
@@ -164,6 +208,12 @@ impl Subscriptions {
                         _ = tokio::time::timeout(POLL_INTERVAL, wake.changed()) => {}
                         _ = stopping.changed() => {}
                     }
+                }
+                Err(StoreError::Fenced(_)) => {
+                    tracing::info!(function = %function_name, subscription = %pattern, epoch,
+                        "lease moved on (taken over or reset); this node stops delivering it");
+                    lease.lost(epoch);
+                    checkpoint = None;
                 }
                 Err(error) => {
                     tracing::warn!(function = %function_name, subscription = %pattern, %error, "subscription store error; retrying");
@@ -180,17 +230,17 @@ impl Subscriptions {
     async fn initial_checkpoint(
         &self,
         function: &str,
-        key: &str,
+        work: &Work<'_>,
         subscription: &SubscriptionSpec,
-    ) -> Result<u64, crate::store::StoreError> {
-        if let Some(position) = self.stores.subscriptions.checkpoint(function, key).await? {
+    ) -> Result<u64, StoreError> {
+        if let Some(position) = self.stores.subscriptions.checkpoint(function, work.key).await? {
             return Ok(position);
         }
         let start = match subscription.from {
             StartFrom::Start => 0,
             StartFrom::Now => self.stores.events.head().await?,
         };
-        self.stores.subscriptions.save_checkpoint(function, key, start).await?;
+        self.stores.subscriptions.save_checkpoint(function, work.key, start, &work.fence).await?;
         Ok(start)
     }
 
@@ -199,10 +249,11 @@ impl Subscriptions {
         &self,
         function: &Arc<LoadedFunction>,
         subscription: &SubscriptionSpec,
-        key: &str,
+        work: &Work<'_>,
         sink: &Sink,
         after: u64,
-    ) -> Result<u64, crate::store::StoreError> {
+    ) -> Result<u64, StoreError> {
+        let (key, fence) = (work.key, &work.fence);
         let (namespace, filter) = match subscription.target(&function.name) {
             Ok(target) => target,
             Err(message) => {
@@ -213,8 +264,8 @@ impl Subscriptions {
         let events = self.stores.events.read_filtered(namespace, &filter, after, subscription.batch_size).await?;
         let Some(last) = events.last().map(|e| e.position) else { return Ok(after) };
         if let Sink::Kafka { topic } = sink {
-            self.forward(function, topic, &events).await;
-            self.stores.subscriptions.save_checkpoint(&function.name, key, last).await?;
+            self.forward(function, topic, &events, work).await?;
+            self.stores.subscriptions.save_checkpoint(&function.name, key, last, fence).await?;
             return Ok(last);
         }
         if let Err(error) = self.deliver_with_retries(function, subscription, &events).await {
@@ -228,17 +279,26 @@ impl Subscriptions {
                     {
                         self.park(function, subscription, event, &error).await?;
                     }
-                    self.stores.subscriptions.save_checkpoint(&function.name, key, event.position).await?;
+                    self.stores.subscriptions.save_checkpoint(&function.name, key, event.position, fence).await?;
                 }
             }
         }
-        self.stores.subscriptions.save_checkpoint(&function.name, key, last).await?;
+        self.stores.subscriptions.save_checkpoint(&function.name, key, last, fence).await?;
         Ok(last)
     }
 
     /// Publishes `events` to `topic` in order, each acknowledged before the next; a failure is
-    /// retried with backoff until the broker takes the event (an outbox never skips one).
-    async fn forward(&self, function: &LoadedFunction, topic: &str, events: &[RecordedEvent]) {
+    /// retried with backoff until the broker takes the event (an outbox never skips one). Stops
+    /// ([`StoreError::Fenced`]) as soon as this node no longer holds the outbox's lease, so a
+    /// node woken from a pause does not publish as if it still owned the outbox.
+    async fn forward(
+        &self,
+        function: &LoadedFunction,
+        topic: &str,
+        events: &[RecordedEvent],
+        work: &Work<'_>,
+    ) -> Result<(), StoreError> {
+        let fenced = || StoreError::Fenced(format!("outbox lease `{}`", work.fence.lease));
         for event in events {
             let key = function.access.address(&event.namespace, &event.stream);
             let headers = [
@@ -254,6 +314,9 @@ impl Subscriptions {
             .map(|(k, v)| (k.to_owned(), v.into_bytes()));
             let mut retries = backoff::KAFKA.retries();
             loop {
+                if !work.lease.holds(work.fence.epoch) {
+                    return Err(fenced());
+                }
                 let result = match &self.publisher {
                     Some(publisher) => publisher.publish(topic, Some(key.as_bytes()), &event.data, &headers).await,
                     None => Err(crate::kafka::PublishError::Unavailable("no --kafka-brokers on this node".into())),
@@ -271,6 +334,7 @@ impl Subscriptions {
                 }
             }
         }
+        Ok(())
     }
 
     async fn park(
@@ -279,7 +343,7 @@ impl Subscriptions {
         subscription: &SubscriptionSpec,
         event: &RecordedEvent,
         error: &InvokeError,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<(), StoreError> {
         tracing::error!(function = %function.name, subscription = %subscription.stream, position = event.position,
             %error, attempts = subscription.max_attempts, "event parked after repeated handler failures");
         self.stores
@@ -326,8 +390,56 @@ impl Subscriptions {
         Ok(())
     }
 
+    /// A projection rebuild: moves the checkpoint of one of `function`'s subscriptions (`stream`,
+    /// or its only one) to `to`, and with `clear_parked` drops its parked events, in one
+    /// transaction that takes the subscription's lease from whichever node delivers it. That
+    /// node's next checkpoint write is refused (the batch in its hands may still reach the
+    /// handler: at least once), and whoever holds the lease next starts from the new checkpoint.
+    pub async fn reset(&self, function: &LoadedFunction, request: &ResetRequest) -> Result<ResetOutcome, ResetError> {
+        let stream = request.subscription.as_deref();
+        let streams: Vec<&str> = function.spec.triggers.subscriptions.iter().map(|s| s.stream.as_str()).collect();
+        let stream = match (stream, streams.as_slice()) {
+            (Some(stream), _) if streams.contains(&stream) => stream.to_owned(),
+            (Some(stream), _) => {
+                return Err(ResetError::NoSuchSubscription {
+                    function: function.name.to_string(),
+                    stream: stream.into(),
+                });
+            }
+            (None, [only]) => (*only).to_owned(),
+            (None, []) => return Err(ResetError::NoSubscriptions(function.name.to_string())),
+            (None, _) => return Err(ResetError::WhichOne(streams.iter().map(|s| (*s).to_owned()).collect())),
+        };
+        let head = self.stores.events.head().await?;
+        let position = match request.to {
+            ResetTo::Start => 0,
+            ResetTo::Position(position) if position <= head => position,
+            ResetTo::Position(position) => return Err(ResetError::PastHead { position, head }),
+        };
+        let lease = lease_name(&function.name, &stream, false);
+        let reset = SubscriptionReset {
+            function: &function.name,
+            subscription: &stream,
+            lease: &lease,
+            position,
+            clear_parked: request.clear_parked,
+            clear_kv: request.clear_kv,
+        };
+        let cleared = self.stores.subscriptions.reset(&reset).await?;
+        self.leases.forget(&lease);
+        tracing::info!(function = %function.name, subscription = %stream, position,
+            cleared_parked = cleared.cleared_parked, cleared_kv = cleared.cleared_kv, "subscription reset");
+        Ok(ResetOutcome {
+            function: function.name.to_string(),
+            subscription: stream,
+            checkpoint: position,
+            head,
+            cleared,
+        })
+    }
+
     /// Checkpoint, head and lag of each of a function's subscriptions.
-    pub async fn status(&self, function: &LoadedFunction) -> Result<Vec<SubscriptionStatus>, crate::store::StoreError> {
+    pub async fn status(&self, function: &LoadedFunction) -> Result<Vec<SubscriptionStatus>, StoreError> {
         let head = self.stores.events.head().await?;
         let mut statuses = Vec::new();
         for subscription in &function.spec.triggers.subscriptions {
@@ -342,16 +454,18 @@ impl Subscriptions {
         Ok(statuses)
     }
 
-    async fn count_after(
-        &self,
-        namespace: &str,
-        filter: &StreamFilter,
-        after: u64,
-    ) -> Result<u64, crate::store::StoreError> {
+    async fn count_after(&self, namespace: &str, filter: &StreamFilter, after: u64) -> Result<u64, StoreError> {
         const PAGE: u32 = 1000;
         let events = self.stores.events.read_filtered(namespace, filter, after, PAGE).await?;
         Ok(events.len() as u64)
     }
+}
+
+/// One batch's place: the lease it runs under, the fence its writes name, the checkpoint key.
+struct Work<'a> {
+    lease: &'a Lease,
+    fence: LeaseFence,
+    key: &'a str,
 }
 
 /// Where a subscription stands.
@@ -365,12 +479,56 @@ pub struct SubscriptionStatus {
     pub lag: u64,
 }
 
+/// What [`Subscriptions::reset`] is asked to do.
+#[derive(Debug, Clone)]
+pub struct ResetRequest {
+    /// Which subscription (its stream pattern); may be left out when there is only one.
+    pub subscription: Option<String>,
+    pub to: ResetTo,
+    pub clear_parked: bool,
+    /// Also delete the function's kv entries (its read model), so the projection is rebuilt
+    /// from nothing rather than over what it had.
+    pub clear_kv: bool,
+}
+
+/// Where [`Subscriptions::reset`] moves a checkpoint: before the first event, or after `N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    Start,
+    Position(u64),
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResetOutcome {
+    pub function: String,
+    pub subscription: String,
+    /// The new checkpoint: delivery goes on with the first matching event after it.
+    pub checkpoint: u64,
+    pub head: u64,
+    #[serde(flatten)]
+    pub cleared: ResetCounts,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    #[error("function `{function}` has no subscription `{stream}`")]
+    NoSuchSubscription { function: String, stream: String },
+    #[error("function `{0}` has no subscriptions")]
+    NoSubscriptions(String),
+    #[error("the function has several subscriptions; name one: {}", .0.join(", "))]
+    WhichOne(Vec<String>),
+    #[error("position {position} is past the head of the event store ({head})")]
+    PastHead { position: u64, head: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("no such parked event")]
     NotFound,
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     #[error(transparent)]
     Invoke(#[from] InvokeError),
 }

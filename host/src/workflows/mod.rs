@@ -136,6 +136,11 @@ impl Workflows {
         tokio::join!(self.sagas.drain(grace), self.transactions.drain(grace));
     }
 
+    /// How long a node may be silent before it counts as dead.
+    pub fn node_timeout(&self) -> Duration {
+        self.liveness.node_timeout
+    }
+
     fn stale_before(&self) -> i64 {
         crate::store::now_ms() - self.liveness.node_timeout.as_millis() as i64
     }
