@@ -64,11 +64,6 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
-            // The rest of the body is not read: the connection cannot carry another request,
-            // and a client that reused it would see it cut off instead of its next answer.
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         response
     }
 }

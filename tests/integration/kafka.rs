@@ -32,7 +32,7 @@ async fn kafka_server(bootstrap: &str, backend: Backend) -> Server {
 }
 
 /// Every event `order-events` recorded, in global order.
-async fn recorded(server: &Server) -> Vec<Value> {
+pub(crate) async fn recorded(server: &Server) -> Vec<Value> {
     let mut all = Vec::new();
     let mut from = 1;
     loop {
@@ -69,7 +69,7 @@ fn tail(logs: &str) -> String {
 }
 
 /// Each record became exactly one event; per partition, events were recorded in offset order.
-fn assert_exactly_once_in_order(events: &[Value], expected: usize) {
+pub(crate) fn assert_exactly_once_in_order(events: &[Value], expected: usize) {
     assert_eq!(events.len(), expected, "one event per record, no duplicates");
     let ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().expect("id")).collect();
     assert_eq!(ids.len(), expected, "event ids are unique");

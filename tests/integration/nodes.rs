@@ -3,12 +3,14 @@
 //! checkpoint back, a clean stop hands the leases over at once; `GET /v1/nodes`; and
 //! `subscription reset` (a projection rebuild) on both databases.
 //!
-//! The chaos test runs three real nodes against one PostgreSQL and one Kafka broker, with
-//! writers appending through whichever node answers while nodes are killed (-9), frozen
-//! (SIGSTOP past the lease) and stopped (SIGTERM), and checks conservation: every acknowledged
-//! event reached its projection and the outbox's topic, in order, every read model equals the
-//! fold of its stream, checkpoints never went back, and once the chaos is over each new event
-//! is delivered exactly once (not once per node).
+//! The chaos test runs three real nodes against one PostgreSQL and one Kafka broker for over a
+//! minute of load through whichever node answers (appends to three projections, deposits with
+//! a projection and an outbox, records for a Kafka trigger, order sagas) while nodes are killed
+//! (-9), frozen (SIGSTOP past the lease) and stopped (SIGTERM), and checks conservation: every
+//! acknowledged event reached its projection and the outbox's topic, in order, every read model
+//! equals the fold of its stream, each Kafka record became one event, the sagas conserved money
+//! and stock, checkpoints never went back, once the chaos is over each new event is delivered
+//! exactly once (not once per node), and a deploy through one node is served by all.
 
 use crate::backend_tests;
 use crate::support::kafka as k;
@@ -97,13 +99,21 @@ struct Acked {
     deposits: HashMap<String, u64>,
 }
 
+/// The data-plane URL of each node (a restarted node listens on a new port).
+type Urls = Arc<parking_lot::Mutex<Vec<String>>>;
+
+fn pick(urls: &Urls, n: u64) -> String {
+    let urls = urls.lock();
+    urls[n as usize % urls.len()].clone()
+}
+
 /// Appends and deposits through a random node that answers, until `stop`.
-async fn writer(urls: Vec<String>, seed: u64, stop: Arc<AtomicBool>, acked: Arc<parking_lot::Mutex<Acked>>) {
+async fn writer(urls: Urls, seed: u64, stop: Arc<AtomicBool>, acked: Arc<parking_lot::Mutex<Acked>>) {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
     let mut n = seed;
     while !stop.load(Ordering::SeqCst) {
         n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let base = &urls[(n >> 33) as usize % urls.len()];
+        let base = pick(&urls, n >> 33);
         let which = (n >> 40) as usize % (PROJECTORS.len() + 1);
         if which < PROJECTORS.len() {
             let projector = PROJECTORS[which];
@@ -123,8 +133,41 @@ async fn writer(urls: Vec<String>, seed: u64, stop: Arc<AtomicBool>, acked: Arc<
                 *acked.lock().deposits.entry(account).or_default() += 1;
             }
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Starts each order through some node, trying others until one answers 202 (the order id is
+/// the saga's idempotency key: a retry of an order that did start returns the same saga).
+async fn saga_starter(urls: Urls, orders: Vec<Value>, seed: u64) -> HashMap<String, String> {
+    let mut ids = HashMap::new();
+    let mut n = seed;
+    for order in orders {
+        for _attempt in 0..100 {
+            n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            if let Ok((202, body)) = crate::sagas::server_post(&pick(&urls, n >> 33), &order).await {
+                ids.insert(
+                    order["order_id"].as_str().unwrap().to_owned(),
+                    body["saga_id"].as_str().unwrap().to_owned(),
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    ids
+}
+
+/// Produces order records to `topic` until `stop`; returns how many the broker acknowledged.
+async fn producer(bootstrap: String, topic: String, stop: Arc<AtomicBool>) -> usize {
+    let mut produced = 0;
+    while !stop.load(Ordering::SeqCst) {
+        k::produce(&bootstrap, &topic, vec![k::order(produced)]).await;
+        produced += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    produced
 }
 
 /// Samples each projector's checkpoint through `server` until `stop`; returns any decrease.
@@ -160,11 +203,16 @@ async fn until_held(server: &Server, names: &BTreeSet<String>, by: &[String], wi
     started.elapsed()
 }
 
+/// Three nodes for over a minute of load (appends to three projections, bank deposits with a
+/// projection and an outbox, a Kafka trigger, order sagas) through whichever node answers,
+/// while nodes are killed, frozen past their lease, stopped cleanly and restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_the_work_and_survive_kills_pauses_and_stops() {
     let broker = k::broker();
     let topic = "accounts";
     k::create_topic(&broker.bootstrap, topic, 3).await;
+    let orders_topic = k::topic("chaos-orders");
+    k::create_topic(&broker.bootstrap, &orders_topic, 3).await;
     let db = Database::create(Backend::Postgres).await;
     let mut nodes = Vec::new();
     for _ in 0..3 {
@@ -180,6 +228,11 @@ async fn three_nodes_share_the_work_and_survive_kills_pauses_and_stops() {
         "outbox": [{ "stream": "account-*", "topic": topic }],
     });
     first.deploy_ok("bank", components().bytes("bank-account"), bank).await;
+    let trigger = json!({
+        "triggers": { "http": ["/order-events/..."], "kafka": { "topics": [orders_topic], "group": format!("{orders_topic}-group") } },
+    });
+    first.deploy_ok("order-events", components().bytes("order-events"), trigger).await;
+    crate::sagas::stocked_shop(first).await;
     for a in 0..ACCOUNTS {
         let (status, body) = first.post_json(&format!("/accounts/a{a}/open"), &json!({ "owner": "ann" })).await;
         assert_eq!(status, 201, "{body}");
@@ -202,24 +255,39 @@ async fn three_nodes_share_the_work_and_survive_kills_pauses_and_stops() {
     assert!(health["leases_owned"].as_u64().is_some_and(|n| (1..=2).contains(&n)), "{health}");
     assert!(first.metrics().await.contains("faas_leases_owned"));
 
-    // Writers through every node while the chaos runs.
-    let urls: Vec<String> = nodes.iter().map(|n| n.up().data.clone()).collect();
+    // The load, through every node, while the chaos runs.
+    let started = Instant::now();
+    let urls: Urls = Arc::new(parking_lot::Mutex::new(nodes.iter().map(|n| n.up().data.clone()).collect()));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(parking_lot::Mutex::new(Acked::default()));
-    let writers: Vec<_> = (0..4u64)
+    let writers: Vec<_> = (0..3u64)
         .map(|seed| tokio::spawn(writer(urls.clone(), seed * 7919 + 1, stop.clone(), acked.clone())))
         .collect();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("seed {seed}");
+    let mut rng = crate::sagas::Rng(seed);
+    let orders = crate::sagas::random_orders(&mut rng, "chaos", 60);
+    let starters: Vec<_> = orders
+        .chunks(30)
+        .enumerate()
+        .map(|(i, chunk)| tokio::spawn(saga_starter(urls.clone(), chunk.to_vec(), i as u64 + 3)))
+        .collect();
+    let producing = tokio::spawn(producer(broker.bootstrap.clone(), orders_topic.clone(), stop.clone()));
     // The checkpoints as node 0 reads them from the database (node 0 is never stopped).
     let sampler = tokio::spawn(checkpoint_sampler(nodes[0].up().admin.clone(), stop.clone()));
     let mut takeovers = Vec::new();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restart = async |nodes: &mut Vec<Node>, i: usize| {
+        nodes[i].restart().await;
+        urls.lock()[i] = nodes[i].up().data.clone();
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
 
     // kill -9 node 1: its leases expire and the others take them.
     nodes[1].server.as_mut().unwrap().kill();
     let survivors = [ids[0].clone(), ids[2].clone()];
     takeovers.push(("kill -9", until_held(nodes[0].up(), &names, &survivors, Duration::from_secs(20)).await));
-    nodes[1].restart().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    restart(&mut nodes, 1).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
 
     // SIGSTOP node 2 for more than its lease: the others take over; woken, it delivers nothing
     // more as owner and its writes are refused.
@@ -233,7 +301,7 @@ async fn three_nodes_share_the_work_and_survive_kills_pauses_and_stops() {
     if !paused_owned.is_empty() {
         nodes[2].up().wait_for_log("lease lost").await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
 
     // SIGTERM node 1: it hands its leases back, the others take them at once (no expiry wait).
     let status = nodes[1].server.as_mut().unwrap().terminate();
@@ -246,15 +314,30 @@ async fn three_nodes_share_the_work_and_survive_kills_pauses_and_stops() {
     assert_eq!((gone["leases"].as_array().map(Vec::len), &gone["leaving"]), (Some(0), &json!(true)), "{listed}");
     let survivors = [ids[0].clone(), ids[2].clone()];
     takeovers.push(("SIGTERM", until_held(nodes[0].up(), &names, &survivors, Duration::from_secs(20)).await));
-    nodes[1].restart().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    restart(&mut nodes, 1).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    // kill -9 node 2 as well, and bring it back.
+    nodes[2].server.as_mut().unwrap().kill();
+    let survivors = [ids[0].clone(), ids[1].clone()];
+    takeovers.push(("kill -9", until_held(nodes[0].up(), &names, &survivors, Duration::from_secs(20)).await));
+    restart(&mut nodes, 2).await;
+    if let Some(left) = Duration::from_secs(62).checked_sub(started.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
     stop.store(true, Ordering::SeqCst);
     for writer in writers {
         writer.await.unwrap();
     }
+    let produced = producing.await.unwrap();
+    let mut saga_ids = HashMap::new();
+    for starter in starters {
+        saga_ids.extend(starter.await.unwrap());
+    }
     let backwards = sampler.await.unwrap();
-    println!("takeover times (lease {LEASE:?}): {takeovers:?}");
+    println!("load for {:?}; takeover times (lease {LEASE:?}): {takeovers:?}", started.elapsed());
     assert!(backwards.is_empty(), "a checkpoint moved back: {backwards:?}");
+    assert_eq!(saga_ids.len(), orders.len(), "every order started (retried through the other nodes)");
     let acked = std::mem::take(&mut *acked.lock());
 
     // Conservation. Projections: every acknowledged event seen, in order.
@@ -270,6 +353,9 @@ async fn three_nodes_share_the_work_and_survive_kills_pauses_and_stops() {
         })
         .await;
         assert_eq!(seen["out_of_order"], false, "{projector}");
+        let events = seen["seen"].as_array().unwrap().len() as u64;
+        let delivered = seen["delivered"].as_u64().unwrap();
+        println!("{projector}: {events} events, {delivered} deliveries ({} duplicates)", delivered - events);
     }
     // Bank: each read model equals the fold of its stream; every acknowledged deposit is in it;
     // the outbox's topic has every event of every stream, in order.
@@ -291,26 +377,52 @@ async fn three_nodes_share_the_work_and_survive_kills_pauses_and_stops() {
         })
         .await;
     }
-    let records = k::read_all(&broker.bootstrap, topic, total_events).await;
-    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for record in &records {
-        let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
-        by_key.entry(key).or_default().push(record.header("faas-version").unwrap().parse().unwrap());
-    }
+    let mut counts = Vec::new();
     for a in 0..ACCOUNTS {
         let (_, stream) = node.get_json(&format!("/v1/namespaces/bank/streams/account-a{a}?max=10000")).await;
-        let count = stream["events"].as_array().unwrap().len() as u64;
-        let versions = by_key.get(&format!("account-a{a}")).cloned().unwrap_or_default();
-        let mut firsts = Vec::new();
-        for v in versions {
-            if !firsts.contains(&v) {
-                firsts.push(v);
+        counts.push(stream["events"].as_array().unwrap().len() as u64);
+    }
+    // The outbox may still be forwarding the last ones (and a takeover may have repeated some):
+    // read the topic again until every stream's events are all there.
+    let records = eventually("the outbox forwarded every event", Duration::from_secs(60), async || {
+        let in_topic = k::end_offsets(&broker.bootstrap, topic, 3).await.iter().sum::<i64>() as usize;
+        if in_topic < total_events {
+            return Err(format!("{in_topic} records for {total_events} events"));
+        }
+        let records = k::read_all(&broker.bootstrap, topic, in_topic).await;
+        let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for record in &records {
+            let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
+            by_key.entry(key).or_default().push(record.header("faas-version").unwrap().parse().unwrap());
+        }
+        for (a, count) in counts.iter().enumerate() {
+            let versions = by_key.get(&format!("account-a{a}")).cloned().unwrap_or_default();
+            let mut firsts = Vec::new();
+            for v in versions {
+                if !firsts.contains(&v) {
+                    firsts.push(v);
+                }
+            }
+            // Every event, each first seen in stream order.
+            if firsts != (0..*count).collect::<Vec<_>>() {
+                let head: Vec<_> = firsts.iter().rev().take(5).collect();
+                return Err(format!("account-a{a}: {} of {count} events forwarded (last: {head:?})", firsts.len()));
             }
         }
-        assert_eq!(firsts, (0..count).collect::<Vec<_>>(), "account-a{a}: every event forwarded, in order");
-    }
+        Ok(records)
+    })
+    .await;
     let duplicates = records.len() - total_events.min(records.len());
     println!("outbox: {} records for {total_events} events ({duplicates} duplicates from takeovers)", records.len());
+    // The Kafka trigger: each record one event (effects exactly once across rebalances).
+    let recorded = eventually("order-events caught up", Duration::from_secs(60), async || {
+        let events = crate::kafka::recorded(node).await;
+        if events.len() >= produced { Ok(events) } else { Err(format!("{} of {produced}", events.len())) }
+    })
+    .await;
+    crate::kafka::assert_exactly_once_in_order(&recorded, produced);
+    // The sagas: settled, money and stock conserved, nothing applied twice.
+    crate::sagas::assert_sagas_settled_and_conserved(node, &orders, &saga_ids).await;
 
     // Quiet now: each new event is delivered once, not once per node.
     let before: Vec<u64> = {
@@ -345,6 +457,20 @@ async fn three_nodes_share_the_work_and_survive_kills_pauses_and_stops() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let again = k::read_all(&broker.bootstrap, topic, records.len() + 21).await;
     assert_eq!((quiet.len(), again.len()), (records.len() + 20, records.len() + 20), "20 deposits, 20 records");
+
+    // A deploy through one node is served by all of them (LISTEN/NOTIFY), measured.
+    nodes[2].up().deploy_ok("late", components().bytes("hello"), json!({ "triggers": { "http": ["/late"] } })).await;
+    let deployed = Instant::now();
+    let mut served_by_all = Duration::ZERO;
+    for node in &nodes {
+        eventually("the new function is served by every node", Duration::from_secs(5), async || {
+            let (status, _) = node.up().call("/late").await;
+            if status == 200 { Ok(()) } else { Err(status.to_string()) }
+        })
+        .await;
+        served_by_all = deployed.elapsed();
+    }
+    println!("deploy through one node served by all three after {served_by_all:?}");
 }
 
 async fn a_reset_rebuilds_a_projection(backend: Backend) {

@@ -14,6 +14,7 @@ backend_tests!(
     an_idempotency_key_names_one_transaction,
     transaction_lists_page_with_a_cursor,
     a_transfer_right_after_a_restart_is_not_recovered,
+    a_participant_asks_an_external_service_before_it_votes,
 );
 
 async fn banks(server: &Server) {
@@ -285,4 +286,60 @@ async fn a_transfer_right_after_a_restart_is_not_recovered(backend: Backend) {
         assert!(!logs.lines().any(|l| l.contains(id) && l.contains("recovering")), "{id} was recovered:\n{logs}");
     }
     assert_eq!(account(&server, "bank-west", "bob").await["balance"], 30);
+}
+
+/// A 2PC participant reaches the outside world under the same rules as any function: bank-east
+/// (with `LIMITS_URL`) asks a limits service this test runs on 127.0.0.1 before it holds a
+/// debit; a refusal votes no and the transfer aborts on both sides; without the origin allowed
+/// the request never leaves, and the vote is no, saying so.
+async fn a_participant_asks_an_external_service_before_it_votes(backend: Backend) {
+    let server = Server::start(backend).await;
+    banks(&server).await;
+    let asked = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<Value>::new()));
+    let seen = asked.clone();
+    let app = axum::Router::new().route(
+        "/limits",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                let allowed = body["amount"].as_i64().is_some_and(|a| a <= 50);
+                seen.lock().push(body);
+                if allowed { axum::http::StatusCode::OK } else { axum::http::StatusCode::FORBIDDEN }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let with_limits =
+        |allow: Vec<String>| json!({ "triggers": { "http": ["/bank-east/..."] }, "outbound": { "allow": allow } });
+    server.deploy_ok("bank-east", components().bytes("ledger"), with_limits(vec![origin.clone()])).await;
+    let response = server
+        .admin_request(reqwest::Method::PATCH, "/v1/functions/bank-east/config")
+        .json(&json!({ "variables": { "LIMITS_URL": format!("{origin}/limits") } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let (status, body) = server.post_json("/bank-east/transfer", &transfer(30)).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("committed")), "{body}");
+    let (status, body) = server.post_json("/bank-east/transfer", &transfer(60)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("refused the debit (403"), "{body}");
+    assert_eq!(asked.lock().iter().map(|b| b["amount"].as_i64().unwrap()).collect::<Vec<_>>(), [30, 60]);
+    let (alice, bob) = (account(&server, "bank-east", "alice").await, account(&server, "bank-west", "bob").await);
+    assert_eq!(
+        (alice["balance"].as_i64(), bob["balance"].as_i64()),
+        (Some(70), Some(30)),
+        "the refused one moved nothing"
+    );
+
+    // The same participant without the origin allowed: denied before it leaves, votes no.
+    server.deploy_ok("bank-east", components().bytes("ledger"), with_limits(vec![])).await;
+    let (status, body) = server.post_json("/bank-east/transfer", &transfer(10)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("denied"), "{body}");
+    assert_eq!(asked.lock().len(), 2, "the denied request never reached the service");
+    server.wait_for_log("outgoing request denied").await;
 }

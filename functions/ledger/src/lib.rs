@@ -14,9 +14,13 @@
 //!   `POST /<name>/transfer` `{"from","to_function","to","amount",...}` (a debit here and a credit
 //!   at `to_function`, atomically; optional `prepare_timeout_ms`, and `key`: an idempotency key,
 //!   so a client whose answer was lost sends the same transfer again and gets its outcome).
+//! - With the variable `LIMITS_URL` set (and its origin allowed: `--allow-outbound`), `prepare`
+//!   of a debit first asks that service: it POSTs `{"tx","account","amount"}` and votes yes only
+//!   on a 2xx; any other answer, a denied origin or a failure votes no, naming why (a spending
+//!   limit or fraud check outside the platform, consulted before the money is held).
 
 use faas_sdk::tx::{self, Participant, ParticipantCall, TxOptions, TxOutcome, Vote};
-use faas_sdk::{IntoResponse, Request, RequestExt, StatusCode, http_handler, json, kv};
+use faas_sdk::{IntoResponse, Request, RequestExt, StatusCode, config, http_handler, json, kv, outbound};
 use serde::{Deserialize, Serialize};
 use serde_json::json as j;
 use std::collections::BTreeMap;
@@ -82,6 +86,11 @@ impl Participant for Ledger {
         if let Err(e) = kv::set_json(&format!("tx/{tx_id}"), &change) {
             return Vote::Abort(e.to_string());
         }
+        if change.delta < 0
+            && let Err(reason) = check_limits(&tx_id, &change)
+        {
+            return Vote::Abort(reason);
+        }
         let held = update(&change.account, |account| {
             if account.holds.contains_key(&tx_id) || account.applied.contains(&tx_id) {
                 return Ok(());
@@ -132,6 +141,25 @@ impl Participant for Ledger {
 }
 
 faas_sdk::export_participant!(Ledger);
+
+/// Asks the `LIMITS_URL` service whether the debit may go ahead (nothing to ask without it).
+fn check_limits(tx_id: &str, change: &Change) -> Result<(), String> {
+    let Some(url) = config::get("LIMITS_URL") else { return Ok(()) };
+    let body = j!({ "tx": tx_id, "account": change.account, "amount": -change.delta }).to_string().into_bytes();
+    let request = http::Request::post(url.as_str())
+        .header("content-type", "application/json")
+        .body(body)
+        .map_err(|e| format!("LIMITS_URL `{url}`: {e}"))?;
+    match outbound::send(request) {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(format!(
+            "the limits service refused the debit ({}): {}",
+            response.status(),
+            String::from_utf8_lossy(&response.body()[..response.body().len().min(200)])
+        )),
+        Err(error) => Err(format!("the limits service could not be asked: {error}")),
+    }
+}
 
 #[derive(Deserialize)]
 struct Transfer {
