@@ -466,14 +466,24 @@ async fn start_orders_at(data: &str, orders: &[Value], clients: usize) -> HashMa
             tokio::spawn(async move {
                 let mut ids = HashMap::new();
                 for order in chunk {
-                    match server_post(&data, &order).await {
-                        Ok((202, body)) => {
-                            ids.insert(
-                                order["order_id"].as_str().unwrap().to_owned(),
-                                body["saga_id"].as_str().unwrap().to_owned(),
-                            );
+                    // A 503 says "retry" (a node frozen mid-start had its database session ended
+                    // under it): a client sends the same order again, which the order id (the
+                    // saga's idempotency key) makes safe.
+                    for attempt in 1..=20 {
+                        match server_post(&data, &order).await {
+                            Ok((202, body)) => {
+                                ids.insert(
+                                    order["order_id"].as_str().unwrap().to_owned(),
+                                    body["saga_id"].as_str().unwrap().to_owned(),
+                                );
+                            }
+                            Ok((503, _)) if attempt < 20 => {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                continue;
+                            }
+                            other => println!("starting {} at {data}: {other:?}", order["order_id"]),
                         }
-                        other => println!("starting {} at {data}: {other:?}", order["order_id"]),
+                        break;
                     }
                 }
                 ids
