@@ -18,6 +18,9 @@ pub const KAFKA: Backoff = Backoff::new(Duration::from_millis(100), Duration::fr
 /// Durable work that must eventually happen (a decision to record, a participant to tell, a
 /// saga runner's store error): 50 ms … 30 s.
 pub const WORKFLOW: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(30));
+/// Retries of an async invocation that failed (5xx, trap, timeout), and of its callback:
+/// 1 s … 5 min.
+pub const ASYNC: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 /// A function too busy to take a call: 50 ms … 1.6 s (see `runtime::invoker::BusyWait`).
 pub const BUSY: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(1600));
 

@@ -1,6 +1,6 @@
 //! Host bindings of the `faas:platform` WIT package (`wit/`): the `Host` traits of the imports
 //! (implemented in `capabilities`) and the typed exports: `event-handler` here, `step-handler` in
-//! [`step`], `participant` in [`participant`], `message-handler` in [`message`]. Each export has its own world, so a component is
+//! [`step`], `participant` in [`participant`], `message-handler` in [`message`], `scheduled-handler` in [`scheduled`]. Each export has its own world, so a component is
 //! checked only for the exports it has; the imports are generated once, here, and shared.
 
 wasmtime::component::bindgen!({
@@ -68,4 +68,23 @@ pub mod message {
         },
     });
     pub use exports::faas::platform::message_handler::{KafkaBatch, KafkaRecord, Span};
+}
+
+/// The `scheduled-handler` export of functions with a schedule.
+pub mod scheduled {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "faas:platform/scheduled-function",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "wasi": wasmtime_wasi::p2::bindings,
+            "faas:platform/event-store": super::event_store,
+            "faas:platform/kv": super::kv,
+            "faas:platform/saga": super::saga,
+            "faas:platform/tx": super::tx,
+            "faas:platform/kafka-out": super::kafka_out,
+        },
+    });
+    pub use exports::faas::platform::scheduled_handler::ScheduledTick;
 }

@@ -75,6 +75,15 @@ pub struct ServeConfig {
     #[arg(long, env = "FAAS_RECOVERY_INTERVAL", default_value = "5s", value_parser = crate::model::limits::parse_duration)]
     pub recovery_interval: std::time::Duration,
 
+    /// Async invocations this node runs at once (across functions; each function's own
+    /// concurrency limit still applies).
+    #[arg(long, env = "FAAS_ASYNC_CONCURRENCY", default_value_t = 64)]
+    pub async_concurrency: usize,
+
+    /// How long finished async invocations (their responses, and dead letters) are kept.
+    #[arg(long, env = "FAAS_ASYNC_RETENTION", default_value = "7d", value_parser = crate::model::limits::parse_duration)]
+    pub async_retention: std::time::Duration,
+
     /// Log format on stderr.
     #[arg(long, env = "FAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -7,6 +7,7 @@ use crate::registry::RegistryError;
 use crate::runtime::invoker::InvokeError;
 use crate::runtime::validate::ValidationError;
 use crate::store::StoreError;
+use crate::triggers::queue::QueueError;
 use crate::triggers::subscriptions::ResetError;
 use axum::Json;
 use axum::extract::multipart::MultipartError;
@@ -176,6 +177,22 @@ impl From<SagaError> for ApiError {
             }
             e @ SagaError::Unavailable => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
             SagaError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(error: QueueError) -> Self {
+        let message = error.to_string();
+        match error {
+            QueueError::NotDeployed(_) | QueueError::NotFound(_) => Self::not_found(message),
+            QueueError::NotHttp(_) => Self::bad_request("not_http", message),
+            QueueError::BodyTooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message),
+            QueueError::Invalid(_) => Self::bad_request("invalid_request", message),
+            QueueError::CallbackNotAllowed(_) => Self::bad_request("callback_not_allowed", message),
+            QueueError::IdempotencyConflict { .. } => Self::new(StatusCode::CONFLICT, "idempotency_conflict", message),
+            QueueError::NotReplayable { .. } => Self::new(StatusCode::CONFLICT, "not_replayable", message),
+            QueueError::Store(e) => e.into(),
         }
     }
 }

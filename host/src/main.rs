@@ -21,8 +21,9 @@ enum Command {
     Serve(ServeConfig),
     /// Deploy a component as a new version of a function and activate it.
     Deploy {
+        // Boxed: the many deploy flags would make every other command as large.
         #[command(flatten)]
-        args: DeployArgs,
+        args: Box<DeployArgs>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -58,6 +59,20 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Async invocations: queue one, list them (the dead letters with `--status dead`), show
+    /// one, replay a dead one.
+    Invocations {
+        #[command(subcommand)]
+        command: client::InvocationCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A function's schedules: the next planned ticks and the last runs with their outcome.
+    Schedule {
+        function: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// The nodes sharing this database: heartbeat age and the leases each holds.
     Nodes {
         #[command(flatten)]
@@ -81,7 +96,7 @@ async fn main() -> ExitCode {
             init_logging(config.log_format);
             server::serve(config, server::shutdown_signal()).await
         }
-        Command::Deploy { args, remote } => Client::new(remote).deploy(args).await.map(|v| print_json(&v)),
+        Command::Deploy { args, remote } => Client::new(remote).deploy(*args).await.map(|v| print_json(&v)),
         Command::List { remote } => {
             Client::new(remote).list().await.and_then(|v| client::format_list(&v)).map(|table| print!("{table}"))
         }
@@ -93,6 +108,10 @@ async fn main() -> ExitCode {
         Command::Subscription { command, remote } => {
             Client::new(remote).subscription(command).await.map(|v| print_json(&v))
         }
+        Command::Invocations { command, remote } => {
+            Client::new(remote).invocations(command).await.map(|v| print_json(&v))
+        }
+        Command::Schedule { function, remote } => Client::new(remote).schedule(&function).await.map(|v| print_json(&v)),
         Command::Nodes { remote } => Client::new(remote).nodes().await.map(|v| print_json(&v)),
         Command::RotateSecretKey(args) => faas_host::secret_rotation::rotate(args).await.map(|m| println!("{m}")),
         Command::Delete { name, remote } => {

@@ -47,6 +47,20 @@ pub struct Metrics {
     pub outbound_duration: HistogramVec,
     /// `faas_leases_owned`: subscription and outbox leases this node holds.
     pub leases_owned: IntGauge,
+    /// `faas_async_invocations_total{function,outcome}`: async attempts: succeeded, failed,
+    /// retried, dead, busy.
+    pub async_invocations: IntCounterVec,
+    /// `faas_async_start_delay_seconds{function}`: from when an attempt was due (queued, or its
+    /// retry time) to when it started.
+    pub async_start_delay: HistogramVec,
+    /// `faas_async_callbacks_total{function,outcome}`: result callbacks: delivered, retried, failed.
+    pub async_callbacks: IntCounterVec,
+    /// `faas_schedule_ticks_total{function,schedule,outcome}`: succeeded, failed, skipped.
+    pub schedule_ticks: IntCounterVec,
+    /// `faas_schedule_delay_seconds{function,schedule}`: from a tick's planned time to its start.
+    pub schedule_delay: HistogramVec,
+    /// `faas_schedule_duration_seconds{function,schedule}`: how long ticks ran.
+    pub schedule_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -143,6 +157,43 @@ impl Metrics {
         .expect("valid metric");
         let leases_owned = IntGauge::new("faas_leases_owned", "Subscription and outbox leases this node holds.")
             .expect("valid metric");
+        let async_invocations = IntCounterVec::new(
+            Opts::new(
+                "faas_async_invocations_total",
+                "Async invocation attempts by outcome: succeeded, failed, retried, dead, busy.",
+            ),
+            &["function", "outcome"],
+        )
+        .expect("valid metric");
+        let delays = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+        let async_start_delay = HistogramVec::new(
+            HistogramOpts::new("faas_async_start_delay_seconds", "Async invocations: from due to started.")
+                .buckets(delays.clone()),
+            &["function"],
+        )
+        .expect("valid metric");
+        let async_callbacks = IntCounterVec::new(
+            Opts::new("faas_async_callbacks_total", "Async result callbacks by outcome: delivered, retried, failed."),
+            &["function", "outcome"],
+        )
+        .expect("valid metric");
+        let schedule_ticks = IntCounterVec::new(
+            Opts::new("faas_schedule_ticks_total", "Schedule ticks by outcome: succeeded, failed, skipped."),
+            &["function", "schedule", "outcome"],
+        )
+        .expect("valid metric");
+        let schedule_delay = HistogramVec::new(
+            HistogramOpts::new("faas_schedule_delay_seconds", "Schedule ticks: from planned time to start.")
+                .buckets(delays),
+            &["function", "schedule"],
+        )
+        .expect("valid metric");
+        let schedule_duration = HistogramVec::new(
+            HistogramOpts::new("faas_schedule_duration_seconds", "Schedule ticks: run time.")
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0]),
+            &["function", "schedule"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -161,6 +212,12 @@ impl Metrics {
             Box::new(outbound_requests.clone()),
             Box::new(outbound_duration.clone()),
             Box::new(leases_owned.clone()),
+            Box::new(async_invocations.clone()),
+            Box::new(async_start_delay.clone()),
+            Box::new(async_callbacks.clone()),
+            Box::new(schedule_ticks.clone()),
+            Box::new(schedule_delay.clone()),
+            Box::new(schedule_duration.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -183,6 +240,12 @@ impl Metrics {
             outbound_requests,
             outbound_duration,
             leases_owned,
+            async_invocations,
+            async_start_delay,
+            async_callbacks,
+            schedule_ticks,
+            schedule_delay,
+            schedule_duration,
         }
     }
 

@@ -16,6 +16,8 @@ use crate::store;
 use crate::triggers::http::{DataPlane, Http};
 use crate::triggers::kafka::Kafka;
 use crate::triggers::leases::Leases;
+use crate::triggers::queue::{AsyncQueue, QueueSettings};
+use crate::triggers::schedules::Scheduler;
 use crate::triggers::subscriptions::{Subscriptions, listen_for_remote_appends};
 use crate::triggers::{self, Trigger};
 use crate::workflows::{self, Liveness, Workflows};
@@ -124,6 +126,20 @@ pub async fn run(
         kafka.as_ref().map(|k| k.publisher().clone()),
         leases.clone(),
     );
+    let queue = AsyncQueue::new(
+        stores.invocations.clone(),
+        registry.clone(),
+        invoker.clone(),
+        metrics.clone(),
+        node.clone(),
+        QueueSettings {
+            concurrency: config.async_concurrency,
+            retention: config.async_retention,
+            ..QueueSettings::default()
+        },
+    );
+    let scheduler =
+        Scheduler::new(stores.schedules.clone(), registry.clone(), invoker.clone(), metrics.clone(), node.clone());
     let liveness = Liveness { node_timeout: config.node_timeout, sweep_every: config.recovery_interval };
     let workflows = Arc::new(Workflows::new(
         stores.workflows.clone(),
@@ -137,15 +153,17 @@ pub async fn run(
     // so it is never confused with work started by this process.
     let workflow_tasks = workflows.start(workflow_calls).await.context("resuming sagas and transactions")?;
     let lease_keeper = leases.start().await.context("taking up subscription leases")?;
+    let queue_tasks = queue.start().await.context("resuming async invocations")?;
+    let scheduler_task = scheduler.start().await.context("starting schedules")?;
     let remote_appends = stores.postgres_url.clone().map(|url| listen_for_remote_appends(url, notifier));
     let remote_deploys = stores.postgres_url.clone().map(|url| follow_remote_changes(url, registry.clone()));
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let http = Http::serve(
         listeners.data,
-        Arc::new(DataPlane { registry: registry.clone(), invoker, metrics: metrics.clone() }),
+        Arc::new(DataPlane { registry: registry.clone(), invoker, metrics: metrics.clone(), queue: queue.clone() }),
     );
-    let mut triggers: Vec<Arc<dyn Trigger>> = vec![http, subscriptions.clone()];
+    let mut triggers: Vec<Arc<dyn Trigger>> = vec![http, subscriptions.clone(), queue.clone(), scheduler.clone()];
     if let Some(kafka) = &kafka {
         triggers.push(kafka.clone());
     }
@@ -160,6 +178,8 @@ pub async fn run(
         workflows: workflows.clone(),
         kafka,
         leases: leases.clone(),
+        queue,
+        scheduler,
     }));
     let admin_server = {
         let mut stopping = stopping.clone();
@@ -185,7 +205,7 @@ pub async fn run(
         workflows.drain(WORKFLOW_DRAIN_GRACE).await;
     };
     let (admin_result, ()) = tokio::join!(admin_server.into_future(), draining);
-    workflow_tasks.iter().for_each(|task| task.abort());
+    workflow_tasks.iter().chain(&queue_tasks).chain([&scheduler_task]).for_each(|task| task.abort());
     for task in remote_appends.into_iter().chain(remote_deploys) {
         task.abort();
     }

@@ -7,8 +7,10 @@ mod extract;
 mod functions;
 mod graphql;
 mod graphql_depth;
+mod invocations;
 mod nodes;
 mod paging;
+mod schedules;
 mod workflows;
 
 use crate::error::ApiError;
@@ -38,6 +40,8 @@ pub struct Admin {
     /// None without `--kafka-brokers`.
     pub kafka: Option<Arc<crate::triggers::kafka::Kafka>>,
     pub leases: Arc<crate::triggers::leases::Leases>,
+    pub queue: Arc<crate::triggers::queue::AsyncQueue>,
+    pub scheduler: Arc<crate::triggers::schedules::Scheduler>,
 }
 
 pub fn router(state: Arc<Admin>) -> Router {
@@ -51,6 +55,11 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/v1/functions/{name}/config", get(functions::get_config).patch(functions::patch_config))
         .route("/v1/functions/{name}/subscriptions", get(events::subscriptions))
         .route("/v1/functions/{name}/subscriptions/reset", post(events::reset))
+        .route("/v1/functions/{name}/invocations", post(invocations::enqueue))
+        .route("/v1/functions/{name}/schedule", get(schedules::get))
+        .route("/v1/invocations", get(invocations::list))
+        .route("/v1/invocations/{id}", get(invocations::get))
+        .route("/v1/invocations/{id}/replay", post(invocations::replay))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/functions/{name}/parked/{id}/replay", post(events::replay))
         .route("/v1/namespaces/{namespace}/streams/{stream}", get(events::read_stream))

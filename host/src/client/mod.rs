@@ -5,8 +5,9 @@ pub mod config;
 
 use crate::model::limits::{Limits, parse_bytes, parse_duration};
 use crate::model::outbound::OutboundSpec;
+use crate::model::schedule::{CatchUp, ScheduleSpec};
 use crate::model::spec::{
-    DeploySpec, Grants, KafkaFrom, KafkaTrigger, OutboxSpec, StartFrom, SubscriptionSpec, Triggers,
+    AsyncSpec, DeploySpec, Grants, KafkaFrom, KafkaTrigger, OutboxSpec, StartFrom, SubscriptionSpec, Triggers,
 };
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
@@ -95,6 +96,27 @@ pub struct DeployArgs {
     /// Time an outgoing request may wait for the response's first byte, e.g. 10s.
     #[arg(long, value_parser = parse_duration)]
     pub outbound_timeout: Option<std::time::Duration>,
+    /// Run the function on a cron schedule: 5 fields (`*/5 * * * *`), 6 with seconds first, or
+    /// `@hourly`/`@daily`/`@weekly`/`@monthly`/`@yearly`. Repeatable.
+    #[arg(long = "schedule")]
+    pub schedules: Vec<String>,
+    /// The IANA time zone of the schedules (default UTC), e.g. `Europe/Berlin`.
+    #[arg(long, requires = "schedules")]
+    pub schedule_tz: Option<String>,
+    /// For an HTTP-only component: the path called with GET at each tick (with an
+    /// `x-faas-schedule` header), instead of the `scheduled-handler` export.
+    #[arg(long, requires = "schedules")]
+    pub schedule_route: Option<String>,
+    /// Ticks missed while no node ran: skip them (`none`), run the newest once (`last`), or run
+    /// every one (`all`).
+    #[arg(long, value_parser = CatchUp::parse, requires = "schedules")]
+    pub schedule_catch_up: Option<CatchUp>,
+    /// Attempts of a queued (async) invocation before it is dead-lettered.
+    #[arg(long)]
+    pub async_max_attempts: Option<u32>,
+    /// A queued invocation not done this long after it was queued is dead-lettered, e.g. 1h.
+    #[arg(long, value_parser = parse_duration)]
+    pub async_max_age: Option<std::time::Duration>,
     #[command(flatten)]
     pub values: config::ValueArgs,
 }
@@ -166,6 +188,23 @@ impl Client {
                     })
                     .collect(),
                 kafka,
+                schedules: args
+                    .schedules
+                    .iter()
+                    .map(|cron| ScheduleSpec {
+                        cron: cron.clone(),
+                        tz: args.schedule_tz.clone(),
+                        route: args.schedule_route.clone(),
+                        catch_up: args.schedule_catch_up.unwrap_or_default(),
+                    })
+                    .collect(),
+            },
+            asynchronous: AsyncSpec {
+                max_attempts: args.async_max_attempts.unwrap_or(AsyncSpec::default().max_attempts),
+                max_age_ms: match args.async_max_age {
+                    Some(age) => u64::try_from(age.as_millis()).context("async max age too large")?,
+                    None => AsyncSpec::default().max_age_ms,
+                },
             },
             outbox: args.outbox,
             grants: Grants { read_namespaces: args.read_namespaces, publish_topics: args.publish_topics },
@@ -245,6 +284,46 @@ impl Client {
         }
     }
 
+    pub async fn schedule(&self, function: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.url(&format!("/v1/functions/{function}/schedule")))).await
+    }
+
+    pub async fn invocations(&self, command: InvocationCommand) -> anyhow::Result<Value> {
+        match command {
+            InvocationCommand::List { function, status, limit, after } => {
+                let mut request = self.http.get(self.url("/v1/invocations")).query(&[("limit", limit.to_string())]);
+                for (key, value) in [("function", function), ("status", status), ("after", after)] {
+                    if let Some(value) = value {
+                        request = request.query(&[(key, value)]);
+                    }
+                }
+                self.send(request).await
+            }
+            InvocationCommand::Get { id } => self.send(self.http.get(self.url(&format!("/v1/invocations/{id}")))).await,
+            InvocationCommand::Replay { id } => {
+                self.send(self.http.post(self.url(&format!("/v1/invocations/{id}/replay")))).await
+            }
+            InvocationCommand::Invoke { function, path, method, data, idempotency_key, callback } => {
+                let mut request = self
+                    .http
+                    .post(self.url(&format!("/v1/functions/{function}/invocations")))
+                    .body(data.unwrap_or_default());
+                for (key, value) in [("path", path), ("method", method)] {
+                    if let Some(value) = value {
+                        request = request.query(&[(key, value)]);
+                    }
+                }
+                if let Some(key) = idempotency_key {
+                    request = request.header("idempotency-key", key);
+                }
+                if let Some(url) = callback {
+                    request = request.header("x-faas-callback", url);
+                }
+                self.send(request).await
+            }
+        }
+    }
+
     pub async fn nodes(&self) -> anyhow::Result<Value> {
         self.send(self.http.get(self.url("/v1/nodes"))).await
     }
@@ -276,6 +355,46 @@ pub enum SubscriptionCommand {
         #[arg(long)]
         clear_kv: bool,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum InvocationCommand {
+    /// Queues an invocation: the function runs it in the background, retried on failure.
+    Invoke {
+        function: String,
+        /// The path the function sees (default: its first route).
+        #[arg(long)]
+        path: Option<String>,
+        /// The method (default POST).
+        #[arg(long)]
+        method: Option<String>,
+        /// The request body.
+        #[arg(long, short = 'd')]
+        data: Option<String>,
+        /// Queue it only once: a second invoke with the same key returns the first invocation.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// POST the result to this URL (it must be in the function's outbound allow-list).
+        #[arg(long)]
+        callback: Option<String>,
+    },
+    /// Newest first: status, attempts, response status.
+    List {
+        #[arg(long)]
+        function: Option<String>,
+        /// queued, running, succeeded, failed or dead (the dead letters).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// The `next` of the previous page.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// One invocation: attempts, error, the final response.
+    Get { id: String },
+    /// Queues a dead or failed invocation again, attempts counted from zero.
+    Replay { id: String },
 }
 
 fn parse_outbox(text: &str) -> Result<OutboxSpec, String> {

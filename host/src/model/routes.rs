@@ -7,6 +7,8 @@ use std::sync::Arc;
 /// The wildcard suffix: `/hello/...` matches `/hello` and everything below it.
 const WILDCARD: &str = "/...";
 const MAX_ROUTE_LEN: usize = 1024;
+/// Paths the data plane answers itself (`/_faas/invocations/{id}`), never routed to a function.
+pub const RESERVED: &str = "/_faas";
 
 /// One parsed route: an exact path, or a prefix that matches a whole subtree.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -21,6 +23,9 @@ impl RoutePattern {
         let bad = |why: &str| Err(format!("invalid route `{text}`: {why}"));
         if !text.starts_with('/') {
             return bad("it must start with `/`");
+        }
+        if text == RESERVED || text.starts_with(&format!("{RESERVED}/")) {
+            return bad("`/_faas/` is the platform's own (async invocation status)");
         }
         if text.len() > MAX_ROUTE_LEN {
             return bad("it is longer than 1024 bytes");
@@ -42,6 +47,15 @@ impl RoutePattern {
             return bad("drop the trailing `/` (or use `/...` to match a subtree)");
         }
         Ok(if wildcard { Self::Prefix(base.to_owned()) } else { Self::Exact(base.to_owned()) })
+    }
+
+    /// A path this route matches: the exact path, or the prefix itself (`/` for `/...`).
+    pub fn example_path(&self) -> String {
+        match self {
+            Self::Exact(path) => path.clone(),
+            Self::Prefix(prefix) if prefix.is_empty() => "/".to_owned(),
+            Self::Prefix(prefix) => prefix.clone(),
+        }
     }
 
     fn matches(&self, path: &str) -> bool {

@@ -5,6 +5,7 @@ use super::limits::Limits;
 use super::names::{StreamFilter, validate_name, validate_stream_name, validate_topic};
 use super::outbound::OutboundSpec;
 use super::routes::RoutePattern;
+use super::schedule::{MAX_SCHEDULES, ScheduleSpec};
 use serde::{Deserialize, Serialize};
 
 /// The configuration half of a deploy (the other half is the component).
@@ -23,6 +24,38 @@ pub struct DeploySpec {
     /// Outgoing HTTP: the origins the function may call (none by default) and the limits.
     #[serde(default)]
     pub outbound: OutboundSpec,
+    /// Queued invocations (`POST /v1/functions/{name}/invocations`, `x-faas-invoke: async`).
+    #[serde(default, rename = "async")]
+    pub asynchronous: AsyncSpec,
+}
+
+/// How queued (async) invocations of the function are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsyncSpec {
+    /// Attempts before an invocation that keeps failing (5xx, trap, timeout) is dead-lettered.
+    #[serde(default = "default_async_attempts")]
+    pub max_attempts: u32,
+    /// An invocation not done this long after it was queued is dead-lettered instead of retried.
+    #[serde(default = "default_async_max_age_ms")]
+    pub max_age_ms: u64,
+}
+
+fn default_async_attempts() -> u32 {
+    3
+}
+
+fn default_async_max_age_ms() -> u64 {
+    6 * 60 * 60 * 1000
+}
+
+/// The longest `async.max_age_ms`: a week.
+pub const MAX_ASYNC_AGE_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+impl Default for AsyncSpec {
+    fn default() -> Self {
+        Self { max_attempts: default_async_attempts(), max_age_ms: default_async_max_age_ms() }
+    }
 }
 
 /// Forwards the events of matching streams to a Kafka topic: a transactional outbox, where the
@@ -83,6 +116,9 @@ pub struct Triggers {
     /// Kafka records, delivered to the `message-handler` export.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaTrigger>,
+    /// Cron schedules, delivered to the `scheduled-handler` export (or a route, with GET).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleSpec>,
 }
 
 /// A Kafka trigger: one consumer group reading `topics`.
@@ -262,6 +298,10 @@ pub enum SpecError {
     Duplicate(String),
     #[error("{0}")]
     Route(String),
+    #[error("{0}")]
+    Schedule(String),
+    #[error("async: {0}")]
+    Async(String),
 }
 
 impl DeploySpec {
@@ -316,6 +356,22 @@ impl DeploySpec {
             .any(|(i, s)| self.triggers.subscriptions[..i].iter().any(|t| t.stream == s.stream))
         {
             return Err(SpecError::Duplicate("a subscription".into()));
+        }
+        if self.triggers.schedules.len() > MAX_SCHEDULES {
+            return Err(SpecError::Schedule(format!("at most {MAX_SCHEDULES} schedules per function")));
+        }
+        for (i, schedule) in self.triggers.schedules.iter().enumerate() {
+            schedule.parse().map_err(SpecError::Schedule)?;
+            if self.triggers.schedules[..i].iter().any(|s| s.key() == schedule.key()) {
+                return Err(SpecError::Duplicate(format!("schedule `{}`", schedule.key())));
+            }
+        }
+        let asynchronous = &self.asynchronous;
+        if !(1..=100).contains(&asynchronous.max_attempts) {
+            return Err(SpecError::Async("max_attempts is 1-100".into()));
+        }
+        if !(1000..=MAX_ASYNC_AGE_MS).contains(&asynchronous.max_age_ms) {
+            return Err(SpecError::Async("max_age_ms is 1 s to 7 days".into()));
         }
         let mut routes = Vec::with_capacity(self.triggers.http.len());
         for text in &self.triggers.http {

@@ -361,7 +361,8 @@ impl LoadedFunction {
 }
 
 /// Each trigger needs its export: routes the HTTP handler, subscriptions the event handler, a
-/// Kafka trigger the message handler (and a server with brokers).
+/// Kafka trigger the message handler (and a server with brokers), a schedule the scheduled
+/// handler (or the HTTP handler, when it names a route).
 fn check_triggers(spec: &DeploySpec, handlers: &Handlers<HostState>, kafka_enabled: bool) -> Result<(), String> {
     if !spec.outbox.is_empty() && !kafka_enabled {
         return Err("the deploy forwards streams to Kafka (outbox) but this server has no Kafka brokers: start it \
@@ -388,6 +389,24 @@ fn check_triggers(spec: &DeploySpec, handlers: &Handlers<HostState>, kafka_enabl
         return Err(
             "the deploy has event subscriptions but the component does not export `faas:platform/event-handler`".into(),
         );
+    }
+    for schedule in &spec.triggers.schedules {
+        match &schedule.route {
+            Some(route) if handlers.http.is_none() => {
+                return Err(format!(
+                    "schedule `{}` calls route `{route}`, but the component does not export `wasi:http/incoming-handler`",
+                    schedule.key()
+                ));
+            }
+            None if handlers.scheduled.is_none() => {
+                return Err(format!(
+                    "the deploy has schedule `{}` but the component does not export `faas:platform/scheduled-handler`: \
+                     use `#[faas_sdk::scheduled_handler]`, or `--schedule-route /path` to have an HTTP route called",
+                    schedule.key()
+                ));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

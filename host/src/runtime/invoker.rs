@@ -10,6 +10,7 @@ use super::state::HostState;
 use crate::bindings::exports::faas::platform::event_handler::RecordedEvent;
 use crate::bindings::message::KafkaBatch;
 use crate::bindings::participant::Vote;
+use crate::bindings::scheduled::ScheduledTick;
 use crate::bindings::step::{StepError, StepRequest};
 use crate::capabilities::{Capabilities, PlatformCtx};
 use crate::metrics::Metrics;
@@ -194,6 +195,24 @@ impl Invoker {
         self.call(function, &id, timeout, Some(fence.clone()), async |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
             instance.faas_platform_step_handler().call_handle(store, request).await
+        })
+        .await
+    }
+
+    /// Runs one schedule tick through the function's `scheduled-handler` export. The inner
+    /// result is the handler's own answer.
+    pub async fn handle_tick(
+        &self,
+        function: &Arc<LoadedFunction>,
+        tick: &ScheduledTick,
+        invocation_id: &str,
+    ) -> Result<Result<(), String>, InvokeError> {
+        let Some(pre) = &function.handlers.scheduled else {
+            return Err(InvokeError::Internal(format!("function `{}` exports no scheduled-handler", function.name)));
+        };
+        self.call(function, invocation_id, None, None, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.faas_platform_scheduled_handler().call_handle(store, tick).await
         })
         .await
     }

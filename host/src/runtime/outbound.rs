@@ -76,6 +76,43 @@ impl Outbound {
     }
 }
 
+/// A response to a request the host made for a function ([`Outbound::send_host`]).
+#[derive(Debug)]
+pub struct HostResponse {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Outbound {
+    /// Sends a request the host makes on the function's behalf (a saga's HTTP step, the
+    /// callback of an async invocation) through the same allow-list, resolver, limits and
+    /// metrics as the guest's own requests, and reads the whole response within `timeout`.
+    pub async fn send_host(
+        &self,
+        metrics: &Metrics,
+        request_id: &str,
+        timeout: Duration,
+        request: http::Request<Bytes>,
+    ) -> Result<HostResponse, HttpError> {
+        let deadline = Instant::now() + timeout;
+        let request = request.map(|body| http_body_util::Full::new(body).map_err(|never| match never {}).boxed_unsync());
+        let (response, _) = send(self, metrics, request_id, deadline, request, None).await?;
+        let (parts, body) = response.into_parts();
+        let body = match tokio::time::timeout_at(deadline, body.collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) => return Err(error),
+            Err(_elapsed) => return Err(HttpError::ConnectionReadTimeout),
+        };
+        Ok(HostResponse { status: parts.status, headers: parts.headers, body })
+    }
+
+    /// Whether the allow-list lets the function reach `url` (checked again when it is sent).
+    pub fn allows_url(&self, url: &http::Uri) -> bool {
+        target(url).is_some_and(|(https, host, port)| self.allow.allows(https, &host, port))
+    }
+}
+
 /// The `wasi:http` hooks of one invocation: its function's [`Outbound`], its request id and
 /// deadline. Without an allow-list every request is refused, as before any grant.
 pub struct OutboundHooks {

@@ -5,6 +5,7 @@
 use crate::bindings::EventFunctionPre;
 use crate::bindings::message::MessageFunctionPre;
 use crate::bindings::participant::ParticipantFunctionPre;
+use crate::bindings::scheduled::ScheduledFunctionPre;
 use crate::bindings::step::StepFunctionPre;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -20,6 +21,8 @@ pub const EVENT_HANDLER_EXPORT: &str = "faas:platform/event-handler@0.1";
 pub const STEP_HANDLER_EXPORT: &str = "faas:platform/step-handler@0.1";
 /// The export of a function with a Kafka trigger.
 pub const MESSAGE_HANDLER_EXPORT: &str = "faas:platform/message-handler@0.1";
+/// The export of a function with a schedule.
+pub const SCHEDULED_HANDLER_EXPORT: &str = "faas:platform/scheduled-handler@0.1";
 /// The export of a two-phase-commit participant.
 pub const PARTICIPANT_EXPORT: &str = "faas:platform/participant@0.1";
 /// Import packages the platform links, with the version prefix it accepts: all of WASI 0.2
@@ -55,8 +58,8 @@ pub enum ValidationError {
     #[error(
         "the component exports no handler the platform knows: expected an export named \
          `wasi:http/incoming-handler@0.2.x`, `faas:platform/event-handler@0.1.x`, \
-         `faas:platform/message-handler@0.1.x`, `faas:platform/step-handler@0.1.x` or \
-         `faas:platform/participant@0.1.x`{}", found_list(.0)
+         `faas:platform/message-handler@0.1.x`, `faas:platform/step-handler@0.1.x`, \
+         `faas:platform/scheduled-handler@0.1.x` or `faas:platform/participant@0.1.x`{}", found_list(.0)
     )]
     NoHandler(Vec<String>),
     #[error("the component imports what the platform cannot provide: {}", .0.join(", "))]
@@ -88,6 +91,7 @@ pub struct Handlers<T: 'static> {
     pub messages: Option<MessageFunctionPre<T>>,
     pub step: Option<StepFunctionPre<T>>,
     pub participant: Option<ParticipantFunctionPre<T>>,
+    pub scheduled: Option<ScheduledFunctionPre<T>>,
 }
 
 /// Checks a compiled component's exports and imports against the linker and pre-instantiates it.
@@ -105,7 +109,14 @@ pub fn check_component<T: 'static>(linker: &Linker<T>, component: &Component) ->
     let exports_messages = exports.iter().any(|name| name.starts_with(MESSAGE_HANDLER_EXPORT));
     let exports_step = exports.iter().any(|name| name.starts_with(STEP_HANDLER_EXPORT));
     let exports_participant = exports.iter().any(|name| name.starts_with(PARTICIPANT_EXPORT));
-    if !exports_http && !exports_events && !exports_messages && !exports_step && !exports_participant {
+    let exports_scheduled = exports.iter().any(|name| name.starts_with(SCHEDULED_HANDLER_EXPORT));
+    if !exports_http
+        && !exports_events
+        && !exports_messages
+        && !exports_step
+        && !exports_participant
+        && !exports_scheduled
+    {
         return Err(ValidationError::NoHandler(exports));
     }
     // Names are right; the linker now checks every type, and the typed wrappers each handler's
@@ -117,8 +128,10 @@ pub fn check_component<T: 'static>(linker: &Linker<T>, component: &Component) ->
     let events = exports_events.then(|| EventFunctionPre::new(pre.clone())).transpose().map_err(wrong_type)?;
     let messages = exports_messages.then(|| MessageFunctionPre::new(pre.clone())).transpose().map_err(wrong_type)?;
     let step = exports_step.then(|| StepFunctionPre::new(pre.clone())).transpose().map_err(wrong_type)?;
+    let scheduled =
+        exports_scheduled.then(|| ScheduledFunctionPre::new(pre.clone())).transpose().map_err(wrong_type)?;
     let participant = exports_participant.then(|| ParticipantFunctionPre::new(pre)).transpose().map_err(wrong_type)?;
-    Ok(Handlers { http, events, messages, step, participant })
+    Ok(Handlers { http, events, messages, step, participant, scheduled })
 }
 
 /// `wasi:cli/environment@0.2.12` → is `wasi:cli` at 0.2.x one of ours?

@@ -5,9 +5,11 @@
 pub mod events;
 pub(crate) mod events_sql;
 mod functions_sql;
+pub mod invocations;
 pub mod leases;
 pub mod postgres;
 pub mod saga_state;
+pub mod schedules;
 pub mod sqlite;
 pub mod workflows;
 pub(crate) mod workflows_sql;
@@ -124,6 +126,8 @@ pub struct Stores {
     pub subscriptions: Arc<dyn events::SubscriptionStore>,
     pub workflows: Arc<dyn workflows::WorkflowStore>,
     pub leases: Arc<dyn leases::LeaseStore>,
+    pub invocations: Arc<dyn invocations::InvocationStore>,
+    pub schedules: Arc<dyn schedules::ScheduleStore>,
     /// Set on PostgreSQL, where other nodes' appends are announced with NOTIFY.
     pub postgres_url: Option<String>,
 }
@@ -136,7 +140,9 @@ impl Stores {
             + events::KvStore
             + events::SubscriptionStore
             + workflows::WorkflowStore
-            + leases::LeaseStore,
+            + leases::LeaseStore
+            + invocations::InvocationStore
+            + schedules::ScheduleStore,
     {
         Self {
             functions: store.clone(),
@@ -144,7 +150,9 @@ impl Stores {
             kv: store.clone(),
             subscriptions: store.clone(),
             workflows: store.clone(),
-            leases: store,
+            leases: store.clone(),
+            invocations: store.clone(),
+            schedules: store,
             postgres_url,
         }
     }

@@ -3,7 +3,9 @@
 use super::events::{AppendError, Appended, Expected, NewEvent};
 use super::events_sql::{impl_event_stores, to_sql};
 use super::functions_sql::{impl_function_store, insert_config};
+use super::invocations::impl_invocation_store;
 use super::leases::impl_lease_store;
+use super::schedules::impl_schedule_store;
 use super::workflows::StepFence;
 use super::workflows_sql::impl_workflow_store;
 use super::{StoreError, now_ms};
@@ -160,6 +162,8 @@ impl_event_stores!(
     "SELECT 1 FROM leases WHERE name = $5 AND owner = $6 AND epoch = $7 FOR SHARE"
 );
 impl_lease_store!(PostgresStore);
+impl_invocation_store!(PostgresStore, sqlx::postgres::PgRow, "FOR UPDATE SKIP LOCKED");
+impl_schedule_store!(PostgresStore, "FOR UPDATE SKIP LOCKED");
 impl_workflow_store!(
     PostgresStore,
     // FOR SHARE holds the row against a concurrent takeover's UPDATE until this commits (and

@@ -3,7 +3,9 @@
 use super::StoreError;
 use super::events_sql::{impl_event_stores, impl_transactional_append};
 use super::functions_sql::{impl_function_store, insert_config};
+use super::invocations::impl_invocation_store;
 use super::leases::impl_lease_store;
+use super::schedules::impl_schedule_store;
 use super::workflows_sql::impl_workflow_store;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::Path;
@@ -79,6 +81,9 @@ impl_event_stores!(
     "SELECT 1 FROM leases WHERE name = $5 AND owner = $6 AND epoch = $7"
 );
 impl_lease_store!(SqliteStore);
+// One writer at a time: no claim can interleave with another.
+impl_invocation_store!(SqliteStore, sqlx::sqlite::SqliteRow, "");
+impl_schedule_store!(SqliteStore, "");
 impl_transactional_append!(SqliteStore, sqlx::Sqlite);
 impl_workflow_store!(
     SqliteStore,

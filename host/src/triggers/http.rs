@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runtime::invoker::Invoker;
+use crate::triggers::queue::{AsyncQueue, QueuedRequest, read_body};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
@@ -25,7 +26,11 @@ pub struct DataPlane {
     pub registry: Arc<Registry>,
     pub invoker: Arc<Invoker>,
     pub metrics: Metrics,
+    pub queue: Arc<AsyncQueue>,
 }
+
+/// The header that queues a request instead of running it now (`x-faas-invoke: async`).
+const INVOKE: &str = "x-faas-invoke";
 
 pub fn router(state: Arc<DataPlane>) -> Router {
     Router::new().fallback(handle).with_state(state)
@@ -73,10 +78,24 @@ impl Trigger for Http {
 
 async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Response {
     let request_id = request_id(&request);
+    if let Some(id) = request.uri().path().strip_prefix(INVOCATION_STATUS) {
+        let response = match plane.queue.get(id).await {
+            Ok(record) => axum::Json(crate::triggers::queue::report(&record)).into_response(),
+            Err(error) => ApiError::from(error).with_request_id(&request_id).into_response(),
+        };
+        return tag(response, &request_id);
+    }
     let Some(function) = plane.registry.lookup(request.uri().path()) else {
         let message = format!("no function is routed at `{}`", request.uri().path());
         return tag(ApiError::not_found(message).with_request_id(&request_id).into_response(), &request_id);
     };
+    if let Some(mode) = request.headers().get(INVOKE) {
+        if mode != "async" {
+            let message = format!("`{INVOKE}` takes `async` (queue the request and answer 202 at once)");
+            return tag(ApiError::bad_request("invalid_request", message).with_request_id(&request_id).into_response(), &request_id);
+        }
+        return tag(enqueue(&plane, &function, request, &request_id).await, &request_id);
+    }
     let started = Instant::now();
     let response = match plane.invoker.serve_http(&function, request, &request_id).await {
         Ok(response) => response.map(axum::body::Body::new),
@@ -89,6 +108,32 @@ async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Respon
         .with_label_values(&[&*function.name, &function.version_label, response.status().as_str()])
         .inc();
     tag(response, &request_id)
+}
+
+/// Where the data plane shows a queued invocation to whoever holds its (unguessable) id.
+const INVOCATION_STATUS: &str = "/_faas/invocations/";
+
+/// Queues `request` for `function`: 202 with the invocation and its `Location`.
+async fn enqueue(
+    plane: &DataPlane,
+    function: &crate::runtime::function::LoadedFunction,
+    request: Request,
+    request_id: &str,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let queued = async {
+        let body = read_body(body).await?;
+        let path = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+        let queued = QueuedRequest::from_parts(&parts, path, body, request_id, &[]);
+        plane.queue.enqueue(function, queued).await
+    };
+    match queued.await {
+        Ok((record, created)) => {
+            let location = format!("{INVOCATION_STATUS}{}", record.id);
+            crate::triggers::queue::accepted(&record, created, &location)
+        }
+        Err(error) => ApiError::from(error).with_request_id(request_id).into_response(),
+    }
 }
 
 /// The caller's `x-request-id` when it is a sane token, else a fresh one.

@@ -1,14 +1,18 @@
 //! The input sources that run functions: [`http`] requests, appended events
-//! ([`subscriptions`], and outboxes to Kafka), and Kafka records ([`kafka`]). Each is a
+//! ([`subscriptions`], and outboxes to Kafka), Kafka records ([`kafka`]), cron [`schedules`] and
+//! queued async invocations ([`queue`]). Each is a
 //! [`Trigger`] with the same life: it reconciles against the registry at start and after every
 //! change (deploy, rollback, delete, another node's change), runs its consumers, and drains on
 //! shutdown (stops taking work, lets what is in flight finish within a grace, then returns).
 //! [`run`] is that life, once, for all of them. Work that must have one owner across nodes
-//! (subscriptions, outboxes) runs under [`leases`].
+//! (subscriptions, outboxes) runs under [`leases`]; schedule ticks and queued invocations are
+//! claimed row by row in the database instead.
 
 pub mod http;
 pub mod kafka;
 pub mod leases;
+pub mod queue;
+pub mod schedules;
 pub mod subscriptions;
 
 use crate::registry::Registry;
