@@ -104,6 +104,22 @@ pub mod message {
     );
 }
 
+/// The `scheduled-handler` export (`#[scheduled_handler]`).
+pub mod scheduled {
+    generate_world!(
+        "faas:platform/scheduled-function",
+        "export_scheduled_function",
+        "::faas_sdk::__private::scheduled_bindings",
+        {
+            "faas:platform/event-store@0.1.0": crate::bindings::faas::platform::event_store,
+            "faas:platform/kv@0.1.0": crate::bindings::faas::platform::kv,
+            "faas:platform/saga@0.1.0": crate::bindings::faas::platform::saga,
+            "faas:platform/tx@0.1.0": crate::bindings::faas::platform::tx,
+            "faas:platform/kafka-out@0.1.0": crate::bindings::faas::platform::kafka_out,
+        }
+    );
+}
+
 /// `wasi:config/store`: the function's variables and secrets ([`crate::config`]).
 pub mod config {
     wit_bindgen::generate!({

@@ -82,11 +82,13 @@
 //!
 //! - `lib.rs` (this file): crate docs and re-exports, plus the hidden
 //!   `__private` module that the macros' expansions call into.
-//! - [`macro@http_handler`], [`macro@event_handler`], [`macro@message_handler`] and
-//!   [`macro@step_handler`] come from the `faas-sdk-macros` crate (`guest-sdk/macros`),
+//! - [`macro@http_handler`], [`macro@event_handler`], [`macro@message_handler`],
+//!   [`macro@step_handler`] and [`macro@scheduled_handler`] come from the `faas-sdk-macros` crate (`guest-sdk/macros`),
 //!   which checks the handler's signature at compile time and generates the component
 //!   export (`wasi:http/incoming-handler`, `faas:platform/event-handler`,
-//!   `faas:platform/message-handler`, `faas:platform/step-handler`).
+//!   `faas:platform/message-handler`, `faas:platform/step-handler`,
+//!   `faas:platform/scheduled-handler`).
+//! - [`schedule`]: the [`schedule::ScheduledTick`] of [`macro@scheduled_handler`] functions.
 //! - `body`: [`Body`], the complete request or response body, with
 //!   [`Body::bytes`], [`Body::text`] and [`Body::json`], and [`BodyError`].
 //! - `request`: [`Request`] (`http::Request<Body>`), the [`RequestExt`]
@@ -156,6 +158,7 @@ mod request;
 mod response;
 mod runtime;
 pub mod saga;
+pub mod schedule;
 pub mod tx;
 
 pub use body::{Body, BodyError};
@@ -190,6 +193,12 @@ pub use faas_sdk_macros::message_handler;
 /// The function must look like `fn NAME(req: faas_sdk::saga::StepRequest) -> Result<T,
 /// faas_sdk::saga::StepError>` (or `async fn`) with `T: Into<Vec<u8>>`.
 pub use faas_sdk_macros::step_handler;
+
+/// Marks the function that runs a schedule's ticks; see [`schedule`].
+///
+/// The function must look like `fn NAME(tick: faas_sdk::schedule::ScheduledTick) -> Result<(),
+/// E>` (or `async fn`), with any `E: Display`. An `Err` is recorded as the tick's outcome.
+pub use faas_sdk_macros::scheduled_handler;
 
 /// The `bytes` crate's [`Bytes`], returned by [`Body::into_bytes`].
 pub use bytes::Bytes;
@@ -280,6 +289,21 @@ pub mod __private {
     /// Puts the delivered batch's records together as the SDK's.
     pub fn kafka_records(batch: WitKafkaBatch) -> Vec<crate::kafka::KafkaRecord> {
         crate::kafka::records_of(batch)
+    }
+
+    /// The generated bindings of the scheduled-handler world.
+    pub mod scheduled_bindings {
+        pub use crate::bindings::scheduled::*;
+    }
+    pub use crate::bindings::scheduled::export_scheduled_function;
+    /// The trait of the `faas:platform/scheduled-handler` export.
+    pub use crate::bindings::scheduled::exports::faas::platform::scheduled_handler::{
+        Guest as ScheduledHandlerGuest, ScheduledTick as WitScheduledTick,
+    };
+
+    /// Converts the host's tick into the SDK's.
+    pub fn scheduled_tick(tick: WitScheduledTick) -> crate::schedule::ScheduledTick {
+        crate::schedule::tick_of(tick)
     }
 
     /// The generated bindings of the participant world.

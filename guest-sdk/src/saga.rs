@@ -201,6 +201,148 @@ impl Step {
         self.0.backoff_ms = Some(u32::try_from(delay.as_millis()).unwrap_or(u32::MAX));
         self
     }
+
+    /// A durable timer: the saga waits `delay` at this step, then goes on. The wait starts when
+    /// the host first records the step and survives restarts (a resumed saga waits only for
+    /// what is left), on whichever node runs the saga then. Nothing to compensate.
+    pub fn after(name: &str, delay: Duration) -> Self {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        Self::json(name, SLEEP, &serde_json::json!({ "ms": ms }))
+    }
+
+    /// A durable timer until a point in time (see [`after`](Self::after)); a time already past
+    /// goes on at once.
+    pub fn sleep_until(name: &str, at: std::time::SystemTime) -> Self {
+        let until_ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Self::json(name, SLEEP, &serde_json::json!({ "until_ms": until_ms }))
+    }
+
+    /// A step that is one HTTP request, made by the host through the outbound allow-list of the
+    /// function starting the saga, retried on 408, 429, 5xx, timeouts and connection failures,
+    /// with the saga's idempotency key in an `idempotency-key` header. Its output is the
+    /// response body.
+    pub fn http(name: &str, call: HttpCall) -> Self {
+        Self::json(name, HTTP, &call.payload())
+    }
+
+    /// Undo with an HTTP request (see [`http`](Self::http)); its `idempotency-key` is the step's
+    /// with `/compensation` appended.
+    pub fn compensate_http(self, call: HttpCall) -> Self {
+        self.compensate_json(HTTP, &call.payload())
+    }
+}
+
+/// The function name of the host's timer step.
+const SLEEP: &str = "@sleep";
+/// The function name of the host's HTTP step.
+const HTTP: &str = "@http";
+
+/// An HTTP request as a saga step ([`Step::http`]): described as data, sent by the host.
+///
+/// The URL, header values and body may contain placeholders the host fills in at each attempt:
+/// `${config.NAME}` (a variable or secret of the function starting the saga: secrets stay out of
+/// the saga's journal), `${saga.id}`, `${saga.name}`, `${saga.input}`, `${step.name}` and
+/// `${idempotency_key}`.
+///
+/// ```
+/// use faas_sdk::saga::{HttpCall, Step};
+///
+/// let charge = Step::http(
+///     "charge",
+///     HttpCall::post("https://api.payments.example/v1/charges")
+///         .header("authorization", "Bearer ${config.PAYMENTS_KEY}")
+///         .json(&serde_json::json!({ "amount": 250, "order": "${saga.id}" }))
+///         .expect([200, 201]),
+/// )
+/// .compensate_http(HttpCall::post("https://api.payments.example/v1/refunds").body("{\"charge\": \"${saga.id}\"}"));
+/// # let _ = charge;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCall {
+    method: String,
+    url: String,
+    headers: std::collections::BTreeMap<String, String>,
+    body: String,
+    expect: Vec<u16>,
+    timeout_ms: Option<u64>,
+}
+
+impl HttpCall {
+    /// A request with `method` to `url`, no headers, an empty body.
+    pub fn new(method: &str, url: &str) -> Self {
+        Self {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            headers: std::collections::BTreeMap::new(),
+            body: String::new(),
+            expect: Vec::new(),
+            timeout_ms: None,
+        }
+    }
+
+    /// A `GET` to `url`.
+    pub fn get(url: &str) -> Self {
+        Self::new("GET", url)
+    }
+
+    /// A `POST` to `url`.
+    pub fn post(url: &str) -> Self {
+        Self::new("POST", url)
+    }
+
+    /// A `PUT` to `url`.
+    pub fn put(url: &str) -> Self {
+        Self::new("PUT", url)
+    }
+
+    /// A `DELETE` to `url`.
+    pub fn delete(url: &str) -> Self {
+        Self::new("DELETE", url)
+    }
+
+    /// Adds (or replaces) a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.insert(name.to_ascii_lowercase(), value.to_owned());
+        self
+    }
+
+    /// The body, as text (placeholders allowed).
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The body as JSON, with `content-type: application/json`.
+    pub fn json<T: Serialize + ?Sized>(self, value: &T) -> Self {
+        self.header("content-type", "application/json").body(serde_json::to_string(value).unwrap_or_default())
+    }
+
+    /// The statuses that count as success (default: any 2xx).
+    pub fn expect(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
+        self.expect = statuses.into_iter().collect();
+        self
+    }
+
+    /// Limit of one attempt (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout_ms = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// The payload the host's `@http` step reads.
+    fn payload(&self) -> serde_json::Value {
+        let mut payload = serde_json::json!({
+            "method": self.method,
+            "url": self.url,
+            "headers": self.headers,
+            "body": self.body,
+            "expect": self.expect,
+        });
+        if let Some(ms) = self.timeout_ms {
+            payload["timeout_ms"] = serde_json::json!(ms);
+        }
+        payload
+    }
 }
 
 /// The state of a saga this function started.
@@ -460,6 +602,31 @@ mod tests {
             input: b"{\"n\":1}".to_vec(),
             payload: b"not json".to_vec(),
         }
+    }
+
+    /// The payloads the host's built-in steps parse (`host/src/workflows/builtin_steps.rs`).
+    #[test]
+    fn timer_and_http_steps_are_data_for_the_host() {
+        let timer = Step::after("cool-off", Duration::from_secs(90));
+        assert_eq!(timer.0.action.function, "@sleep");
+        assert_eq!(timer.0.action.payload, br#"{"ms":90000}"#);
+        let until = Step::sleep_until("at", std::time::UNIX_EPOCH + Duration::from_millis(5));
+        assert_eq!(until.0.action.payload, br#"{"until_ms":5}"#);
+        let step = Step::http(
+            "charge",
+            HttpCall::post("https://x.example/c").json(&serde_json::json!({"a": 1})).expect([201]),
+        )
+        .compensate_http(HttpCall::delete("https://x.example/c/${saga.id}").timeout(Duration::from_secs(2)));
+        assert_eq!(step.0.action.function, "@http");
+        let action: serde_json::Value = serde_json::from_slice(&step.0.action.payload).unwrap();
+        assert_eq!(
+            action,
+            serde_json::json!({"method": "POST", "url": "https://x.example/c", "body": "{\"a\":1}", "expect": [201],
+                "headers": {"content-type": "application/json"}})
+        );
+        let compensation = step.0.compensation.unwrap();
+        let undo: serde_json::Value = serde_json::from_slice(&compensation.payload).unwrap();
+        assert_eq!((undo["method"].as_str(), undo["timeout_ms"].as_u64()), (Some("DELETE"), Some(2000)));
     }
 
     #[test]

@@ -214,6 +214,29 @@ const STEP: Kind = Kind {
     }),
 };
 
+/// `#[scheduled_handler]`.
+const SCHEDULED: Kind = Kind {
+    attr: "scheduled_handler",
+    expected: "`fn handle(tick: faas_sdk::schedule::ScheduledTick) -> Result<(), String>`",
+    export: "faas:platform/scheduled-handler",
+    argument: "the tick",
+    by_value: "the tick by value: write `tick: faas_sdk::schedule::ScheduledTick`",
+    missing_return: "must return `Result<(), E>` with `E: Display`: add a return type such as \
+                     `-> Result<(), String>`; an `Err` is recorded as the tick's outcome",
+    template: Template::Platform(PlatformExport {
+        guest: "__FaasSdkScheduledHandler",
+        guest_trait: "ScheduledHandlerGuest",
+        wit_arg: "tick",
+        wit_type: "::faas_sdk::__private::WitScheduledTick",
+        wit_return: "::core::result::Result<(), ::std::string::String>",
+        convert: "scheduled_tick",
+        local: "__faas_sdk_tick",
+        into_result: "into_handler_result",
+        export_macro: "export_scheduled_function",
+        bindings: "scheduled_bindings",
+    }),
+};
+
 /// Turns a function into the HTTP entry point of a wasm component.
 ///
 /// The function takes the request, [`faas_sdk::Request`], and returns anything
@@ -327,6 +350,28 @@ pub fn message_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn step_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     entry_point(&STEP, attr, item)
+}
+
+/// Turns a function into the scheduled handler of a wasm component: the
+/// `faas:platform/scheduled-handler` export, called once per tick of the schedules the
+/// function is deployed with (`faas deploy --schedule '*/5 * * * *'`).
+///
+/// ```ignore
+/// use faas_sdk::schedule::ScheduledTick;
+/// use faas_sdk::scheduled_handler;
+///
+/// #[scheduled_handler]
+/// fn tick(tick: ScheduledTick) -> Result<(), String> {
+///     println!("{} planned at {}", tick.schedule, tick.planned_at);
+///     Ok(())
+/// }
+/// ```
+///
+/// The signature is checked at compile time like that of `#[event_handler]`. A crate may
+/// contain only one `#[scheduled_handler]`, next to any other handler.
+#[proc_macro_attribute]
+pub fn scheduled_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    entry_point(&SCHEDULED, attr, item)
 }
 
 /// Expands, or emits the errors followed by the untouched item.

@@ -8,7 +8,10 @@ use axum::Json;
 use axum::extract::State;
 use std::sync::Arc;
 
-pub async fn get(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn get(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let function = admin
         .registry
         .active(&name)

@@ -211,7 +211,11 @@ impl ListParams {
     }
 }
 
-pub(super) fn parse_status<T>(text: Option<&str>, parse: fn(&str) -> Option<T>, all: &[&str]) -> Result<Option<T>, ApiError> {
+pub(super) fn parse_status<T>(
+    text: Option<&str>,
+    parse: fn(&str) -> Option<T>,
+    all: &[&str],
+) -> Result<Option<T>, ApiError> {
     text.map(|s| {
         parse(s).ok_or_else(|| {
             ApiError::bad_request("invalid_status", format!("unknown status `{s}`; one of: {}", all.join(", ")))

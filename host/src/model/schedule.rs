@@ -97,7 +97,8 @@ impl ScheduleSpec {
         }
         let schedule = Schedule { key: self.key(), cron, tz };
         // An expression that never matches (`0 0 30 2 *`) is refused now, not discovered never.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         if schedule.next_after(now).is_none() {
             return Err(format!("schedule `{expression}` never fires"));
         }

@@ -96,7 +96,8 @@ impl Outbound {
         request: http::Request<Bytes>,
     ) -> Result<HostResponse, HttpError> {
         let deadline = Instant::now() + timeout;
-        let request = request.map(|body| http_body_util::Full::new(body).map_err(|never| match never {}).boxed_unsync());
+        let request =
+            request.map(|body| http_body_util::Full::new(body).map_err(|never| match never {}).boxed_unsync());
         let (response, _) = send(self, metrics, request_id, deadline, request, None).await?;
         let (parts, body) = response.into_parts();
         let body = match tokio::time::timeout_at(deadline, body.collect()).await {

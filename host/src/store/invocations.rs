@@ -146,8 +146,7 @@ pub trait InvocationStore: Send + Sync + 'static {
     /// Claims up to `limit` due queued invocations for `node`, oldest due first.
     async fn claim(&self, node: &str, now_ms: i64, limit: u32) -> Result<Vec<InvocationRecord>, StoreError>;
     /// Writes an attempt's outcome; `false` (nothing written) if the fence no longer holds.
-    async fn finish(&self, fence: &InvocationFence, now_ms: i64, outcome: &AttemptOutcome)
-    -> Result<bool, StoreError>;
+    async fn finish(&self, fence: &InvocationFence, now_ms: i64, outcome: &AttemptOutcome) -> Result<bool, StoreError>;
     /// Running invocations whose claim expired (their node died or froze): queued again, or
     /// dead when that was their last attempt or they are too old. Returns how many.
     async fn requeue_expired(&self, now_ms: i64) -> Result<u64, StoreError>;

@@ -37,8 +37,13 @@ pub trait ScheduleStore: Send + Sync + 'static {
     /// Ticks already tried [`MAX_TICK_ATTEMPTS`] times are marked failed instead.
     async fn reclaim_ticks(&self, node: &str, now_ms: i64, limit: u32) -> Result<Vec<TickRecord>, StoreError>;
     /// Writes a tick's outcome if `node` still holds it at `epoch`.
-    async fn finish_tick(&self, tick: &TickRecord, status: &str, error: Option<&str>, now_ms: i64)
-    -> Result<bool, StoreError>;
+    async fn finish_tick(
+        &self,
+        tick: &TickRecord,
+        status: &str,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// At start: ticks an earlier process with this node id was running are due for reclaim.
     async fn release_own_ticks(&self, node: &str) -> Result<u64, StoreError>;
     /// The newest `limit` ticks of a function, newest first.
@@ -53,8 +58,19 @@ pub(crate) type TickRow =
     (String, String, i64, String, String, i64, i64, i64, Option<i64>, Option<i64>, Option<String>);
 
 pub(crate) fn row_to_tick(row: TickRow) -> TickRecord {
-    let (function, schedule, planned_ms, status, owner, epoch, attempts, lease_ms, started_at_ms, finished_at_ms, error) =
-        row;
+    let (
+        function,
+        schedule,
+        planned_ms,
+        status,
+        owner,
+        epoch,
+        attempts,
+        lease_ms,
+        started_at_ms,
+        finished_at_ms,
+        error,
+    ) = row;
     TickRecord {
         function,
         schedule,

@@ -92,7 +92,10 @@ async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Respon
     if let Some(mode) = request.headers().get(INVOKE) {
         if mode != "async" {
             let message = format!("`{INVOKE}` takes `async` (queue the request and answer 202 at once)");
-            return tag(ApiError::bad_request("invalid_request", message).with_request_id(&request_id).into_response(), &request_id);
+            return tag(
+                ApiError::bad_request("invalid_request", message).with_request_id(&request_id).into_response(),
+                &request_id,
+            );
         }
         return tag(enqueue(&plane, &function, request, &request_id).await, &request_id);
     }

@@ -55,7 +55,6 @@ const DROPPED_HEADERS: &[&str] = &[
     "upgrade",
     "proxy-connection",
     "content-length",
-    "host",
     "x-faas-invoke",
     "x-faas-callback",
 ];
@@ -95,7 +94,13 @@ impl QueuedRequest {
     /// From an incoming request: its method, headers (without `skip`) and body, to run at
     /// `path`; the queue's own headers are read off (`idempotency-key` also stays for the
     /// function, which may want it too).
-    pub fn from_parts(parts: &http::request::Parts, path: String, body: Bytes, request_id: &str, skip: &[&str]) -> Self {
+    pub fn from_parts(
+        parts: &http::request::Parts,
+        path: String,
+        body: Bytes,
+        request_id: &str,
+        skip: &[&str],
+    ) -> Self {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let headers = parts
             .headers
@@ -224,7 +229,9 @@ impl AsyncQueue {
         if let Some(key) = &request.idempotency_key
             && (key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()))
         {
-            return Err(QueueError::Invalid("the idempotency-key header must be 1-200 visible ASCII characters".into()));
+            return Err(QueueError::Invalid(
+                "the idempotency-key header must be 1-200 visible ASCII characters".into(),
+            ));
         }
         if let Some(callback) = &request.callback {
             let uri: http::Uri = callback
@@ -418,7 +425,9 @@ impl AsyncQueue {
         };
         let request = match build_request(invocation) {
             Ok(request) => request,
-            Err(error) => return AttemptOutcome::Done { status: InvocationStatus::Failed, response: None, error: Some(error) },
+            Err(error) => {
+                return AttemptOutcome::Done { status: InvocationStatus::Failed, response: None, error: Some(error) };
+            }
         };
         match self.invoker.serve_http(&function, request, &invocation.request_id).await {
             Ok(response) => {
@@ -444,15 +453,18 @@ impl AsyncQueue {
                 }
                 let status =
                     if parts.status.is_client_error() { InvocationStatus::Failed } else { InvocationStatus::Succeeded };
-                let error = status.eq(&InvocationStatus::Failed).then(|| format!("the function answered {}", parts.status));
+                let error =
+                    status.eq(&InvocationStatus::Failed).then(|| format!("the function answered {}", parts.status));
                 AttemptOutcome::Done { status, response: Some(response), error }
             }
             Err(InvokeError::Overloaded | InvokeError::QueueTimeout) => {
                 AttemptOutcome::Busy { run_at_ms: crate::store::now_ms() + 200 }
             }
-            Err(error @ (InvokeError::BodyTooLarge { .. } | InvokeError::BadRequest(_))) => {
-                AttemptOutcome::Done { status: InvocationStatus::Failed, response: None, error: Some(error.to_string()) }
-            }
+            Err(error @ (InvokeError::BodyTooLarge { .. } | InvokeError::BadRequest(_))) => AttemptOutcome::Done {
+                status: InvocationStatus::Failed,
+                response: None,
+                error: Some(error.to_string()),
+            },
             Err(error) => retry_or_dead(invocation, error.to_string(), None),
         }
     }
@@ -509,7 +521,12 @@ impl AsyncQueue {
         }
     }
 
-    async fn post_result(&self, function: &LoadedFunction, url: &str, invocation: &InvocationRecord) -> Result<(), String> {
+    async fn post_result(
+        &self,
+        function: &LoadedFunction,
+        url: &str,
+        invocation: &InvocationRecord,
+    ) -> Result<(), String> {
         let body = serde_json::to_vec(&report(invocation)).map_err(|e| e.to_string())?;
         let request = http::Request::post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -581,8 +598,8 @@ impl Trigger for AsyncQueue {
 /// (or latest) response, and the callback's delivery. A body that is UTF-8 is shown as text,
 /// any other as base64 (`body_encoding` says which).
 pub fn report(invocation: &InvocationRecord) -> serde_json::Value {
-    use base64::Engine as _;
     use crate::store::format_time;
+    use base64::Engine as _;
     let body = |bytes: &[u8]| match std::str::from_utf8(bytes) {
         Ok(text) => (serde_json::json!(text), "utf8"),
         Err(_) => (serde_json::json!(base64::engine::general_purpose::STANDARD.encode(bytes)), "base64"),
@@ -655,11 +672,17 @@ fn build_request(invocation: &InvocationRecord) -> Result<http::Request<axum::bo
     for (name, value) in &invocation.headers {
         builder = builder.header(name, value);
     }
+    // `wasi:http` wants an authority: the original `host`, else a stand-in.
+    if !invocation.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        builder = builder.header(http::header::HOST, "localhost");
+    }
     builder = builder
         .header("x-faas-invocation-id", &invocation.id)
         .header("x-faas-attempt", invocation.attempts.to_string())
         .header(http::header::CONTENT_LENGTH, invocation.body.len());
-    builder.body(axum::body::Body::from(invocation.body.clone())).map_err(|e| format!("the stored request is invalid: {e}"))
+    builder
+        .body(axum::body::Body::from(invocation.body.clone()))
+        .map_err(|e| format!("the stored request is invalid: {e}"))
 }
 
 struct KeptBody {

@@ -187,7 +187,14 @@ impl Scheduler {
         Ok(schedule.next_after(newest))
     }
 
-    fn tick_row(&self, function: &LoadedFunction, schedule: &Schedule, planned_ms: i64, status: &str, lease_ms: i64) -> TickRecord {
+    fn tick_row(
+        &self,
+        function: &LoadedFunction,
+        schedule: &Schedule,
+        planned_ms: i64,
+        status: &str,
+        lease_ms: i64,
+    ) -> TickRecord {
         TickRecord {
             function: function.name.to_string(),
             schedule: schedule.key.clone(),
@@ -241,7 +248,10 @@ impl Scheduler {
     async fn execute(&self, function: &Arc<LoadedFunction>, spec: &ScheduleSpec, tick: TickRecord) {
         let started = now_ms();
         let labels = [&*function.name, tick.schedule.as_str()];
-        self.metrics.schedule_delay.with_label_values(&labels).observe((started - tick.planned_ms).max(0) as f64 / 1000.0);
+        self.metrics
+            .schedule_delay
+            .with_label_values(&labels)
+            .observe((started - tick.planned_ms).max(0) as f64 / 1000.0);
         let result = self.call(function, spec, &tick, started).await;
         let elapsed = (now_ms() - started).max(0) as f64 / 1000.0;
         self.metrics.schedule_duration.with_label_values(&labels).observe(elapsed);
@@ -265,7 +275,13 @@ impl Scheduler {
     }
 
     /// One run of a tick: the `scheduled-handler` export, or `GET` on the schedule's route.
-    async fn call(&self, function: &Arc<LoadedFunction>, spec: &ScheduleSpec, tick: &TickRecord, started: i64) -> Result<(), String> {
+    async fn call(
+        &self,
+        function: &Arc<LoadedFunction>,
+        spec: &ScheduleSpec,
+        tick: &TickRecord,
+        started: i64,
+    ) -> Result<(), String> {
         let id = format!("{}@{}#{}", tick.schedule, tick.planned_ms, tick.attempts);
         let mut busy = BusyWait::default();
         let deadline = tokio::time::Instant::now() + BUSY_PATIENCE;
@@ -278,7 +294,10 @@ impl Scheduler {
                         fired_at: started as u64,
                         attempt: tick.attempts,
                     };
-                    self.invoker.handle_tick(function, &wit, &id).await.map(|r| r.map_err(|e| format!("the handler failed: {e}")))
+                    self.invoker
+                        .handle_tick(function, &wit, &id)
+                        .await
+                        .map(|r| r.map_err(|e| format!("the handler failed: {e}")))
                 }
                 Some(route) => self.call_route(function, route, tick).await,
             };
@@ -290,7 +309,12 @@ impl Scheduler {
         }
     }
 
-    async fn call_route(&self, function: &Arc<LoadedFunction>, route: &str, tick: &TickRecord) -> Result<Result<(), String>, InvokeError> {
+    async fn call_route(
+        &self,
+        function: &Arc<LoadedFunction>,
+        route: &str,
+        tick: &TickRecord,
+    ) -> Result<Result<(), String>, InvokeError> {
         let request = http::Request::get(route)
             .header("x-faas-schedule", &tick.schedule)
             .header("x-faas-planned-at", format_time(tick.planned_ms))

@@ -1,9 +1,11 @@
-//! Durable workflows: sagas ([`sagas`], their state folded in `store::saga_state`) and two-phase commit ([`tx`]),
+//! Durable workflows: sagas ([`sagas`], their state folded in `store::saga_state`, with the
+//! [`builtin_steps`] timers and HTTP calls) and two-phase commit ([`tx`]),
 //! plus what lets several nodes share them: a node id, a heartbeat, and a sweep that takes over
 //! the in-flight work of nodes whose heartbeat stopped (and, at start, this node's own).
 //! A takeover bumps the row's epoch and every later write names it (`store::workflows::Fence`),
 //! so a node that was paused past its timeout cannot write over its successor.
 
+pub mod builtin_steps;
 pub mod sagas;
 pub mod tx;
 

@@ -6,6 +6,7 @@
 //! durable entry, so after a crash the journal says exactly which attempt may have run; that
 //! attempt runs again with the same idempotency key.
 
+use super::builtin_steps;
 use crate::backoff::{self, Backoff};
 use crate::bindings::step::{StepError, StepKind, StepRequest};
 use crate::capabilities::workflow_handle::{SagaError, SagaView};
@@ -63,7 +64,7 @@ impl Sagas {
         idempotency_key: &str,
         definition: SagaDefinition,
     ) -> Result<SagaRecord, SagaError> {
-        self.check(idempotency_key, &definition)?;
+        self.check(namespace, idempotency_key, &definition)?;
         let now = crate::store::now_ms();
         let record = SagaRecord {
             id: saga_id(namespace, idempotency_key),
@@ -291,7 +292,9 @@ impl Sagas {
                 }
                 Next::Action { step, attempt } => {
                     self.write(id, fence, &mut state, JournalEntry::ActionAttempt { step, attempt }).await?;
-                    let entry = match self.invoke(&record, fence, step, StepKind::Action, attempt).await {
+                    let started_at_ms = state.steps[step].started_at_ms.unwrap_or_else(crate::store::now_ms);
+                    let call = Call { kind: StepKind::Action, attempt, started_at_ms };
+                    let entry = match self.invoke(&record, fence, step, call).await {
                         Ok(output) => JournalEntry::ActionSucceeded { step, output },
                         Err(StepFailure::Refused(error)) => {
                             JournalEntry::ActionFailed { step, attempt, error, terminal: true }
@@ -299,6 +302,7 @@ impl Sagas {
                         Err(StepFailure::Transient(error)) => {
                             JournalEntry::ActionFailed { step, attempt, error, terminal: false }
                         }
+                        Err(StepFailure::Interrupted) => return Ok(()),
                     };
                     let retry = matches!(entry, JournalEntry::ActionFailed { terminal: false, .. })
                         && attempt < definition.steps[step].max_attempts;
@@ -309,10 +313,12 @@ impl Sagas {
                 }
                 Next::Compensation { step, attempt } => {
                     self.write(id, fence, &mut state, JournalEntry::CompensationAttempt { step, attempt }).await?;
-                    match self.invoke(&record, fence, step, StepKind::Compensation, attempt).await {
+                    let call = Call { kind: StepKind::Compensation, attempt, started_at_ms: crate::store::now_ms() };
+                    match self.invoke(&record, fence, step, call).await {
                         Ok(_) => {
                             self.write(id, fence, &mut state, JournalEntry::CompensationSucceeded { step }).await?
                         }
+                        Err(StepFailure::Interrupted) => return Ok(()),
                         Err(StepFailure::Refused(error) | StepFailure::Transient(error)) => {
                             self.write(
                                 id,
@@ -345,14 +351,8 @@ impl Sagas {
     /// One attempt of a step or compensation. Its writes carry `fence`: if this node loses the
     /// saga while the attempt runs (paused past its heartbeat timeout, say), they are refused,
     /// so only the new owner's attempt has effects.
-    async fn invoke(
-        &self,
-        saga: &SagaRecord,
-        fence: &Fence,
-        step: usize,
-        kind: StepKind,
-        attempt: u32,
-    ) -> Result<Vec<u8>, StepFailure> {
+    async fn invoke(&self, saga: &SagaRecord, fence: &Fence, step: usize, call: Call) -> Result<Vec<u8>, StepFailure> {
+        let Call { kind, attempt, .. } = call;
         let definition = &saga.definition.steps[step];
         let invocation = match kind {
             StepKind::Action => &definition.action,
@@ -360,6 +360,9 @@ impl Sagas {
                 definition.compensation.as_ref().expect("only steps with a compensation are compensated")
             }
         };
+        if builtin_steps::is_builtin(&invocation.function) {
+            return self.builtin(saga, step, invocation, call).await;
+        }
         let Some(function) = self.registry.active(&invocation.function) else {
             return Err(StepFailure::Transient(format!("function `{}` is not deployed", invocation.function)));
         };
@@ -398,12 +401,136 @@ impl Sagas {
             Ok(Err(StepError::Retry(message))) => StepFailure::Transient(message),
             Err(error) => StepFailure::Transient(error.to_string()),
         };
-        let (StepFailure::Refused(error) | StepFailure::Transient(error)) = &failure;
+        let (StepFailure::Refused(error) | StepFailure::Transient(error)) = &failure else { return Err(failure) };
         tracing::warn!(saga = %saga.id, step = %definition.name, kind = ?kind, attempt, %error, "saga step failed");
         Err(failure)
     }
 
-    fn check(&self, key: &str, definition: &SagaDefinition) -> Result<(), SagaError> {
+    /// A built-in step (see `builtin_steps`): a timer, or an HTTP call made for the function
+    /// that started the saga.
+    async fn builtin(
+        &self,
+        saga: &SagaRecord,
+        step: usize,
+        invocation: &crate::store::workflows::Invocation,
+        call: Call,
+    ) -> Result<Vec<u8>, StepFailure> {
+        let definition = &saga.definition.steps[step];
+        let kind_label = match call.kind {
+            StepKind::Action => "action",
+            StepKind::Compensation => "compensation",
+        };
+        let result = match invocation.function.as_str() {
+            builtin_steps::SLEEP => {
+                let timer = builtin_steps::Timer::parse(&invocation.payload).map_err(StepFailure::Refused)?;
+                let wait = timer.wakes_at(call.started_at_ms) - crate::store::now_ms();
+                if wait > 0 {
+                    tracing::info!(saga = %saga.id, step = %definition.name, wait_ms = wait, "saga timer waiting");
+                    self.pause(Duration::from_millis(wait as u64)).await;
+                    if self.stopping() {
+                        return Err(StepFailure::Interrupted);
+                    }
+                }
+                Ok(Vec::new())
+            }
+            builtin_steps::HTTP => self.http_step(saga, step, invocation, call).await,
+            other => Err(StepFailure::Refused(format!("`{other}` is no built-in step"))),
+        };
+        let outcome = match &result {
+            Ok(_) => "succeeded",
+            Err(StepFailure::Refused(_)) => "refused",
+            Err(_) => "failed",
+        };
+        self.metrics.saga_steps.with_label_values(&[invocation.function.as_str(), kind_label, outcome]).inc();
+        if let Err(StepFailure::Refused(error) | StepFailure::Transient(error)) = &result {
+            tracing::warn!(saga = %saga.id, step = %definition.name, kind = ?call.kind, attempt = call.attempt, %error,
+                "saga step failed");
+        }
+        result
+    }
+
+    async fn http_step(
+        &self,
+        saga: &SagaRecord,
+        step: usize,
+        invocation: &crate::store::workflows::Invocation,
+        call: Call,
+    ) -> Result<Vec<u8>, StepFailure> {
+        let definition = &saga.definition.steps[step];
+        let http = builtin_steps::HttpCall::parse(&invocation.payload).map_err(StepFailure::Refused)?;
+        // The saga's namespace is the function that started it: its allow-list and config.
+        let Some(starter) = self.registry.active(&saga.namespace) else {
+            return Err(StepFailure::Transient(format!(
+                "function `{}`, which started the saga, is not deployed: its outbound allow-list is unknown",
+                saga.namespace
+            )));
+        };
+        let idempotency_key = match call.kind {
+            StepKind::Action => format!("{}/{}", saga.id, definition.name),
+            StepKind::Compensation => format!("{}/{}/compensation", saga.id, definition.name),
+        };
+        let context = builtin_steps::Context {
+            saga_id: &saga.id,
+            saga_name: &saga.definition.name,
+            input: &saga.definition.input,
+            step: &definition.name,
+            idempotency_key: &idempotency_key,
+            config: &starter.config.entries,
+        };
+        let request = http.render(&context).map_err(StepFailure::Transient)?;
+        let timeout = definition.timeout_ms.map_or_else(|| http.timeout(), |ms| Duration::from_millis(u64::from(ms)));
+        let request_id = format!("{idempotency_key}#{}", call.attempt);
+        let response = starter
+            .outbound
+            .send_host(&self.metrics, &request_id, timeout, request)
+            .await
+            .map_err(|e| StepFailure::Transient(format!("{} {}: {e}", http.method, http.url)))?;
+        match http.verdict(response.status) {
+            builtin_steps::Verdict::Succeeded => Ok(response.body.to_vec()),
+            builtin_steps::Verdict::Retry(error) => Err(StepFailure::Transient(error)),
+            builtin_steps::Verdict::Refused(error) => Err(StepFailure::Refused(error)),
+        }
+    }
+
+    fn check_builtin(
+        &self,
+        namespace: &str,
+        step: &str,
+        invocation: &crate::store::workflows::Invocation,
+        compensation: bool,
+    ) -> Result<(), SagaError> {
+        let invalid = |m: String| Err(SagaError::Invalid(format!("step `{step}`: {m}")));
+        match invocation.function.as_str() {
+            builtin_steps::SLEEP if compensation => {
+                invalid(format!("a compensation cannot be a `{}`", builtin_steps::SLEEP))
+            }
+            builtin_steps::SLEEP => builtin_steps::Timer::parse(&invocation.payload).map(drop).or_else(invalid),
+            builtin_steps::HTTP => {
+                let call = match builtin_steps::HttpCall::parse(&invocation.payload) {
+                    Ok(call) => call,
+                    Err(e) => return invalid(e),
+                };
+                let allowed = match (self.registry.active(namespace), call.literal_origin()) {
+                    (Some(starter), Some(url)) => starter.outbound.allows_url(&url),
+                    _ => true,
+                };
+                if !allowed {
+                    return invalid(format!(
+                        "`{}` is not in the outbound allow-list of `{namespace}` (deploy it with --allow-outbound <origin>)",
+                        call.url
+                    ));
+                }
+                Ok(())
+            }
+            other => invalid(format!(
+                "`{other}` is no built-in step (`{}` and `{}` are)",
+                builtin_steps::SLEEP,
+                builtin_steps::HTTP
+            )),
+        }
+    }
+
+    fn check(&self, namespace: &str, key: &str, definition: &SagaDefinition) -> Result<(), SagaError> {
         let invalid = |m: String| Err(SagaError::Invalid(m));
         if key.is_empty() || key.len() > MAX_NAME {
             return invalid(format!("the idempotency key must be 1-{MAX_NAME} bytes"));
@@ -428,8 +555,12 @@ impl Sagas {
             if step.timeout_ms.is_some_and(|t| t == 0 || t > MAX_STEP_TIMEOUT_MS) {
                 return invalid(format!("step `{}`: timeout-ms must be 1-{MAX_STEP_TIMEOUT_MS}", step.name));
             }
-            for invocation in std::iter::once(&step.action).chain(&step.compensation) {
+            for (i, invocation) in std::iter::once(&step.action).chain(&step.compensation).enumerate() {
                 size += invocation.payload.len();
+                if builtin_steps::is_builtin(&invocation.function) {
+                    self.check_builtin(namespace, &step.name, invocation, i == 1)?;
+                    continue;
+                }
                 match self.registry.active(&invocation.function) {
                     None => {
                         return invalid(format!(
@@ -457,11 +588,23 @@ impl Sagas {
     }
 }
 
+/// One attempt of a step's action or compensation; a timer counts from `started_at_ms`, when
+/// the journal first recorded the step's attempt.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    kind: StepKind,
+    attempt: u32,
+    started_at_ms: i64,
+}
+
 enum StepFailure {
     /// The step said no (`step-error::fail`).
     Refused(String),
     /// A `retry` answer, a trap, a timeout, an overloaded or missing function.
     Transient(String),
+    /// The node is draining while a timer waits: nothing is recorded, the attempt stays open
+    /// and the wait goes on (for what is left of it) wherever the saga resumes.
+    Interrupted,
 }
 
 /// Deterministic, so a second start with the same key finds the same saga.

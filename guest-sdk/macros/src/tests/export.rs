@@ -8,7 +8,7 @@ use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, ReturnType};
 
 use super::expand_handler;
-use crate::{EVENTS, HTTP, MESSAGES, STEP, expand};
+use crate::{EVENTS, HTTP, MESSAGES, SCHEDULED, STEP, expand};
 
 /// Asserts that `tokens` contains every one of `parts`.
 fn assert_contains_all(tokens: &str, parts: &[&str]) {
@@ -52,6 +52,30 @@ fn message_handler_expands() {
         ":: faas_sdk :: __private :: block_on (async move { :: faas_sdk :: __private :: into_handler_result \
          (consume (__faas_sdk_records) . await) })"
     ));
+}
+
+#[test]
+fn scheduled_handler_expands() {
+    let tokens = expand_handler(
+        &SCHEDULED,
+        quote!(
+            fn nightly(tick: ScheduledTick) -> Result<(), String> {
+                Ok(())
+            }
+        ),
+    );
+    assert_contains_all(
+        &tokens,
+        &[
+            ":: faas_sdk :: __private :: ScheduledHandlerGuest for __FaasSdkScheduledHandler",
+            "fn handle (tick : :: faas_sdk :: __private :: WitScheduledTick ,) \
+             -> :: core :: result :: Result < () , :: std :: string :: String >",
+            "let __faas_sdk_tick = :: faas_sdk :: __private :: scheduled_tick (tick) ;",
+            ":: faas_sdk :: __private :: into_handler_result (nightly (__faas_sdk_tick))",
+            ":: faas_sdk :: __private :: export_scheduled_function ! (__FaasSdkScheduledHandler with_types_in \
+             :: faas_sdk :: __private :: scheduled_bindings)",
+        ],
+    );
 }
 
 #[test]
@@ -119,6 +143,7 @@ fn calls_are_spanned_on_the_argument_and_the_return_type() {
         (&EVENTS, "__faas_sdk_events", "into_handler_result"),
         (&MESSAGES, "__faas_sdk_records", "into_handler_result"),
         (&STEP, "__faas_sdk_request", "into_step_result"),
+        (&SCHEDULED, "__faas_sdk_tick", "into_handler_result"),
     ];
     for (kind, argument, converter) in cases {
         for source in [

@@ -1,0 +1,64 @@
+//! `job-worker`: background jobs run as async invocations (`x-faas-invoke: async`, or
+//! `faas invocations invoke job-worker`): the caller gets `202` and an invocation id at once, the
+//! platform runs the job, retries it on a 5xx, and keeps the result.
+//!
+//! - `POST /jobs/{name}` with any body: does the job and records a `JobDone` event in stream
+//!   `job-{name}`. The event id is derived from the `x-faas-invocation-id` header, which is the
+//!   same on every attempt of one invocation, so a job retried after a crash is done once.
+//!   Answers `200 {"job", "invocation", "attempt", "position"}`.
+//!   - `?fail_until=N`: answers `503` on attempts before N (an upstream that is down a while).
+//!   - `?work_ms=M`: works M milliseconds first.
+//!   - `?status=S`: answers S without doing anything (a 4xx is not retried; a 5xx is).
+//! - `GET /jobs/tick`: the target of a schedule with `--schedule-route /jobs/tick`: records a
+//!   `Ticked` event per planned time (`x-faas-planned-at`), once per tick.
+//! - A request without `x-faas-invocation-id` (a plain synchronous call) runs too, with a fresh
+//!   id each time.
+
+use faas_sdk::event_store::{self, ExpectedVersion, NewEvent, deterministic_id};
+use faas_sdk::{IntoResponse, Request, RequestExt, StatusCode, http_handler, json};
+use serde_json::json as j;
+
+#[http_handler]
+fn handle(req: Request) -> impl IntoResponse {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let path = req.uri().path().to_owned();
+    if path == "/jobs/tick" {
+        let Some(planned) = header("x-faas-planned-at") else {
+            return json(StatusCode::BAD_REQUEST, &j!({ "error": "called without x-faas-planned-at" }));
+        };
+        let schedule = header("x-faas-schedule").unwrap_or_default();
+        let event = NewEvent::json("Ticked", &j!({ "schedule": schedule, "planned_at": planned }))
+            .expect("JSON")
+            .with_id(deterministic_id(schedule.as_bytes(), planned.as_bytes()));
+        return match event_store::append("ticks", ExpectedVersion::Any, vec![event]) {
+            Ok(outcome) => json(StatusCode::OK, &j!({ "position": outcome.last_position })),
+            Err(error) => json(StatusCode::SERVICE_UNAVAILABLE, &j!({ "error": error.to_string() })),
+        };
+    }
+    let Some(job) = path.strip_prefix("/jobs/").filter(|j| !j.is_empty() && event_store::is_valid_stream_name(j)) else {
+        return json(StatusCode::NOT_FOUND, &j!({ "error": "POST /jobs/{name}" }));
+    };
+    if let Some(status) = req.query_param("status").and_then(|s| s.parse::<u16>().ok()) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return json(status, &j!({ "job": job, "answered": status.as_u16() }));
+    }
+    let invocation = header("x-faas-invocation-id").unwrap_or_else(event_store::new_id);
+    let attempt: u32 = header("x-faas-attempt").and_then(|a| a.parse().ok()).unwrap_or(1);
+    if let Some(fail_until) = req.query_param("fail_until").and_then(|n| n.parse::<u32>().ok())
+        && attempt < fail_until
+    {
+        return json(StatusCode::SERVICE_UNAVAILABLE, &j!({ "error": "upstream down", "attempt": attempt }));
+    }
+    if let Some(ms) = req.query_param("work_ms").and_then(|n| n.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    let done = j!({ "job": job, "invocation": invocation, "attempt": attempt, "bytes": req.body().len() });
+    let event = NewEvent::json("JobDone", &done).expect("JSON").with_id(deterministic_id(b"job-worker", invocation.as_bytes()));
+    match event_store::append(&format!("job-{job}"), ExpectedVersion::Any, vec![event]) {
+        Ok(outcome) => json(
+            StatusCode::OK,
+            &j!({ "job": job, "invocation": invocation, "attempt": attempt, "position": outcome.last_position }),
+        ),
+        Err(error) => json(StatusCode::SERVICE_UNAVAILABLE, &j!({ "error": error.to_string() })),
+    }
+}
