@@ -17,6 +17,7 @@ mod limits;
 mod nodes;
 mod observability;
 mod outbound;
+mod queue;
 mod sagas;
 mod security;
 mod soak;

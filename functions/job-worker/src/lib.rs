@@ -9,6 +9,10 @@
 //!   - `?fail_until=N`: answers `503` on attempts before N (an upstream that is down a while).
 //!   - `?work_ms=M`: works M milliseconds first.
 //!   - `?status=S`: answers S without doing anything (a 4xx is not retried; a 5xx is).
+//!   - `?trace=1`: also records a `Ran` event (a fresh id) in `runs-{name}` at every run, so
+//!     a test can count how often the job actually ran.
+//! - The `OUTAGE` variable set to `1` (`faas config set job-worker OUTAGE=1`): every job answers
+//!   `503` (the upstream it needs is down); dead letters of that time can be replayed later.
 //! - `GET /jobs/tick`: the target of a schedule with `--schedule-route /jobs/tick`: records a
 //!   `Ticked` event per planned time (`x-faas-planned-at`), once per tick.
 //! - A request without `x-faas-invocation-id` (a plain synchronous call) runs too, with a fresh
@@ -44,6 +48,15 @@ fn handle(req: Request) -> impl IntoResponse {
     }
     let invocation = header("x-faas-invocation-id").unwrap_or_else(event_store::new_id);
     let attempt: u32 = header("x-faas-attempt").and_then(|a| a.parse().ok()).unwrap_or(1);
+    if faas_sdk::config::get("OUTAGE").as_deref() == Some("1") {
+        return json(StatusCode::SERVICE_UNAVAILABLE, &j!({ "error": "outage", "attempt": attempt }));
+    }
+    if req.query_param("trace").is_some() {
+        let ran = NewEvent::json("Ran", &j!({ "invocation": invocation, "attempt": attempt })).expect("JSON");
+        if let Err(error) = event_store::append(&format!("runs-{job}"), ExpectedVersion::Any, vec![ran]) {
+            return json(StatusCode::SERVICE_UNAVAILABLE, &j!({ "error": error.to_string() }));
+        }
+    }
     if let Some(fail_until) = req.query_param("fail_until").and_then(|n| n.parse::<u32>().ok())
         && attempt < fail_until
     {
@@ -52,7 +65,9 @@ fn handle(req: Request) -> impl IntoResponse {
     if let Some(ms) = req.query_param("work_ms").and_then(|n| n.parse::<u64>().ok()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
-    let done = j!({ "job": job, "invocation": invocation, "attempt": attempt, "bytes": req.body().len() });
+    // The same content on every attempt (no attempt number): a retry's append is a duplicate,
+    // not a conflict.
+    let done = j!({ "job": job, "invocation": invocation, "bytes": req.body().len() });
     let event = NewEvent::json("JobDone", &done).expect("JSON").with_id(deterministic_id(b"job-worker", invocation.as_bytes()));
     match event_store::append(&format!("job-{job}"), ExpectedVersion::Any, vec![event]) {
         Ok(outcome) => json(
