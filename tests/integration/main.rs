@@ -19,6 +19,7 @@ mod observability;
 mod outbound;
 mod queue;
 mod sagas;
+mod schedules;
 mod security;
 mod soak;
 mod transactions;

@@ -110,8 +110,8 @@ macro_rules! impl_schedule_store {
                 let running = tick.status == "running";
                 let done = sqlx::query(
                     "INSERT INTO schedule_ticks (function, schedule, planned_ms, status, owner, epoch, attempts, lease_ms,
-                         lease_until_ms, started_at_ms, finished_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                         lease_until_ms, started_at_ms, finished_at_ms, error)
+                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
                 )
                 .bind(&tick.function)
                 .bind(&tick.schedule)
@@ -123,6 +123,7 @@ macro_rules! impl_schedule_store {
                 .bind(if running { now_ms + tick.lease_ms } else { 0 })
                 .bind(running.then_some(now_ms))
                 .bind((!running).then_some(now_ms))
+                .bind(&tick.error)
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() == 1)

@@ -166,8 +166,11 @@ impl Scheduler {
         if skipped > 0 {
             // The newest skipped tick, for the record (and, when nothing runs, as the cursor).
             let latest_skipped = due.iter().rev().find(|t| !run.contains(t)).copied().unwrap_or(newest);
-            let tick = self.tick_row(function, schedule, latest_skipped, "skipped", lease_ms);
             let reason = format!("{skipped} missed tick(s) skipped (catch-up {:?})", spec.catch_up).to_lowercase();
+            let tick = TickRecord {
+                error: Some(reason.clone()),
+                ..self.tick_row(function, schedule, latest_skipped, "skipped", lease_ms)
+            };
             if self.store.insert_tick(&tick, now).await? {
                 tracing::warn!(function = %function.name, schedule = %schedule.key, skipped,
                     newest = %format_time(latest_skipped), "{reason}");
@@ -316,6 +319,8 @@ impl Scheduler {
         tick: &TickRecord,
     ) -> Result<Result<(), String>, InvokeError> {
         let request = http::Request::get(route)
+            // `wasi:http` wants an authority.
+            .header(http::header::HOST, "localhost")
             .header("x-faas-schedule", &tick.schedule)
             .header("x-faas-planned-at", format_time(tick.planned_ms))
             .header("x-faas-attempt", tick.attempts.to_string())
