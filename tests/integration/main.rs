@@ -18,6 +18,7 @@ mod nodes;
 mod observability;
 mod outbound;
 mod queue;
+mod saga_steps;
 mod sagas;
 mod schedules;
 mod security;
