@@ -67,6 +67,11 @@ async fn unknown_routes_are_json_404s_and_openapi_is_served() {
         "/v1/functions/{name}/versions/{version}/activate",
         "/v1/functions/{name}/subscriptions/reset",
         "/v1/nodes",
+        "/v1/functions/{name}/invocations",
+        "/v1/functions/{name}/schedule",
+        "/v1/invocations",
+        "/v1/invocations/{id}",
+        "/v1/invocations/{id}/replay",
     ] {
         assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
     }

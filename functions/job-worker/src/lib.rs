@@ -5,7 +5,9 @@
 //! - `POST /jobs/{name}` with any body: does the job and records a `JobDone` event in stream
 //!   `job-{name}`. The event id is derived from the `x-faas-invocation-id` header, which is the
 //!   same on every attempt of one invocation, so a job retried after a crash is done once.
-//!   Answers `200 {"job", "invocation", "attempt", "position"}`.
+//!   Answers `200 {"job", "invocation", "attempt", "position", "started_us"}` (`started_us`: when
+//!   the job started, by the wall clock, in microseconds since the Unix epoch: the benchmark's
+//!   enqueue → start latency).
 //!   - `?fail_until=N`: answers `503` on attempts before N (an upstream that is down a while).
 //!   - `?work_ms=M`: works M milliseconds first.
 //!   - `?status=S`: answers S without doing anything (a 4xx is not retried; a 5xx is).
@@ -24,6 +26,7 @@ use serde_json::json as j;
 
 #[http_handler]
 fn handle(req: Request) -> impl IntoResponse {
+    let started_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let path = req.uri().path().to_owned();
     if path == "/jobs/tick" {
@@ -72,7 +75,8 @@ fn handle(req: Request) -> impl IntoResponse {
     match event_store::append(&format!("job-{job}"), ExpectedVersion::Any, vec![event]) {
         Ok(outcome) => json(
             StatusCode::OK,
-            &j!({ "job": job, "invocation": invocation, "attempt": attempt, "position": outcome.last_position }),
+            &j!({ "job": job, "invocation": invocation, "attempt": attempt, "position": outcome.last_position,
+                  "started_us": started_us }),
         ),
         Err(error) => json(StatusCode::SERVICE_UNAVAILABLE, &j!({ "error": error.to_string() })),
     }
