@@ -52,6 +52,14 @@ webhook_secret=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 "$faas" deploy bank-west "$wasm/ledger.wasm" --route '/bank-west/...' >/dev/null
 # Outgoing HTTP is denied unless allowed: this one may call the platform's own data plane.
 "$faas" deploy uptime-probe "$wasm/uptime_probe.wasm" --route /uptime-probe --allow-outbound "http://$listen" >/dev/null
+# Background jobs (async invocations), a scheduled job (every minute), and a trial saga whose
+# HTTP steps call the echo function (standing in for the mail and billing APIs).
+"$faas" deploy job-worker "$wasm/job_worker.wasm" --route '/jobs/...' >/dev/null
+"$faas" deploy nightly-report "$wasm/nightly_report.wasm" --schedule '* * * * *' >/dev/null
+billing_key=$(python3 -c 'import secrets; print("sk_dev_" + secrets.token_hex(8))')
+"$faas" deploy trial-signup "$wasm/trial_signup.wasm" --route /signup --route '/signup/...' \
+  --allow-outbound "http://$listen" --var "MAIL_URL=http://$listen/echo/mail" \
+  --var "BILLING_URL=http://$listen/echo/billing" --secret "BILLING_KEY=$billing_key" >/dev/null
 kafka_help=""
 if [ -n "${FAAS_KAFKA_BROKERS:-}" ]; then
   "$faas" deploy order-events "$wasm/order_events.wasm" --route '/order-events/...' --kafka-topic orders >/dev/null
@@ -83,6 +91,12 @@ faas is running (data plane http://$listen, control plane http://$admin).
   # outgoing HTTP through an allow-list (anything else is refused before it leaves)
   curl 'http://$listen/uptime-probe?url=http://$listen/hello/world'
   curl 'http://$listen/uptime-probe?url=https://example.com/'      # 403: not allowed
+  # async invocations: 202 at once, retried on 5xx, dead-lettered, replayable
+  curl -H 'x-faas-invoke: async' -d img-1 'http://$listen/jobs/resize?fail_until=2'
+  $faas invocations list
+  # a scheduled job (every minute) and a trial saga: mail, a durable 5 s timer, an idempotent charge
+  $faas schedule nightly-report
+  curl -d '{"user":"u-1","trial_ms":5000}' http://$listen/signup
 ${kafka_help}  GraphiQL: http://$admin/graphql
   $faas list            # FAAS_ADMIN_URL=http://$admin
   curl http://$admin/metrics

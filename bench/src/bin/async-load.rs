@@ -76,7 +76,11 @@ async fn call(http: &reqwest::Client, data: &str) -> anyhow::Result<(f64, f64)> 
     Ok((start, round_trip))
 }
 
-async fn latencies(http: &reqwest::Client, data: &str, samples: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+async fn latencies(
+    http: &reqwest::Client,
+    data: &str,
+    samples: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     let (mut queued, mut sync_start, mut sync_trip) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..samples {
         let sent = now_us();
@@ -186,10 +190,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let sync_rate = args.jobs as f64 / started.elapsed().as_secs_f64();
     println!("throughput, {} jobs, {} clients:", args.jobs, args.concurrency);
-    println!(
-        "  async: {async_rate:.0} invocations/s queued and run ({:.0}/s queued)",
-        args.jobs as f64 / enqueued
-    );
+    println!("  async: {async_rate:.0} invocations/s queued and run ({:.0}/s queued)", args.jobs as f64 / enqueued);
     println!("  sync:  {sync_rate:.0} calls/s  (async/sync {:.2}x)", async_rate / sync_rate);
     Ok(())
 }

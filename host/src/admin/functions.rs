@@ -94,31 +94,42 @@ pub async fn deploy(
     let mut spec = DeploySpec::default();
     let mut component = None;
     let mut change = ConfigChange::default();
+    // A refusal waits until the whole upload is read: answering while the client still sends
+    // the component would reset its connection, and it would see that instead of the reason.
+    let mut refused: Option<ApiError> = None;
     while let Some(field) = multipart.next_field().await? {
         match field.name() {
             Some("config") => {
                 let text = field.text().await?;
-                spec = serde_json::from_str(&text).map_err(|e| {
-                    ApiError::bad_request("invalid_spec", format!("the `config` part is not a valid deploy spec: {e}"))
-                })?;
+                match serde_json::from_str(&text) {
+                    Ok(parsed) => spec = parsed,
+                    Err(e) => {
+                        let message = format!("the `config` part is not a valid deploy spec: {e}");
+                        refused.get_or_insert(ApiError::bad_request("invalid_spec", message));
+                    }
+                }
             }
             Some("component") => component = Some(field.bytes().await?),
             Some("values") => {
                 let text = field.text().await?;
-                change = serde_json::from_str(&text).map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_config",
-                        format!("the `values` part is not {{\"variables\":{{..}},\"secrets\":{{..}}}}: {e}"),
-                    )
-                })?;
+                match serde_json::from_str(&text) {
+                    Ok(parsed) => change = parsed,
+                    Err(e) => {
+                        let message =
+                            format!("the `values` part is not {{\"variables\":{{..}},\"secrets\":{{..}}}}: {e}");
+                        refused.get_or_insert(ApiError::bad_request("invalid_config", message));
+                    }
+                }
             }
             other => {
-                return Err(ApiError::bad_request(
-                    "invalid_multipart",
-                    format!("unexpected part {other:?}; expected `config`, `values` and `component`"),
-                ));
+                let message = format!("unexpected part {other:?}; expected `config`, `values` and `component`");
+                refused.get_or_insert(ApiError::bad_request("invalid_multipart", message));
+                field.bytes().await?;
             }
         }
+    }
+    if let Some(refused) = refused {
+        return Err(refused);
     }
     let component =
         component.ok_or_else(|| ApiError::bad_request("invalid_multipart", "missing the `component` part"))?;

@@ -385,10 +385,7 @@ impl Sagas {
                 result => break result,
             }
         };
-        let kind_label = match kind {
-            StepKind::Action => "action",
-            StepKind::Compensation => "compensation",
-        };
+        let kind_label = kind_label(kind);
         let outcome = match &result {
             Ok(Ok(_)) => "succeeded",
             Ok(Err(StepError::Fail(_))) => "refused",
@@ -416,10 +413,7 @@ impl Sagas {
         call: Call,
     ) -> Result<Vec<u8>, StepFailure> {
         let definition = &saga.definition.steps[step];
-        let kind_label = match call.kind {
-            StepKind::Action => "action",
-            StepKind::Compensation => "compensation",
-        };
+        let kind_label = kind_label(call.kind);
         let result = match invocation.function.as_str() {
             builtin_steps::SLEEP => {
                 let timer = builtin_steps::Timer::parse(&invocation.payload).map_err(StepFailure::Refused)?;
@@ -605,6 +599,14 @@ enum StepFailure {
     /// The node is draining while a timer waits: nothing is recorded, the attempt stays open
     /// and the wait goes on (for what is left of it) wherever the saga resumes.
     Interrupted,
+}
+
+/// The `kind` label of `faas_saga_step_attempts_total`.
+fn kind_label(kind: StepKind) -> &'static str {
+    match kind {
+        StepKind::Action => "action",
+        StepKind::Compensation => "compensation",
+    }
 }
 
 /// Deterministic, so a second start with the same key finds the same saga.
