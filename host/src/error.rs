@@ -88,6 +88,9 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::FunctionNotFound(_) | StoreError::VersionNotFound { .. } => Self::not_found(error.to_string()),
             StoreError::Moved(m) => Self::new(StatusCode::CONFLICT, "conflict", format!("{m}; try again")),
+            StoreError::Unavailable(m) => {
+                Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m) }
+            }
             other => Self::internal(other),
         }
     }

@@ -11,6 +11,7 @@ mod cqrs;
 mod event_store;
 mod failures;
 mod graphql;
+mod group_commit;
 mod kafka;
 mod lifecycle;
 mod limits;

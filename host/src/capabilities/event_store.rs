@@ -152,6 +152,8 @@ impl wit::Host for PlatformCtx {
             Err(store::AppendError::Store(StoreError::Fenced(saga))) => {
                 Err(AppendError::Unavailable(super::superseded(&platform.access.namespace, &saga)))
             }
+            // The append queue is full: the message says to retry.
+            Err(store::AppendError::Store(StoreError::Unavailable(m))) => Err(AppendError::Unavailable(m)),
             Err(store::AppendError::Store(e)) => Err(AppendError::Unavailable(unavailable(e))),
         }
     }

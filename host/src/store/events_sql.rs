@@ -436,6 +436,8 @@ pub(crate) use impl_event_stores;
 macro_rules! impl_transactional_append {
     ($store:ty, $db:ty) => {
         impl $store {
+            /// An append: through the group commit (`store::group_commit`), or, for a saga
+            /// step's append (with a fence), in a transaction of its own that checks the fence.
             async fn append_events(
                 &self,
                 namespace: &str,
@@ -444,18 +446,43 @@ macro_rules! impl_transactional_append {
                 events: &[$crate::store::events::NewEvent],
                 fence: Option<&$crate::store::workflows::StepFence>,
             ) -> Result<$crate::store::events::Appended, $crate::store::events::AppendError> {
+                let Some(fence) = fence else {
+                    let request = $crate::store::group_commit::AppendRequest {
+                        namespace: namespace.to_owned(),
+                        stream: stream.to_owned(),
+                        expected,
+                        events: events.to_vec(),
+                    };
+                    return self.group.append(request).await;
+                };
+                let mut tx = self.pool.begin().await?;
+                let appended = Self::append_in(&mut tx, namespace, stream, expected, events, Some(fence)).await?;
+                tx.commit().await?;
+                Ok(appended)
+            }
+
+            /// One append inside `tx`, which may hold others before and after it (a group
+            /// commit). A refused append (wrong expected version, idempotency conflict) has
+            /// written nothing but the no-op that took the append lock, so `tx` goes on.
+            pub(crate) async fn append_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                namespace: &str,
+                stream: &str,
+                expected: $crate::store::events::Expected,
+                events: &[$crate::store::events::NewEvent],
+                fence: Option<&$crate::store::workflows::StepFence>,
+            ) -> Result<$crate::store::events::Appended, $crate::store::events::AppendError> {
                 use $crate::store::events::{AppendError, Appended};
                 use $crate::store::events_sql::{EVENT_COLUMNS, EventRow, row_to_event, to_sql};
-                let mut tx = self.pool.begin().await?;
                 // First statement, and a write: it takes the append lock (the row lock on
                 // PostgreSQL, the database write lock on SQLite) until commit.
                 let (head,): (i64,) = sqlx::query_as(
                     "UPDATE event_log_head SET last_position = last_position WHERE id = 1 RETURNING CAST(last_position AS BIGINT)",
                 )
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
                 if let Some(fence) = fence {
-                    Self::check_fence(&mut tx, fence).await?;
+                    Self::check_fence(tx, fence).await?;
                 }
 
                 // Idempotency: the same ids already in this stream?
@@ -468,7 +495,7 @@ macro_rules! impl_transactional_append {
                     ids.push_bind(&event.id);
                 }
                 query.push(") ORDER BY version");
-                let existing: Vec<EventRow> = query.build_query_as().fetch_all(&mut *tx).await?;
+                let existing: Vec<EventRow> = query.build_query_as().fetch_all(&mut **tx).await?;
                 if !existing.is_empty() {
                     let existing: Vec<_> = existing.into_iter().map(row_to_event).collect();
                     let same = existing.len() == events.len()
@@ -496,7 +523,7 @@ macro_rules! impl_transactional_append {
                     sqlx::query_as("SELECT CAST(version AS BIGINT) FROM streams WHERE namespace = $1 AND stream = $2")
                         .bind(namespace)
                         .bind(stream)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut **tx)
                         .await?;
                 let current = current.map(|(v,)| v as u64);
                 if !expected.admits(current) {
@@ -520,7 +547,7 @@ macro_rules! impl_transactional_append {
                         .push_bind(&event.metadata)
                         .push_bind(now);
                 });
-                insert.build().execute(&mut *tx).await?;
+                insert.build().execute(&mut **tx).await?;
                 let last_version = first_version + count - 1;
                 let last_position = first_position + count - 1;
                 sqlx::query(
@@ -530,13 +557,12 @@ macro_rules! impl_transactional_append {
                 .bind(namespace)
                 .bind(stream)
                 .bind(to_sql(last_version))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
                 sqlx::query("UPDATE event_log_head SET last_position = $1 WHERE id = 1")
                     .bind(to_sql(last_position))
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
-                tx.commit().await?;
                 Ok(Appended { first_version, last_version, first_position, last_position, duplicate: false })
             }
         }

@@ -5,6 +5,7 @@
 pub mod events;
 pub(crate) mod events_sql;
 mod functions_sql;
+pub mod group_commit;
 pub mod invocations;
 pub mod leases;
 pub mod postgres;
@@ -37,6 +38,9 @@ pub enum StoreError {
     /// recomputes from the new state and tries again).
     #[error("{0}")]
     Moved(String),
+    /// The store cannot take the request now (its append queue is full): retry shortly.
+    #[error("{0}")]
+    Unavailable(String),
     /// The embedded database is open in another process.
     #[error("{0}")]
     InUse(String),

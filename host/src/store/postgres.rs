@@ -3,6 +3,7 @@
 use super::events::{AppendError, Appended, Expected, NewEvent};
 use super::events_sql::{impl_event_stores, to_sql};
 use super::functions_sql::{impl_function_store, insert_config};
+use super::group_commit::{AppendRequest, AppendResult, BatchAppender, GroupCommit};
 use super::invocations::impl_invocation_store;
 use super::leases::impl_lease_store;
 use super::schedules::impl_schedule_store;
@@ -15,6 +16,8 @@ use std::time::Duration;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Appends without a fence, committed in groups.
+    group: GroupCommit,
 }
 
 impl PostgresStore {
@@ -33,14 +36,17 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        let group = GroupCommit::start(PgBatch { pool: pool.clone() });
+        Ok(Self { pool, group })
     }
 }
 
 impl PostgresStore {
-    /// One call of `faas_append` (migrations/postgres/0003): the whole append in one round trip,
-    /// in the statement's own transaction. It also notifies `faas_events`, which other nodes
-    /// LISTEN on; the notification is delivered when the append commits.
+    /// An append: through the group commit ([`GroupCommit`]), or, for a saga step's append
+    /// (with a fence), one call of `faas_append` (migrations/postgres/0003) in a transaction
+    /// that checks the fence first (its row lock then holds a takeover off, so the global append
+    /// lock is never held while waiting for a takeover to commit). Both notify `faas_events`,
+    /// which other nodes LISTEN on; the notification is delivered when the append commits.
     async fn append_events(
         &self,
         namespace: &str,
@@ -49,13 +55,19 @@ impl PostgresStore {
         events: &[NewEvent],
         fence: Option<&StepFence>,
     ) -> Result<Appended, AppendError> {
-        let (kind, version) = match expected {
-            Expected::Any => (0i16, None),
-            Expected::NoStream => (1, None),
-            Expected::StreamExists => (2, None),
-            Expected::Exact(v) => (3, Some(to_sql(v))),
+        let Some(fence) = fence else {
+            let request = AppendRequest {
+                namespace: namespace.to_owned(),
+                stream: stream.to_owned(),
+                expected,
+                events: events.to_vec(),
+            };
+            return self.group.append(request).await;
         };
-        let query = sqlx::query_as("SELECT * FROM faas_append($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        let (kind, version) = expected_sql(expected);
+        let mut tx = self.pool.begin().await?;
+        Self::check_fence(&mut tx, fence).await?;
+        let row: AppendRow = sqlx::query_as("SELECT * FROM faas_append($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(namespace)
             .bind(stream)
             .bind(kind)
@@ -64,42 +76,84 @@ impl PostgresStore {
             .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.data.as_slice()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.metadata.as_str()).collect::<Vec<_>>())
-            .bind(now_ms());
-        let row: AppendRow = match fence {
-            None => query.fetch_one(&self.pool).await?,
-            // A step's append: the fence first (its row lock then holds a takeover off), so the
-            // global append lock is never held while waiting for a takeover to commit.
-            Some(fence) => {
-                let mut tx = self.pool.begin().await?;
-                Self::check_fence(&mut tx, fence).await?;
-                let row = query.fetch_one(&mut *tx).await?;
-                tx.commit().await?;
-                row
-            }
-        };
-        let (outcome, first_version, last_version, first_position, last_position, actual, conflict_id) = row;
-        let appended = |duplicate| -> Result<Appended, AppendError> {
-            let missing = || StoreError::Corrupt(format!("faas_append returned `{outcome}` without positions"));
-            Ok(Appended {
-                first_version: first_version.ok_or_else(missing)? as u64,
-                last_version: last_version.ok_or_else(missing)? as u64,
-                first_position: first_position.ok_or_else(missing)? as u64,
-                last_position: last_position.ok_or_else(missing)? as u64,
-                duplicate,
-            })
-        };
-        match outcome.as_str() {
-            "appended" => appended(false),
-            "duplicate" => appended(true),
-            "wrong-expected-version" => {
-                Err(AppendError::WrongExpectedVersion { expected, actual: actual.map(|v| v as u64) })
-            }
-            "idempotency-conflict" => Err(AppendError::IdempotencyConflict(format!(
-                "event id {} is already in stream `{stream}` with different content, or only part of this batch was appended before",
-                conflict_id.unwrap_or_default()
-            ))),
-            other => Err(StoreError::Corrupt(format!("faas_append returned an unknown outcome `{other}`")).into()),
+            .bind(now_ms())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        outcome_of(row, stream, expected)
+    }
+}
+
+/// `faas_append`'s encoding of an expected version: kind, and the version for `exact`.
+fn expected_sql(expected: Expected) -> (i16, Option<i64>) {
+    match expected {
+        Expected::Any => (0, None),
+        Expected::NoStream => (1, None),
+        Expected::StreamExists => (2, None),
+        Expected::Exact(v) => (3, Some(to_sql(v))),
+    }
+}
+
+/// One outcome row of `faas_append` (or `faas_append_batch`) as the append's result.
+fn outcome_of(row: AppendRow, stream: &str, expected: Expected) -> Result<Appended, AppendError> {
+    let (outcome, first_version, last_version, first_position, last_position, actual, conflict_id) = row;
+    let appended = |duplicate| -> Result<Appended, AppendError> {
+        let missing = || StoreError::Corrupt(format!("faas_append returned `{outcome}` without positions"));
+        Ok(Appended {
+            first_version: first_version.ok_or_else(missing)? as u64,
+            last_version: last_version.ok_or_else(missing)? as u64,
+            first_position: first_position.ok_or_else(missing)? as u64,
+            last_position: last_position.ok_or_else(missing)? as u64,
+            duplicate,
+        })
+    };
+    match outcome.as_str() {
+        "appended" => appended(false),
+        "duplicate" => appended(true),
+        "wrong-expected-version" => {
+            Err(AppendError::WrongExpectedVersion { expected, actual: actual.map(|v| v as u64) })
         }
+        "idempotency-conflict" => Err(AppendError::IdempotencyConflict(format!(
+            "event id {} is already in stream `{stream}` with different content, or only part of this batch was appended before",
+            conflict_id.unwrap_or_default()
+        ))),
+        other => Err(StoreError::Corrupt(format!("faas_append returned an unknown outcome `{other}`")).into()),
+    }
+}
+
+/// The group commit's side on PostgreSQL: the queued appends as one call of
+/// `faas_append_batch` (migrations/postgres/0009), one statement and so one commit.
+struct PgBatch {
+    pool: PgPool,
+}
+
+#[async_trait::async_trait]
+impl BatchAppender for PgBatch {
+    async fn append_batch(&self, batch: &[AppendRequest]) -> Result<Vec<AppendResult>, StoreError> {
+        let (kinds, versions): (Vec<i16>, Vec<Option<i64>>) = batch.iter().map(|r| expected_sql(r.expected)).unzip();
+        let events = || batch.iter().flat_map(|r| r.events.iter());
+        let rows: Vec<AppendRow> =
+            sqlx::query_as("SELECT * FROM faas_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                .bind(batch.iter().map(|r| r.namespace.as_str()).collect::<Vec<_>>())
+                .bind(batch.iter().map(|r| r.stream.as_str()).collect::<Vec<_>>())
+                .bind(kinds)
+                .bind(versions)
+                .bind(batch.iter().map(|r| r.events.len() as i32).collect::<Vec<_>>())
+                .bind(events().map(|e| e.id.as_str()).collect::<Vec<_>>())
+                .bind(events().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+                .bind(events().map(|e| e.data.as_slice()).collect::<Vec<_>>())
+                .bind(events().map(|e| e.metadata.as_str()).collect::<Vec<_>>())
+                .bind(now_ms())
+                .fetch_all(&self.pool)
+                .await?;
+        if rows.len() != batch.len() {
+            return Err(StoreError::Corrupt(format!(
+                "faas_append_batch answered {} of {} appends",
+                rows.len(),
+                batch.len()
+            )));
+        }
+        Ok(rows.into_iter().zip(batch).map(|(row, r)| outcome_of(row, &r.stream, r.expected)).collect())
     }
 }
 

@@ -1,8 +1,10 @@
 //! [`SqliteStore`]: the embedded default. One file in the data dir, WAL mode, no setup.
 
 use super::StoreError;
+use super::events::AppendError;
 use super::events_sql::{impl_event_stores, impl_transactional_append};
 use super::functions_sql::{impl_function_store, insert_config};
+use super::group_commit::{AppendRequest, AppendResult, BatchAppender, GroupCommit};
 use super::invocations::impl_invocation_store;
 use super::leases::impl_lease_store;
 use super::schedules::impl_schedule_store;
@@ -14,6 +16,8 @@ use std::time::Duration;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Appends without a fence, committed in groups.
+    group: GroupCommit,
     /// Held while the store is open: SQLite is single-node (see [`single_node`]).
     _lock: Option<std::fs::File>,
 }
@@ -67,7 +71,31 @@ impl SqliteStore {
         let lock = if in_memory { None } else { Some(single_node(options.get_filename())?) };
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool, _lock: lock })
+        let group = GroupCommit::start(SqliteBatch { pool: pool.clone() });
+        Ok(Self { pool, group, _lock: lock })
+    }
+}
+
+/// The group commit's side on SQLite: the queued appends in one transaction (one write lock,
+/// one WAL commit), each with its own checks.
+struct SqliteBatch {
+    pool: SqlitePool,
+}
+
+#[async_trait::async_trait]
+impl BatchAppender for SqliteBatch {
+    async fn append_batch(&self, batch: &[AppendRequest]) -> Result<Vec<AppendResult>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(batch.len());
+        for r in batch {
+            match SqliteStore::append_in(&mut tx, &r.namespace, &r.stream, r.expected, &r.events, None).await {
+                // The transaction is not to be trusted now: nothing of it commits.
+                Err(AppendError::Store(error)) => return Err(error),
+                result => results.push(result),
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
     }
 }
 
