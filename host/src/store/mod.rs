@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod saga_state;
 pub mod schedules;
 pub mod sqlite;
+mod sqlite_batch;
 pub mod workflows;
 pub(crate) mod workflows_sql;
 

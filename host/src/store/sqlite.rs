@@ -1,13 +1,13 @@
 //! [`SqliteStore`]: the embedded default. One file in the data dir, WAL mode, no setup.
 
 use super::StoreError;
-use super::events::AppendError;
 use super::events_sql::{impl_event_stores, impl_transactional_append};
 use super::functions_sql::{impl_function_store, insert_config};
-use super::group_commit::{AppendRequest, AppendResult, BatchAppender, GroupCommit};
+use super::group_commit::GroupCommit;
 use super::invocations::impl_invocation_store;
 use super::leases::impl_lease_store;
 use super::schedules::impl_schedule_store;
+use super::sqlite_batch::SqliteBatch;
 use super::workflows_sql::impl_workflow_store;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::Path;
@@ -76,26 +76,10 @@ impl SqliteStore {
     }
 }
 
-/// The group commit's side on SQLite: the queued appends in one transaction (one write lock,
-/// one WAL commit), each with its own checks.
-struct SqliteBatch {
-    pool: SqlitePool,
-}
-
-#[async_trait::async_trait]
-impl BatchAppender for SqliteBatch {
-    async fn append_batch(&self, batch: &[AppendRequest]) -> Result<Vec<AppendResult>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut results = Vec::with_capacity(batch.len());
-        for r in batch {
-            match SqliteStore::append_in(&mut tx, &r.namespace, &r.stream, r.expected, &r.events, None).await {
-                // The transaction is not to be trusted now: nothing of it commits.
-                Err(AppendError::Store(error)) => return Err(error),
-                result => results.push(result),
-            }
-        }
-        tx.commit().await?;
-        Ok(results)
+impl SqliteStore {
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 }
 
