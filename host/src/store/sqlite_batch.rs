@@ -163,8 +163,10 @@ async fn stream_versions(
     keys.dedup();
     let mut versions: HashMap<StreamKey, Option<u64>> = keys.iter().map(|k| (k.clone(), None)).collect();
     for chunk in keys.chunks(KEYS_PER_SELECT) {
+        // A join with the keys, not `(namespace, stream) IN (VALUES …)`: SQLite plans that IN as
+        // a scan of the whole table, the join as one index search per key.
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT namespace, stream, CAST(version AS BIGINT) FROM streams WHERE (namespace, stream) IN (VALUES ",
+            "SELECT s.namespace, s.stream, CAST(s.version AS BIGINT) FROM (VALUES ",
         );
         let mut list = query.separated(", ");
         for (namespace, stream) in chunk {
@@ -174,7 +176,7 @@ async fn stream_versions(
                 .push_bind_unseparated(stream)
                 .push_unseparated(")");
         }
-        query.push(")");
+        query.push(") AS k JOIN streams s ON s.namespace = k.column1 AND s.stream = k.column2");
         let rows: Vec<(String, String, i64)> = query.build_query_as().fetch_all(&mut **tx).await?;
         for (namespace, stream, version) in rows {
             versions.insert((namespace, stream), Some(version as u64));
@@ -195,8 +197,8 @@ async fn known_ids(
     let mut known = HashMap::new();
     for chunk in keys.chunks(KEYS_PER_SELECT) {
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT namespace, stream, event_id, CAST(version AS BIGINT), CAST(position AS BIGINT), event_type, data, metadata
-             FROM events WHERE (namespace, stream, event_id) IN (VALUES ",
+            "SELECT e.namespace, e.stream, e.event_id, CAST(e.version AS BIGINT), CAST(e.position AS BIGINT), e.event_type,
+                    e.data, e.metadata FROM (VALUES ",
         );
         let mut list = query.separated(", ");
         for (namespace, stream, id) in chunk {
@@ -208,7 +210,9 @@ async fn known_ids(
                 .push_bind_unseparated(*id)
                 .push_unseparated(")");
         }
-        query.push(")");
+        query.push(
+            ") AS k JOIN events e ON e.namespace = k.column1 AND e.stream = k.column2 AND e.event_id = k.column3",
+        );
         type Row = (String, String, String, i64, i64, String, Vec<u8>, String);
         let rows: Vec<Row> = query.build_query_as().fetch_all(&mut **tx).await?;
         for (namespace, stream, id, version, position, event_type, data, metadata) in rows {
