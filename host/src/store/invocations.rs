@@ -264,13 +264,14 @@ macro_rules! impl_invocation_store {
                 new: &$crate::store::invocations::NewInvocation,
             ) -> Result<($crate::store::invocations::InvocationRecord, bool), $crate::store::StoreError> {
                 use $crate::store::invocations::{INVOCATION_COLUMNS, headers_to_text};
-                let inserted = sqlx::query(
+                // RETURNING: the row as inserted (a worker may claim it a moment later).
+                let inserted = sqlx::query(&format!(
                     "INSERT INTO invocations (id, function, idempotency_key, request_hash, request_id, method, path,
                          headers, body, callback, status, max_attempts, lease_ms, run_at_ms, expires_at_ms,
                          created_at_ms, updated_at_ms)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $14, $13, $13)
-                     ON CONFLICT (function, idempotency_key) DO NOTHING",
-                )
+                     ON CONFLICT (function, idempotency_key) DO NOTHING RETURNING {INVOCATION_COLUMNS}"
+                ))
                 .bind(&new.id)
                 .bind(&new.function)
                 .bind(&new.idempotency_key)
@@ -285,15 +286,11 @@ macro_rules! impl_invocation_store {
                 .bind(new.lease_ms)
                 .bind(new.now_ms)
                 .bind(new.expires_at_ms)
-                .execute(&self.pool)
-                .await?
-                .rows_affected()
-                    == 1;
-                let row = if inserted {
-                    sqlx::query(&format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = $1"))
-                        .bind(&new.id)
-                        .fetch_one(&self.pool)
-                        .await?
+                .fetch_optional(&self.pool)
+                .await?;
+                let created = inserted.is_some();
+                let row = if let Some(row) = inserted {
+                    row
                 } else {
                     sqlx::query(&format!(
                         "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE function = $1 AND idempotency_key = $2"
@@ -303,7 +300,7 @@ macro_rules! impl_invocation_store {
                     .fetch_one(&self.pool)
                     .await?
                 };
-                Ok((Self::invocation_from_row(&row)?, inserted))
+                Ok((Self::invocation_from_row(&row)?, created))
             }
 
             async fn invocation(
