@@ -107,15 +107,26 @@ mod imp {
 
         let outgoing_body = outgoing.body().map_err(|()| invalid("body"))?;
         let future = outgoing_handler::handle(outgoing, None).map_err(|code| failed(&code))?;
-        {
-            let stream = outgoing_body.write().map_err(|()| invalid("body"))?;
-            for chunk in body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| Error::Failed(format!("sending the body: {e:?}")))?;
+        let sent = (|| {
+            {
+                let stream = outgoing_body.write().map_err(|()| invalid("body"))?;
+                for chunk in body.chunks(4096) {
+                    stream
+                        .blocking_write_and_flush(chunk)
+                        .map_err(|e| Error::Failed(format!("sending the body: {e:?}")))?;
+                }
             }
+            OutgoingBody::finish(outgoing_body, None).map_err(|code| failed(&code))
+        })();
+        if let Err(body_error) = sent {
+            // The host closes the body when it refuses the request (an origin off the
+            // allow-list): the request's own error says why, the closed stream does not.
+            future.subscribe().block();
+            return Err(match future.get() {
+                Some(Ok(Err(code))) => failed(&code),
+                _ => body_error,
+            });
         }
-        OutgoingBody::finish(outgoing_body, None).map_err(|code| failed(&code))?;
 
         future.subscribe().block();
         let incoming = match future.get() {

@@ -182,7 +182,7 @@ async fn concurrent_writers_get_their_sequential_outcomes(backend: Backend) {
     }
     println!("hot stream: {} won, {} refused", hot.len(), refused.len());
     assert!(
-        hot.len() > 10 && !refused.is_empty(),
+        hot.len() >= 2 && !refused.is_empty(),
         "the race did not happen: {} won, {} refused",
         hot.len(),
         refused.len()
