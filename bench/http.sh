@@ -22,7 +22,7 @@ CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-2s}
 DEPLOY_SAMPLES=${BENCH_DEPLOY_SAMPLES:-20}
-WASMTIME_VERSION=48.0.8
+WASMTIME_VERSION=50.0.1
 TOOLS=$ROOT/bench/.tools
 WASMTIME=$TOOLS/bin/wasmtime
 HELLO=$ROOT/target/wasm/wasm32-wasip2/release/hello.wasm
@@ -59,7 +59,7 @@ cargo build --release -p faas-host -p faas-bench >&2
 
 if [ ! -f "$HELLO" ]; then
     log "building the example functions"
-    rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2 >&2
+    (source "$ROOT/scripts/lib.sh"; cd "$ROOT"; ensure_toolchain) >&2
     (cd functions && cargo build --release --target wasm32-wasip2 --target-dir ../target/wasm >&2)
 fi
 

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ensure_wasm_target
+ensure_toolchain
 build_functions
 echo "==> building faas" >&2
 cargo build -p faas-host

@@ -17,7 +17,7 @@ step "start"
 # time on two cores took the suite from ~185 s to ~130 s. RUST_TEST_THREADS set outside wins.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}"
 
-ensure_wasm_target
+ensure_toolchain
 
 # --- PostgreSQL: a private cluster on a free port, removed when the run ends -----------------
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }

@@ -19,6 +19,7 @@ mod nodes;
 mod observability;
 mod outbound;
 mod queue;
+mod reuse;
 mod saga_steps;
 mod sagas;
 mod schedules;

@@ -11,20 +11,46 @@
 //! | `/misbehave/print?tag=T` | prints `stdout line T` and `stderr line T`, then `200 printed T` |
 //! | `/misbehave/sandbox` | `200` JSON `{"env_vars": n, "root_dir_readable": b, "preopens": b}` |
 //! | `/misbehave/outbound` | `GET http://127.0.0.1:9/` through raw `wasi:http/outgoing-handler`: `200 allowed` if a response arrives, else `200 denied: {error:?}` (the host should answer `HttpRequestDenied`) |
+//! | `/misbehave/count` | `200 count N`: N is how many requests this instance has served (1 unless the deploy allows reuse) |
+//! | `/misbehave/hold?mib=N` | allocates N MiB more and keeps it for the instance's life: `200 holding T MiB` (traps past the memory limit) |
 //! | anything else | `404 unknown misbehaviour` |
 
 use std::alloc::Layout;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use faas_sdk::{IntoResponse, Request, RequestExt, Response, StatusCode, http_handler, json};
 
 const MIB: usize = 1024 * 1024;
 
+/// Requests this instance served: state that survives only while the host reuses the instance.
+static SERVED: AtomicU64 = AtomicU64::new(0);
+/// Memory kept across requests by `/misbehave/hold`.
+static HELD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
 #[http_handler]
 async fn handle(req: Request) -> Response {
     let action = req.uri().path().trim_end_matches('/').rsplit('/').next().unwrap_or_default();
     match action {
         "ok" => "ok".into_response(),
+        "count" => format!("count {}", SERVED.fetch_add(1, Ordering::SeqCst) + 1).into_response(),
+        "hold" => match req.query_param("mib").map(|mib| mib.parse::<usize>()) {
+            Some(Ok(mib)) => {
+                let mut held = HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                for _ in 0..mib {
+                    let mut chunk: Vec<u8> = Vec::new();
+                    if chunk.try_reserve_exact(MIB).is_err() {
+                        eprintln!("misbehave: allocation failed holding {} MiB", held.len());
+                        std::alloc::handle_alloc_error(Layout::new::<[u8; MIB]>());
+                    }
+                    chunk.resize(MIB, 0x5a);
+                    held.push(std::hint::black_box(chunk));
+                }
+                format!("holding {} MiB", held.len()).into_response()
+            }
+            _ => (StatusCode::BAD_REQUEST, "expected ?mib=<mebibytes>").into_response(),
+        },
         "panic" => panic!("deliberate panic for tests"),
         "loop" => spin(),
         "oom" => exhaust_memory(),

@@ -146,6 +146,7 @@ pub async fn deploy(
         "size_bytes": v.size_bytes,
         "routes": v.spec.triggers.http,
         "limits": v.spec.limits,
+        "reuse": v.spec.reuse,
         "config_version": v.config_version,
         "unchanged": deployed.unchanged,
     });
@@ -161,6 +162,7 @@ fn summary(function: &FunctionRecord) -> Value {
         "latest_version": function.versions.last().map(|v| v.version),
         "routes": active.map(|v| &v.spec.triggers.http),
         "limits": active.map(|v| &v.spec.limits),
+        "reuse": active.map(|v| &v.spec.reuse),
         "sha256": active.map(|v| &v.sha256),
         "size_bytes": active.map(|v| v.size_bytes),
         "config_version": active.and_then(|v| v.config_version),

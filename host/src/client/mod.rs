@@ -5,6 +5,7 @@ pub mod config;
 
 use crate::model::limits::{Limits, parse_bytes, parse_duration};
 use crate::model::outbound::OutboundSpec;
+use crate::model::reuse::ReuseSpec;
 use crate::model::schedule::{CatchUp, ScheduleSpec};
 use crate::model::spec::{
     AsyncSpec, DeploySpec, Grants, KafkaFrom, KafkaTrigger, OutboxSpec, StartFrom, SubscriptionSpec, Triggers,
@@ -117,6 +118,15 @@ pub struct DeployArgs {
     /// A queued invocation not done this long after it was queued is dead-lettered, e.g. 1h.
     #[arg(long, value_parser = parse_duration)]
     pub async_max_age: Option<std::time::Duration>,
+    /// Let one instance serve up to N invocations, one at a time, before it is discarded
+    /// (default 1: a fresh instance each time). Faster, but what one invocation leaves in the
+    /// instance's memory the next one of the same function sees; a trap or timeout still
+    /// discards the instance at once.
+    #[arg(long, value_name = "N")]
+    pub reuse: Option<u32>,
+    /// Discard a reusable instance after it was idle this long, e.g. 30s (the default).
+    #[arg(long, value_parser = parse_duration, requires = "reuse")]
+    pub reuse_idle: Option<std::time::Duration>,
     #[command(flatten)]
     pub values: config::ValueArgs,
 }
@@ -204,6 +214,13 @@ impl Client {
                 max_age_ms: match args.async_max_age {
                     Some(age) => u64::try_from(age.as_millis()).context("async max age too large")?,
                     None => AsyncSpec::default().max_age_ms,
+                },
+            },
+            reuse: ReuseSpec {
+                max_uses: args.reuse.unwrap_or(ReuseSpec::default().max_uses),
+                idle_timeout_ms: match args.reuse_idle {
+                    Some(idle) => u64::try_from(idle.as_millis()).context("reuse idle time too large")?,
+                    None => ReuseSpec::default().idle_timeout_ms,
                 },
             },
             outbox: args.outbox,

@@ -1,5 +1,5 @@
 //! The configuration a function is deployed with, as plain data: its [`spec::DeploySpec`]
-//! (routes, triggers, grants, outboxes, outbound HTTP, async retries), its [`limits`], its [`routes`] patterns, its
+//! (routes, triggers, grants, outboxes, outbound HTTP, async retries), its [`limits`], instance [`reuse`], its [`routes`] patterns, its
 //! cron [`schedule`]s and the
 //! [`names`] everything is addressed by, its [`variables`] and secrets and the [`secrets::SecretKey`]
 //! that seals them. The leaf of the crate: every layer imports it, it imports
@@ -8,6 +8,7 @@
 pub mod limits;
 pub mod names;
 pub mod outbound;
+pub mod reuse;
 pub mod routes;
 pub mod schedule;
 pub mod secrets;

@@ -4,6 +4,7 @@
 use super::limits::Limits;
 use super::names::{StreamFilter, validate_name, validate_stream_name, validate_topic};
 use super::outbound::OutboundSpec;
+use super::reuse::ReuseSpec;
 use super::routes::RoutePattern;
 use super::schedule::{MAX_SCHEDULES, ScheduleSpec};
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,13 @@ pub struct DeploySpec {
     /// Queued invocations (`POST /v1/functions/{name}/invocations`, `x-faas-invoke: async`).
     #[serde(default, rename = "async")]
     pub asynchronous: AsyncSpec,
+    /// Whether an instance may serve more than one invocation (off by default).
+    #[serde(default, skip_serializing_if = "is_default_reuse")]
+    pub reuse: ReuseSpec,
+}
+
+fn is_default_reuse(reuse: &ReuseSpec) -> bool {
+    *reuse == ReuseSpec::default()
 }
 
 /// How queued (async) invocations of the function are retried.
@@ -309,6 +317,7 @@ impl DeploySpec {
     /// (and so its namespace's) name.
     pub fn validate(&self, name: &str) -> Result<Vec<RoutePattern>, SpecError> {
         self.limits.validate().map_err(SpecError::Limits)?;
+        self.reuse.validate().map_err(SpecError::Limits)?;
         self.outbound.validate().map_err(SpecError::Outbound)?;
         for namespace in &self.grants.read_namespaces {
             validate_name(namespace).map_err(|message| SpecError::Grant { field: "read_namespaces", message })?;

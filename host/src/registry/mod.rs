@@ -213,7 +213,7 @@ impl Registry {
         let version = self.store.insert_version(name, new).await?;
         self.cache.save(&sha256, &component).await;
         let opened = self.open_config(name, version.version, version.config_version, config.as_ref()).await?;
-        let loaded = LoadedFunction::new(name, &version, handlers, routes, opened)?;
+        let loaded = LoadedFunction::new(name, &version, handlers, routes, opened, &self.invoker)?;
         active.insert(name.to_owned(), Arc::new(loaded));
         self.publish(&active);
         tracing::info!(function = name, version = version.version, sha256 = %sha256, "deployed");
@@ -314,7 +314,7 @@ impl Registry {
         let pre =
             validate::check_component(self.invoker.linker(), &component).map_err(|e| load_error(e.to_string()))?;
         let config = self.open_config(name, version.version, version.config_version, None).await?;
-        Ok(Arc::new(LoadedFunction::new(name, version, pre, routes, config)?))
+        Ok(Arc::new(LoadedFunction::new(name, version, pre, routes, config, &self.invoker)?))
     }
 
     /// Swaps in a route table built from the active functions.
@@ -333,6 +333,7 @@ impl LoadedFunction {
         handlers: Handlers<HostState>,
         routes: Vec<RoutePattern>,
         config: Arc<FunctionConfig>,
+        invoker: &Invoker,
     ) -> Result<Self, RegistryError> {
         let limits = version.spec.limits;
         let outbound = Outbound::new(name.into(), &version.spec.outbound).map_err(|e| RegistryError::Load {
@@ -356,6 +357,7 @@ impl LoadedFunction {
             outbound: Arc::new(outbound),
             routes,
             config,
+            instances: invoker.instance_pool(version.spec.reuse),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! registry builds these; the invoker and the triggers consume them.
 
 use super::concurrency::ConcurrencyLimiter;
+use super::instance_pool::InstancePool;
 use super::outbound::Outbound;
 use super::state::{FunctionConfig, HostState};
 use super::validate::Handlers;
@@ -30,4 +31,6 @@ pub struct LoadedFunction {
     /// What `wasi:config/store` returns to it. Replaced (with the whole `LoadedFunction`) on
     /// every config change, so an invocation keeps the values it started with.
     pub config: Arc<FunctionConfig>,
+    /// Its idle instances, when `spec.reuse` allows reuse (always empty otherwise).
+    pub instances: Arc<InstancePool>,
 }

@@ -58,6 +58,15 @@ impl GuestLog {
     fn write_bytes(&self, bytes: &[u8]) {
         self.inner.lock().push(bytes);
     }
+
+    /// A reused instance's next invocation: what the last one left unfinished is logged under
+    /// its own tags, and the output budget starts again.
+    pub fn retag(&self, tags: Arc<InvocationTags>) {
+        let mut buffer = self.inner.lock();
+        buffer.emit_rest();
+        buffer.tags = tags;
+        buffer.written = 0;
+    }
 }
 
 impl LineBuffer {

@@ -1,10 +1,12 @@
 //! [`Invoker`]: runs invocations. [`Invoker::serve_http`] runs one HTTP request in a fresh
-//! `Store` instantiated from the function's `ProxyPre`, under the function's limits: memory
+//! instance of the function (or, when its deploy allows reuse, a warm one from its
+//! [`InstancePool`](super::instance_pool::InstancePool)), under the function's limits: memory
 //! (`StoreLimits`), wall-clock deadline (epoch yields + a timer), and concurrency.
 
 use super::concurrency::Overloaded;
 use super::function::LoadedFunction;
 use super::guest_io::InvocationTags;
+use super::instance_pool::{IdleInstances, InstancePool, Lease};
 use super::outbound::OutboundHooks;
 use super::state::HostState;
 use crate::bindings::exports::faas::platform::event_handler::RecordedEvent;
@@ -14,6 +16,7 @@ use crate::bindings::scheduled::ScheduledTick;
 use crate::bindings::step::{StepError, StepRequest};
 use crate::capabilities::{Capabilities, PlatformCtx};
 use crate::metrics::Metrics;
+use crate::model::reuse::ReuseSpec;
 use crate::store::workflows::StepFence;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -23,8 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
-use wasmtime::component::Linker;
-use wasmtime::{Engine, Store};
+use wasmtime::component::{Instance, Linker};
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
@@ -106,6 +109,7 @@ pub struct Invoker {
     linker: Linker<HostState>,
     metrics: Metrics,
     capabilities: Arc<Capabilities>,
+    idle: Arc<IdleInstances>,
 }
 
 impl Invoker {
@@ -118,27 +122,38 @@ impl Invoker {
         wasmtime_wasi_config::add_to_linker(&mut linker, HostState::config)?;
         super::config_draft::add_to_linker(&mut linker)?;
         crate::capabilities::add_to_linker(&mut linker, HostState::platform)?;
-        Ok(Self { linker, metrics, capabilities })
+        Ok(Self { linker, metrics, capabilities, idle: Arc::default() })
     }
 
-    /// A fresh store for one invocation of `function`, with its memory limit and an epoch
-    /// deadline that yields at every tick (so a spinning guest neither starves other work nor
-    /// escapes its timeout).
-    fn new_store(
+    /// The pool of idle instances for a function version deployed with `reuse`.
+    pub fn instance_pool(&self, reuse: ReuseSpec) -> Arc<InstancePool> {
+        self.idle.pool(reuse)
+    }
+
+    /// Where one invocation of `function` runs: an idle instance of it if its deploy allows
+    /// reuse and one is warm, else a fresh store with its memory limit and an epoch deadline
+    /// that yields at every tick (so a spinning guest neither starves other work nor escapes its
+    /// timeout).
+    fn lease(
         &self,
         function: &LoadedFunction,
         tags: Arc<InvocationTags>,
         fence: Option<StepFence>,
         deadline: tokio::time::Instant,
-    ) -> Store<HostState> {
+    ) -> Lease {
+        if let Some(mut lease) = function.instances.take() {
+            lease.store.data_mut().begin(tags, fence, deadline);
+            lease.store.set_epoch_deadline(1);
+            return lease;
+        }
         let platform = PlatformCtx { caps: self.capabilities.clone(), access: function.access.clone(), fence };
         let hooks = OutboundHooks::new(function.outbound.clone(), self.metrics.clone(), &tags.request_id, deadline);
         let state = HostState::new(tags, function.spec.limits.memory_bytes, platform, hooks, function.config.clone());
-        let mut store = Store::new(self.linker.engine(), state);
+        let mut store = Store::new(function.handlers.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
-        store
+        Lease::fresh(store)
     }
 
     /// Runs one batch of events through the function's `event-handler` export.
@@ -148,13 +163,13 @@ impl Invoker {
         events: &[RecordedEvent],
         delivery_id: &str,
     ) -> Result<(), InvokeError> {
-        let Some(pre) = &function.handlers.events else {
+        let Some(exports) = &function.handlers.events else {
             return Err(InvokeError::Internal(format!("function `{}` exports no event handler", function.name)));
         };
         let result = self
-            .call(function, delivery_id, None, None, async |store| {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.faas_platform_event_handler().call_handle(store, events).await
+            .call(function, delivery_id, None, None, async |store, instance| {
+                let handler = exports.load(&mut *store, &instance)?;
+                handler.faas_platform_event_handler().call_handle(store, events).await
             })
             .await?;
         result.map_err(InvokeError::HandlerFailed)
@@ -167,13 +182,13 @@ impl Invoker {
         batch: &KafkaBatch,
         delivery_id: &str,
     ) -> Result<(), InvokeError> {
-        let Some(pre) = &function.handlers.messages else {
+        let Some(exports) = &function.handlers.messages else {
             return Err(InvokeError::Internal(format!("function `{}` exports no message handler", function.name)));
         };
         let result = self
-            .call(function, delivery_id, None, None, async |store| {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.faas_platform_message_handler().call_handle(store, batch).await
+            .call(function, delivery_id, None, None, async |store, instance| {
+                let handler = exports.load(&mut *store, &instance)?;
+                handler.faas_platform_message_handler().call_handle(store, batch).await
             })
             .await?;
         result.map_err(InvokeError::HandlerFailed)
@@ -188,13 +203,13 @@ impl Invoker {
         timeout: Option<Duration>,
         fence: &StepFence,
     ) -> Result<Result<Vec<u8>, StepError>, InvokeError> {
-        let Some(pre) = &function.handlers.step else {
+        let Some(exports) = &function.handlers.step else {
             return Err(InvokeError::Internal(format!("function `{}` exports no step-handler", function.name)));
         };
         let id = format!("{}#{}", request.idempotency_key, request.attempt);
-        self.call(function, &id, timeout, Some(fence.clone()), async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.faas_platform_step_handler().call_handle(store, request).await
+        self.call(function, &id, timeout, Some(fence.clone()), async |store, instance| {
+            let handler = exports.load(&mut *store, &instance)?;
+            handler.faas_platform_step_handler().call_handle(store, request).await
         })
         .await
     }
@@ -207,12 +222,12 @@ impl Invoker {
         tick: &ScheduledTick,
         invocation_id: &str,
     ) -> Result<Result<(), String>, InvokeError> {
-        let Some(pre) = &function.handlers.scheduled else {
+        let Some(exports) = &function.handlers.scheduled else {
             return Err(InvokeError::Internal(format!("function `{}` exports no scheduled-handler", function.name)));
         };
-        self.call(function, invocation_id, None, None, async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.faas_platform_scheduled_handler().call_handle(store, tick).await
+        self.call(function, invocation_id, None, None, async |store, instance| {
+            let handler = exports.load(&mut *store, &instance)?;
+            handler.faas_platform_scheduled_handler().call_handle(store, tick).await
         })
         .await
     }
@@ -224,7 +239,7 @@ impl Invoker {
         call: ParticipantCall<'_>,
         timeout: Option<Duration>,
     ) -> Result<Result<(), String>, InvokeError> {
-        let Some(pre) = &function.handlers.participant else {
+        let Some(exports) = &function.handlers.participant else {
             return Err(InvokeError::Internal(format!("function `{}` exports no participant", function.name)));
         };
         let (phase, tx_id) = match call {
@@ -233,9 +248,9 @@ impl Invoker {
             ParticipantCall::Abort { tx_id } => ("abort", tx_id),
         };
         let id = format!("{tx_id}/{phase}");
-        self.call(function, &id, timeout, None, async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            let participant = instance.faas_platform_participant();
+        self.call(function, &id, timeout, None, async |store, instance| {
+            let handler = exports.load(&mut *store, &instance)?;
+            let participant = handler.faas_platform_participant();
             Ok(match call {
                 ParticipantCall::Prepare { tx_id, payload } => {
                     match participant.call_prepare(store, tx_id, payload).await? {
@@ -250,33 +265,41 @@ impl Invoker {
         .await
     }
 
-    /// The skeleton of every non-HTTP invocation: a concurrency permit, a fresh store, and
-    /// `body` (instantiate and call an export) under the deadline: `timeout`, or the function's.
-    /// A saga step's writes carry its `fence`.
+    /// The skeleton of every non-HTTP invocation: a concurrency permit, an instance (fresh, or
+    /// warm with reuse), and `body` (call an export) under the deadline: `timeout`, or the
+    /// function's. A saga step's writes carry its `fence`. Only an invocation that finished
+    /// hands its instance back; a trap or a timeout drops it.
     async fn call<R>(
         &self,
         function: &Arc<LoadedFunction>,
         invocation_id: &str,
         timeout: Option<Duration>,
         fence: Option<StepFence>,
-        body: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+        body: impl AsyncFnOnce(&mut Store<HostState>, Instance) -> wasmtime::Result<R>,
     ) -> Result<R, InvokeError> {
         let limits = function.spec.limits;
         let timeout = timeout.unwrap_or_else(|| limits.timeout());
         let deadline = tokio::time::Instant::now() + timeout;
         let _permit = admit(function, deadline).await?;
         let tags = InvocationTags::of(function, invocation_id);
-        let mut store = self.new_store(function, tags, fence, deadline);
+        let mut lease = self.lease(function, tags, fence, deadline);
         let active = self.metrics.active_instances.with_label_values(&[&*function.name]);
         active.inc();
-        let outcome = tokio::time::timeout_at(deadline, body(&mut store)).await;
-        drop(store);
-        active.dec();
-        match outcome {
-            Ok(Ok(result)) => Ok(result),
+        let outcome = tokio::time::timeout_at(deadline, async {
+            let instance = instantiate(&self.metrics, &self.idle, function, &mut lease).await?;
+            body(&mut lease.store, instance).await
+        })
+        .await;
+        let result = match outcome {
+            Ok(Ok(result)) => {
+                function.instances.give_back(lease);
+                Ok(result)
+            }
             Ok(Err(trap)) => Err(InvokeError::Trap(trap_message(&trap))),
             Err(_elapsed) => Err(InvokeError::Timeout { timeout_ms: timeout.as_millis() as u64 }),
-        }
+        };
+        active.dec();
+        result
     }
 
     pub fn linker(&self) -> &Linker<HostState> {
@@ -305,13 +328,13 @@ impl Invoker {
         let permit = admit(function, deadline).await?;
 
         let tags = InvocationTags::of(function, request_id);
-        let mut store = self.new_store(function, tags.clone(), None, deadline);
+        let mut lease = self.lease(function, tags.clone(), None, deadline);
 
         let body_too_large = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| LimitedBody::new(body, limits.max_body_bytes, body_too_large.clone()));
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (req, out) = {
-            let mut http = store.data_mut().http();
+            let mut http = lease.store.data_mut().http();
             let req = http
                 .new_incoming_request(Scheme::Http, request)
                 .map_err(|e| InvokeError::BadRequest(format!("{e:#}")))?;
@@ -319,27 +342,31 @@ impl Invoker {
             (req, out)
         };
 
-        let Some(pre) = function.handlers.http.clone() else {
+        if function.handlers.http.is_none() {
             return Err(InvokeError::Internal(format!("function `{}` exports no HTTP handler", function.name)));
-        };
-        let metrics = self.metrics.clone();
-        let name = function.name.clone();
+        }
+        let (metrics, idle) = (self.metrics.clone(), self.idle.clone());
+        let function = function.clone();
         let task = tokio::spawn(async move {
             let _permit = permit;
-            let active = metrics.active_instances.with_label_values(&[&*name]);
+            let active = metrics.active_instances.with_label_values(&[&*function.name]);
             active.inc();
             let run = async {
-                let started = Instant::now();
-                let proxy = pre.instantiate_async(&mut store).await?;
-                metrics.instantiation.with_label_values(&[&*name]).observe(started.elapsed().as_secs_f64());
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+                let instance = instantiate(&metrics, &idle, &function, &mut lease).await?;
+                let exports = function.handlers.http.as_ref().expect("checked above");
+                let proxy = exports.load(&mut lease.store, &instance)?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut lease.store, req, out).await
             };
             let outcome = match tokio::time::timeout_at(deadline, run).await {
                 Ok(Ok(())) => Outcome::Finished,
                 Ok(Err(trap)) => Outcome::Trapped(trap_message(&trap)),
                 Err(_elapsed) => Outcome::TimedOut,
             };
-            drop(store);
+            if matches!(outcome, Outcome::Finished) {
+                function.instances.give_back(lease);
+            } else {
+                drop(lease);
+            }
             active.dec();
             match &outcome {
                 Outcome::Finished => {}
@@ -367,6 +394,29 @@ impl Invoker {
         }
         Err(failure)
     }
+}
+
+/// The lease's instance: the warm one, or a new one (timed for the metrics). Should the server's
+/// instance pool be full, idle instances of reusing functions give way, and it tries once more.
+async fn instantiate(
+    metrics: &Metrics,
+    idle: &IdleInstances,
+    function: &LoadedFunction,
+    lease: &mut Lease,
+) -> wasmtime::Result<Instance> {
+    if lease.is_warm() {
+        return lease.instance(&function.handlers.pre).await;
+    }
+    let started = Instant::now();
+    let instance = match lease.instance(&function.handlers.pre).await {
+        Err(error) if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() && idle.evict_all() > 0 => {
+            tracing::info!(function = %function.name, "instance pool full; dropped idle instances to make room");
+            lease.instance(&function.handlers.pre).await?
+        }
+        result => result?,
+    };
+    metrics.instantiation.with_label_values(&[&*function.name]).observe(started.elapsed().as_secs_f64());
+    Ok(instance)
 }
 
 /// Waits for a free instance slot of `function`, at most until `deadline`.

@@ -2,14 +2,16 @@
 //! cache, what a component must export and import to be deployed ([`validate`]), one function
 //! ready to run ([`function`]), the per-instance [`state`] (config also through the pre-release
 //! `wasi:config` interfaces, [`config_draft`]), what a guest may touch of the host
-//! ([`guest_io`], and the network through [`outbound`]), per-function [`concurrency`] limits, and the [`invoker`] that runs one
-//! invocation under its limits.
+//! ([`guest_io`], and the network through [`outbound`]), per-function [`concurrency`] limits, the [`instance_pool`] of
+//! a function whose deploy allows reuse, and the [`invoker`] that runs one invocation under its
+//! limits.
 
 pub mod concurrency;
 pub mod config_draft;
 pub mod engine;
 pub mod function;
 pub mod guest_io;
+pub mod instance_pool;
 pub mod invoker;
 pub mod outbound;
 pub mod state;

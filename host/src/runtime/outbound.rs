@@ -127,6 +127,12 @@ impl OutboundHooks {
     pub fn new(outbound: Arc<Outbound>, metrics: Metrics, request_id: &str, deadline: Instant) -> Self {
         Self { outbound, metrics, request_id: request_id.to_owned(), deadline }
     }
+
+    /// A reused instance's next invocation.
+    pub fn begin(&mut self, request_id: &str, deadline: Instant) {
+        request_id.clone_into(&mut self.request_id);
+        self.deadline = deadline;
+    }
 }
 
 impl WasiHttpHooks for OutboundHooks {

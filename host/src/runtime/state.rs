@@ -6,7 +6,9 @@
 use super::guest_io::{GuestLog, GuestStream, InvocationTags};
 use super::outbound::OutboundHooks;
 use crate::capabilities::PlatformCtx;
+use crate::store::workflows::StepFence;
 use std::sync::Arc;
+use tokio::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -22,6 +24,8 @@ pub struct HostState {
     hooks: OutboundHooks,
     /// The function's variables and secrets as of the invocation's start.
     config: Arc<FunctionConfig>,
+    /// The guest's stdout and stderr (shared with `wasi`), to retag when the instance is reused.
+    output: [GuestLog; 2],
 }
 
 impl HostState {
@@ -35,12 +39,22 @@ impl HostState {
         hooks: OutboundHooks,
         config: Arc<FunctionConfig>,
     ) -> Self {
-        let wasi = WasiCtx::builder()
-            .stdout(GuestLog::new(tags.clone(), GuestStream::Stdout))
-            .stderr(GuestLog::new(tags, GuestStream::Stderr))
-            .build();
+        let output = [GuestLog::new(tags.clone(), GuestStream::Stdout), GuestLog::new(tags, GuestStream::Stderr)];
+        let wasi = WasiCtx::builder().stdout(output[0].clone()).stderr(output[1].clone()).build();
         let limits = StoreLimitsBuilder::new().memory_size(memory_bytes as usize).build();
-        Self { platform, wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), limits, hooks, config }
+        let (http, table) = (WasiHttpCtx::new(), ResourceTable::new());
+        Self { platform, wasi, http, table, limits, hooks, config, output }
+    }
+
+    /// Prepares a reused instance for its next invocation: the per-invocation parts (log tags,
+    /// request id and deadline of outgoing calls, a saga step's fence) become the new one's.
+    /// Everything else (memory, limits, config) belongs to the instance and stays.
+    pub(super) fn begin(&mut self, tags: Arc<InvocationTags>, fence: Option<StepFence>, deadline: Instant) {
+        self.hooks.begin(&tags.request_id, deadline);
+        self.platform.fence = fence;
+        for log in &self.output {
+            log.retag(tags.clone());
+        }
     }
 
     /// The caller's capabilities and access, for the `faas:platform` imports.

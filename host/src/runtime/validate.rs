@@ -2,13 +2,13 @@
 //! module), a handler the platform knows, and only imports the platform provides.
 //! Each failure is a [`ValidationError`] whose message tells the user what to do.
 
-use crate::bindings::EventFunctionPre;
-use crate::bindings::message::MessageFunctionPre;
-use crate::bindings::participant::ParticipantFunctionPre;
-use crate::bindings::scheduled::ScheduledFunctionPre;
-use crate::bindings::step::StepFunctionPre;
-use wasmtime::component::{Component, Linker};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use crate::bindings::EventFunctionIndices;
+use crate::bindings::message::MessageFunctionIndices;
+use crate::bindings::participant::ParticipantFunctionIndices;
+use crate::bindings::scheduled::ScheduledFunctionIndices;
+use crate::bindings::step::StepFunctionIndices;
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 /// Version + layer of a core module (version 1, layer 0).
@@ -84,14 +84,16 @@ pub fn check_bytes(bytes: &[u8], max_size: usize) -> Result<(), ValidationError>
     Ok(())
 }
 
-/// The entry points a component offers, each pre-instantiated.
+/// The component pre-instantiated, and the entry points it offers, each as the export indices
+/// that find it in an instance (a fresh one or, with reuse, one that already served).
 pub struct Handlers<T: 'static> {
-    pub http: Option<ProxyPre<T>>,
-    pub events: Option<EventFunctionPre<T>>,
-    pub messages: Option<MessageFunctionPre<T>>,
-    pub step: Option<StepFunctionPre<T>>,
-    pub participant: Option<ParticipantFunctionPre<T>>,
-    pub scheduled: Option<ScheduledFunctionPre<T>>,
+    pub pre: InstancePre<T>,
+    pub http: Option<ProxyIndices>,
+    pub events: Option<EventFunctionIndices>,
+    pub messages: Option<MessageFunctionIndices>,
+    pub step: Option<StepFunctionIndices>,
+    pub participant: Option<ParticipantFunctionIndices>,
+    pub scheduled: Option<ScheduledFunctionIndices>,
 }
 
 /// Checks a compiled component's exports and imports against the linker and pre-instantiates it.
@@ -124,14 +126,14 @@ pub fn check_component<T: 'static>(linker: &Linker<T>, component: &Component) ->
     let pre =
         linker.instantiate_pre(component).map_err(|e| ValidationError::UnsatisfiedImports(vec![format!("{e:#}")]))?;
     let wrong_type = |e: wasmtime::Error| ValidationError::NoHandler(vec![format!("{e:#}")]);
-    let http = exports_http.then(|| ProxyPre::new(pre.clone())).transpose().map_err(wrong_type)?;
-    let events = exports_events.then(|| EventFunctionPre::new(pre.clone())).transpose().map_err(wrong_type)?;
-    let messages = exports_messages.then(|| MessageFunctionPre::new(pre.clone())).transpose().map_err(wrong_type)?;
-    let step = exports_step.then(|| StepFunctionPre::new(pre.clone())).transpose().map_err(wrong_type)?;
-    let scheduled =
-        exports_scheduled.then(|| ScheduledFunctionPre::new(pre.clone())).transpose().map_err(wrong_type)?;
-    let participant = exports_participant.then(|| ParticipantFunctionPre::new(pre)).transpose().map_err(wrong_type)?;
-    Ok(Handlers { http, events, messages, step, participant, scheduled })
+    let http = exports_http.then(|| ProxyIndices::new(&pre)).transpose().map_err(wrong_type)?;
+    let events = exports_events.then(|| EventFunctionIndices::new(&pre)).transpose().map_err(wrong_type)?;
+    let messages = exports_messages.then(|| MessageFunctionIndices::new(&pre)).transpose().map_err(wrong_type)?;
+    let step = exports_step.then(|| StepFunctionIndices::new(&pre)).transpose().map_err(wrong_type)?;
+    let scheduled = exports_scheduled.then(|| ScheduledFunctionIndices::new(&pre)).transpose().map_err(wrong_type)?;
+    let participant =
+        exports_participant.then(|| ParticipantFunctionIndices::new(&pre)).transpose().map_err(wrong_type)?;
+    Ok(Handlers { pre, http, events, messages, step, participant, scheduled })
 }
 
 /// `wasi:cli/environment@0.2.12` → is `wasi:cli` at 0.2.x one of ours?
