@@ -5,6 +5,8 @@
 //!   concurrency permit, spawned task, instantiate from the pooling engine, call
 //!   `wasi:http/incoming-handler`) and reading the response body to its end. Set up with the public
 //!   API only, the way `server::run` does (SQLite store in a temp dir, `build_engine`, epoch ticker).
+//! - `invoke/faas/{current_thread,multi_thread}/reuse`: the same with the function deployed with
+//!   `reuse.max_uses` = 1,000,000: one warm instance serves every call (no instantiation).
 //! - `invoke/wasmtime/{pooling,default}`: the same component called with bare wasmtime: a
 //!   `ProxyPre` and a minimal store on the faas engine (`build_engine`: pooling allocator, memory
 //!   kept resident) and on `Engine::default()` (on-demand allocation, wasmtime's default for
@@ -61,14 +63,15 @@ fn request<B>(body: B) -> http::Request<B> {
 
 /// faas as `server::run` wires it, minus the listeners.
 struct Faas {
-    registry: Registry,
+    registry: Arc<Registry>,
     invoker: Arc<Invoker>,
     _ticker: EpochTicker,
     _dir: tempfile::TempDir,
 }
 
 impl Faas {
-    async fn new(wasm: Vec<u8>) -> Self {
+    /// `reuse`: deploy with `reuse.max_uses` so high that one warm instance serves every call.
+    async fn new(wasm: Vec<u8>, reuse: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let stores = faas_host::store::open(&format!("sqlite://{}/b.db", dir.path().display()))
             .await
@@ -80,13 +83,17 @@ impl Faas {
         let invoker = Arc::new(Invoker::new(&engine, Metrics::new(), capabilities).expect("invoker"));
         let cache = CompileCache::new(engine, &dir.path().join("cache")).expect("cache");
         let key = Arc::new(faas_host::model::secrets::SecretKey::from_bytes([0; 32]));
-        let registry =
+        let registry = Arc::new(
             Registry::open(stores.functions.clone(), cache, invoker.clone(), DEFAULT_MAX_COMPONENT_BYTES, key)
                 .await
-                .expect("registry");
+                .expect("registry"),
+        );
         // Parsed as the API parses it, so spec fields added later keep their defaults.
-        let spec: DeploySpec =
-            serde_json::from_value(serde_json::json!({ "triggers": { "http": ["/hello"] } })).expect("a valid spec");
+        let mut spec = serde_json::json!({ "triggers": { "http": ["/hello"] } });
+        if reuse {
+            spec["reuse"] = serde_json::json!({ "max_uses": 1_000_000, "idle_timeout_ms": 3_600_000 });
+        }
+        let spec: DeploySpec = serde_json::from_value(spec).expect("a valid spec");
         registry.deploy("hello", spec, wasm, Default::default()).await.expect("deploying hello");
         Self { registry, invoker, _ticker: ticker, _dir: dir }
     }
@@ -173,8 +180,13 @@ fn invoke(c: &mut Criterion) {
     let wasm = wasm();
     let mut group = c.benchmark_group("invoke");
 
-    for (label, rt) in [("current_thread", current_thread()), ("multi_thread", multi_thread())] {
-        let faas = rt.block_on(Faas::new(wasm.clone()));
+    for (label, rt, reuse) in [
+        ("current_thread", current_thread(), false),
+        ("multi_thread", multi_thread(), false),
+        ("current_thread/reuse", current_thread(), true),
+        ("multi_thread/reuse", multi_thread(), true),
+    ] {
+        let faas = rt.block_on(Faas::new(wasm.clone(), reuse));
         rt.block_on(faas.invoke());
         group.bench_function(format!("faas/{label}"), |b| b.to_async(&rt).iter(|| faas.invoke()));
         // Drop the registry (and its pooled instances) inside the runtime that made it.

@@ -47,6 +47,16 @@ pub struct ServeConfig {
     #[arg(long, env = "FAAS_MAX_INSTANCES", default_value_t = 1000)]
     pub max_instances: u32,
 
+    /// Start a new deploy on code from Winch, wasmtime's baseline compiler (several times faster
+    /// to compile), and swap in Cranelift's optimised build once it is ready in the background.
+    /// `false` compiles with Cranelift before the deploy answers.
+    #[arg(long, env = "FAAS_TIERED_COMPILATION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tiered_compilation: bool,
+
+    /// Tests only: wait this long before the background Cranelift compile of a tiered deploy.
+    #[arg(long, env = "FAAS_TIER_UP_DELAY", default_value = "0s", value_parser = crate::model::limits::parse_duration, hide = true)]
+    pub tier_up_delay: std::time::Duration,
+
     /// Largest event an append accepts (data + metadata), e.g. 1MiB.
     #[arg(long, env = "FAAS_MAX_EVENT_SIZE", default_value = "1MiB", value_parser = crate::model::limits::parse_bytes)]
     pub max_event_size: u64,

@@ -10,7 +10,7 @@ use crate::kafka::{KafkaSettings, Publisher};
 use crate::metrics::Metrics;
 use crate::model::secrets::{KeySource, SecretKey};
 use crate::registry::{Registry, follow_remote_changes};
-use crate::runtime::engine::{CompileCache, EpochTicker, PoolSize, build_engine};
+use crate::runtime::engine::{CompileCache, EpochTicker, PoolSize, build_baseline_engine, build_engine};
 use crate::runtime::invoker::Invoker;
 use crate::store;
 use crate::triggers::http::{DataPlane, Http};
@@ -72,6 +72,8 @@ pub async fn run(
 
     let engine = build_engine(PoolSize { instances: config.max_instances })?;
     let _ticker = EpochTicker::start(engine.clone());
+    let baseline = if config.tiered_compilation { Some(build_baseline_engine()?) } else { None };
+    let _baseline_ticker = baseline.clone().map(EpochTicker::start);
     let metrics = Metrics::new();
     let notifier = EventNotifier::new();
     let event_limits = EventLimits {
@@ -96,14 +98,20 @@ pub async fn run(
         Capabilities::new(stores.clone(), notifier.clone(), event_limits, workflow_handle)
             .with_kafka(publisher.clone(), metrics.clone()),
     );
-    let invoker = Arc::new(Invoker::new(&engine, metrics.clone(), capabilities)?);
+    let mut invoker = Invoker::new(&engine, metrics.clone(), capabilities)?;
     let cache_dir = config.cache_dir.clone().unwrap_or_else(|| config.data_dir.join("cache"));
-    let cache = CompileCache::new(engine, &cache_dir)?;
+    let mut cache = CompileCache::new(engine, &cache_dir)?;
+    if let Some(baseline) = baseline {
+        invoker = invoker.with_baseline(&baseline)?;
+        cache = cache.with_baseline(baseline);
+    }
+    let invoker = Arc::new(invoker);
     let max_component_bytes = usize::try_from(config.max_component_size).context("max component size")?;
     let registry = Arc::new(
         Registry::open(stores.functions.clone(), cache, invoker.clone(), max_component_bytes, secret_key)
             .await?
-            .with_kafka(kafka_settings.is_some()),
+            .with_kafka(kafka_settings.is_some())
+            .with_tier_up_delay(config.tier_up_delay),
     );
     let kafka = match (kafka_settings, publisher) {
         (Some(settings), Some(publisher)) => {

@@ -9,6 +9,7 @@ use crate::backend_tests;
 use crate::support::{Backend, Database, Options, Server, components, spec};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 backend_tests!(concurrent_writers_get_their_sequential_outcomes, kill_9_loses_only_unacknowledged_appends);
@@ -204,8 +205,9 @@ async fn kill_9_loses_only_unacknowledged_appends(backend: Backend) {
     let http = server.http.clone();
     // Each writer appends to its own stream with the exact version it expects, until the
     // server dies under it; it remembers what was acknowledged.
+    let (acks, killed) = (AtomicUsize::new(0), AtomicBool::new(false));
     let writers = (0..WRITERS).map(|w| {
-        let (data, http) = (data.clone(), http.clone());
+        let (data, http, acks, killed) = (data.clone(), http.clone(), &acks, &killed);
         async move {
             let mut acked: Vec<(String, u64, u64)> = Vec::new();
             let mut version: Option<u64> = None;
@@ -215,19 +217,39 @@ async fn kill_9_loses_only_unacknowledged_appends(backend: Backend) {
                 let query = [("stream", format!("kill-{w}")), ("expected", expected)];
                 let body = json!([{ "id": id, "type": "T", "data": {} }]).to_string();
                 let answer = http.post(format!("{data}/gc/probe/append")).query(&query).body(body).send().await;
-                let Ok(answer) = answer else { break };
-                let Ok(answer) = answer.json::<Value>().await else { break };
+                // Only the kill may end a writer: any failure before it is a bug.
+                let answer = match answer {
+                    Ok(answer) => answer.text().await,
+                    Err(error) => Err(error),
+                };
+                let answer =
+                    match answer.map(|text| serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))) {
+                        Ok(answer) => answer,
+                        Err(_) if killed.load(Ordering::SeqCst) => break,
+                        Err(error) => panic!("writer {w}: append {n} failed before the kill: {error}"),
+                    };
                 let Some(outcome) = answer["outcome"].as_object() else {
+                    if killed.load(Ordering::SeqCst) {
+                        break;
+                    }
                     panic!("an exact append to a stream only this writer writes failed: {answer}")
                 };
                 version = outcome["last_version"].as_u64();
                 acked.push((id, outcome["first_position"].as_u64().unwrap(), version.unwrap()));
+                acks.fetch_add(1, Ordering::SeqCst);
             }
             acked
         }
     });
+    // Killed while every writer is busy: 1.5 s after the writes got going (a loaded machine
+    // may take a while to answer the first ones).
     let killer = async {
+        let started = Instant::now();
+        while acks.load(Ordering::SeqCst) < WRITERS && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        killed.store(true, Ordering::SeqCst);
         server.kill();
     };
     let (acked, ()) = tokio::join!(futures::future::join_all(writers), killer);

@@ -25,5 +25,6 @@ mod sagas;
 mod schedules;
 mod security;
 mod soak;
+mod tiering;
 mod transactions;
 mod validation;

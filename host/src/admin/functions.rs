@@ -39,6 +39,8 @@ pub async fn get(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> R
     let function = admin.registry.function(&name).await?;
     let mut view = summary(&function);
     view["versions"] = json!(function.versions);
+    // What this node runs: a tiered deploy is on Winch until Cranelift's build is swapped in.
+    view["compiler"] = json!(admin.registry.active(&name).map(|f| f.compiler.as_str()));
     Ok(Json(view))
 }
 

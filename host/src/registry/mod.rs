@@ -15,7 +15,7 @@ use crate::model::spec::{DeploySpec, SpecError};
 use crate::model::variables::ConfigChange;
 use crate::runtime::concurrency::ConcurrencyLimiter;
 use crate::runtime::engine::CompileCache;
-use crate::runtime::function::LoadedFunction;
+use crate::runtime::function::{Compiler, LoadedFunction};
 use crate::runtime::invoker::Invoker;
 use crate::runtime::outbound::Outbound;
 use crate::runtime::state::FunctionConfig;
@@ -27,6 +27,7 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
+use wasmtime::component::Component;
 
 /// 50 MiB: larger than any reasonable handler (a Rust hello is ~100 KiB, a big app a few MiB).
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 50 << 20;
@@ -99,6 +100,8 @@ pub struct Registry {
     kafka_enabled: bool,
     /// Seals and opens the functions' secrets.
     secret_key: Arc<SecretKey>,
+    /// See [`Registry::with_tier_up_delay`].
+    tier_up_delay: std::time::Duration,
 }
 
 impl Registry {
@@ -122,6 +125,7 @@ impl Registry {
             changes: tokio::sync::watch::Sender::new(0),
             kafka_enabled: false,
             secret_key,
+            tier_up_delay: std::time::Duration::ZERO,
         };
         let mut active = registry.active.lock().await;
         for function in registry.store.functions().await? {
@@ -172,7 +176,7 @@ impl Registry {
     /// variables and secrets) applies on top of the active version's config, into a new config
     /// version; an empty change keeps the active version's config.
     pub async fn deploy(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         spec: DeploySpec,
         bytes: Vec<u8>,
@@ -184,11 +188,12 @@ impl Registry {
         let sha256 = hex::encode(Sha256::digest(&bytes));
         // Compile and check before taking the lock: that is the slow part, and it needs no state.
         let bytes: Arc<[u8]> = bytes.into();
-        let component = match self.cache.load(&sha256) {
-            Some(component) => component,
-            None => self.cache.compile(bytes.clone()).await.map_err(|e| ValidationError::Invalid(format!("{e:#}")))?,
+        let (component, compiler) = self.compile_new(&sha256, &bytes).await?;
+        let linker = match compiler {
+            Compiler::Baseline => self.invoker.baseline_linker().expect("a baseline build implies its linker"),
+            Compiler::Optimized => self.invoker.linker(),
         };
-        let handlers = validate::check_component(self.invoker.linker(), &component)?;
+        let handlers = validate::check_component(linker, &component)?;
         check_triggers(&spec, &handlers, self.kafka_enabled).map_err(RegistryError::InvalidSpec)?;
 
         let mut active = self.active.lock().await;
@@ -211,13 +216,95 @@ impl Registry {
         };
         let new = NewVersion { sha256: &sha256, spec: &spec, component: &bytes, config: config.as_ref() };
         let version = self.store.insert_version(name, new).await?;
-        self.cache.save(&sha256, &component).await;
+        if compiler == Compiler::Optimized {
+            self.cache.save(&sha256, &component).await;
+        }
         let opened = self.open_config(name, version.version, version.config_version, config.as_ref()).await?;
-        let loaded = LoadedFunction::new(name, &version, handlers, routes, opened, &self.invoker)?;
+        let loaded = Arc::new(LoadedFunction::new(name, &version, handlers, routes, opened, &self.invoker, compiler)?);
+        active.insert(name.to_owned(), loaded.clone());
+        self.publish(&active);
+        drop(active);
+        tracing::info!(function = name, version = version.version, sha256 = %sha256, compiler = compiler.as_str(), "deployed");
+        if compiler == Compiler::Baseline {
+            self.tier_up(version.clone(), bytes, loaded);
+        }
+        Ok(Deployed { version, unchanged: false })
+    }
+
+    /// A new deploy's component: Cranelift's from the compile cache if these bytes were deployed
+    /// before; else, with tiering, Winch's (a fraction of the time: the deploy answers sooner and
+    /// its first requests run while Cranelift compiles, see [`Self::tier_up`]); else Cranelift's.
+    async fn compile_new(&self, sha256: &str, bytes: &Arc<[u8]>) -> Result<(Component, Compiler), RegistryError> {
+        if let Some(component) = self.cache.load(sha256) {
+            return Ok((component, Compiler::Optimized));
+        }
+        match self.cache.compile_baseline(bytes.clone()).await {
+            Some(Ok(component)) => return Ok((component, Compiler::Baseline)),
+            // Winch lacks a few proposals Cranelift has (GC, relaxed SIMD…): no tiering then.
+            Some(Err(error)) => {
+                tracing::info!(error = format!("{error:#}"), "Winch cannot compile it; using Cranelift")
+            }
+            None => {}
+        }
+        let component =
+            self.cache.compile(bytes.clone()).await.map_err(|e| ValidationError::Invalid(format!("{e:#}")))?;
+        Ok((component, Compiler::Optimized))
+    }
+
+    /// Compiles a deploy that runs on Winch with Cranelift in the background, caches it, and
+    /// swaps it in: atomically for new invocations, while those already running finish on the
+    /// build they started with. Unless something replaced the baseline build meanwhile (a
+    /// deploy, rollback, delete or config change: those load Cranelift's build themselves).
+    fn tier_up(self: &Arc<Self>, version: VersionRecord, bytes: Arc<[u8]>, baseline: Arc<LoadedFunction>) {
+        let (registry, cache, delay) = (Arc::downgrade(self), self.cache.clone(), self.tier_up_delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let started = std::time::Instant::now();
+            let component = match cache.compile(bytes).await {
+                Ok(component) => component,
+                Err(error) => {
+                    tracing::error!(function = %baseline.name, version = version.version, error = format!("{error:#}"),
+                        "Cranelift could not compile what Winch did; the function stays on its Winch build");
+                    return;
+                }
+            };
+            cache.save(&version.sha256, &component).await;
+            let Some(registry) = registry.upgrade() else { return };
+            let compile_ms = started.elapsed().as_millis() as u64;
+            if let Err(error) = registry.swap_in_optimized(&version, &component, &baseline, compile_ms).await {
+                tracing::error!(function = %baseline.name, version = version.version, %error,
+                    "the Cranelift build was not swapped in; the function stays on its Winch build");
+            }
+        });
+    }
+
+    async fn swap_in_optimized(
+        &self,
+        version: &VersionRecord,
+        component: &Component,
+        baseline: &LoadedFunction,
+        compile_ms: u64,
+    ) -> Result<(), RegistryError> {
+        let handlers = validate::check_component(self.invoker.linker(), component)?;
+        let name = &*baseline.name;
+        let mut active = self.active.lock().await;
+        let current = active.get(name);
+        if !current.is_some_and(|c| c.version == version.version && c.compiler == Compiler::Baseline) {
+            return Ok(());
+        }
+        let (routes, config) = (baseline.routes.clone(), current.expect("checked").config.clone());
+        let loaded = LoadedFunction::new(name, version, handlers, routes, config, &self.invoker, Compiler::Optimized)?;
         active.insert(name.to_owned(), Arc::new(loaded));
         self.publish(&active);
-        tracing::info!(function = name, version = version.version, sha256 = %sha256, "deployed");
-        Ok(Deployed { version, unchanged: false })
+        tracing::info!(function = name, version = version.version, compile_ms, "Cranelift build swapped in");
+        Ok(())
+    }
+
+    /// Waits this long before compiling a tiered deploy with Cranelift (tests use it to observe
+    /// the Winch phase).
+    pub fn with_tier_up_delay(mut self, delay: std::time::Duration) -> Self {
+        self.tier_up_delay = delay;
+        self
     }
 
     /// Makes an older (or newer) stored version the active one: a rollback.
@@ -314,7 +401,7 @@ impl Registry {
         let pre =
             validate::check_component(self.invoker.linker(), &component).map_err(|e| load_error(e.to_string()))?;
         let config = self.open_config(name, version.version, version.config_version, None).await?;
-        Ok(Arc::new(LoadedFunction::new(name, version, pre, routes, config, &self.invoker)?))
+        Ok(Arc::new(LoadedFunction::new(name, version, pre, routes, config, &self.invoker, Compiler::Optimized)?))
     }
 
     /// Swaps in a route table built from the active functions.
@@ -334,6 +421,7 @@ impl LoadedFunction {
         routes: Vec<RoutePattern>,
         config: Arc<FunctionConfig>,
         invoker: &Invoker,
+        compiler: Compiler,
     ) -> Result<Self, RegistryError> {
         let limits = version.spec.limits;
         let outbound = Outbound::new(name.into(), &version.spec.outbound).map_err(|e| RegistryError::Load {
@@ -358,6 +446,7 @@ impl LoadedFunction {
             routes,
             config,
             instances: invoker.instance_pool(version.spec.reuse),
+            compiler,
         })
     }
 }

@@ -1,6 +1,8 @@
-//! The one wasmtime [`Engine`] (pooling allocator, copy-on-write memory images, epoch
-//! interruption), its epoch ticker, and the [`CompileCache`] that keeps compiled components on disk
-//! so a restart does not recompile.
+//! The wasmtime [`Engine`] functions run in (Cranelift, pooling allocator, copy-on-write memory
+//! images, epoch interruption), the baseline engine a new deploy starts on (Winch: compiles
+//! several times faster, runs slower, until Cranelift's code is swapped in), their epoch ticker,
+//! and the [`CompileCache`] that keeps compiled components on disk so a restart does not
+//! recompile.
 
 use anyhow::Context as _;
 use std::hash::{Hash, Hasher};
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::Component;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
 /// How often the epoch advances. Each tick a running guest yields to the scheduler, so a busy loop
 /// can neither starve other requests nor outlive its deadline by more than this.
@@ -58,6 +60,22 @@ pub fn build_engine(pool: PoolSize) -> anyhow::Result<Engine> {
     Engine::new(&config).map_err(anyhow::Error::from).context("configuring the wasmtime engine")
 }
 
+/// The engine a new deploy is first compiled for: Winch, wasmtime's baseline compiler (one pass,
+/// no optimisation: the hello component compiles in ~40 ms against Cranelift's ~140 ms, see
+/// bench/README.md). Its instances are allocated on demand rather than from a second pool: they
+/// only serve until the registry swaps in the Cranelift build, so reserving address space for a
+/// thousand more would buy nothing.
+pub fn build_baseline_engine() -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config
+        .strategy(Strategy::Winch)
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    Engine::new(&config).map_err(anyhow::Error::from).context("configuring the baseline (Winch) engine")
+}
+
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a plain thread (a tokio task could be
 /// starved by the very guests it is meant to interrupt). Stops when dropped.
 pub struct EpochTicker {
@@ -94,6 +112,8 @@ pub struct CompileCache {
     engine: Engine,
     dir: PathBuf,
     engine_key: String,
+    /// Where a deploy's first build comes from, if tiering is on (never cached: Cranelift's is).
+    baseline: Option<Engine>,
 }
 
 impl CompileCache {
@@ -102,7 +122,21 @@ impl CompileCache {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = format!("{:016x}", hasher.finish());
-        Ok(Self { engine, dir: dir.to_owned(), engine_key })
+        Ok(Self { engine, dir: dir.to_owned(), engine_key, baseline: None })
+    }
+
+    /// Lets deploys start on `engine` (Winch) while Cranelift compiles: see [`Self::compile_baseline`].
+    pub fn with_baseline(mut self, engine: Engine) -> Self {
+        self.baseline = Some(engine);
+        self
+    }
+
+    /// Compiles for the baseline engine, if there is one; `None` without tiering. On a blocking
+    /// thread like [`Self::compile`].
+    pub async fn compile_baseline(&self, bytes: Arc<[u8]>) -> Option<anyhow::Result<Component>> {
+        let engine = self.baseline.clone()?;
+        let compiled = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes));
+        Some(compiled.await.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)))
     }
 
     pub fn engine(&self) -> &Engine {

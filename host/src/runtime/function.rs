@@ -33,4 +33,25 @@ pub struct LoadedFunction {
     pub config: Arc<FunctionConfig>,
     /// Its idle instances, when `spec.reuse` allows reuse (always empty otherwise).
     pub instances: Arc<InstancePool>,
+    /// Which compiler built the code it runs.
+    pub compiler: Compiler,
+}
+
+/// Which of wasmtime's compilers built a function's code: a tiered deploy runs on the baseline
+/// build until the optimised one replaces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compiler {
+    /// Winch: compiled fast, runs slower.
+    Baseline,
+    /// Cranelift.
+    Optimized,
+}
+
+impl Compiler {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Baseline => "winch",
+            Self::Optimized => "cranelift",
+        }
+    }
 }

@@ -107,6 +107,8 @@ enum Outcome {
 /// Runs functions. Holds the linker every component is checked and instantiated against.
 pub struct Invoker {
     linker: Linker<HostState>,
+    /// The same imports for the baseline engine's components, when deploys are tiered.
+    baseline_linker: Option<Linker<HostState>>,
     metrics: Metrics,
     capabilities: Arc<Capabilities>,
     idle: Arc<IdleInstances>,
@@ -116,13 +118,18 @@ impl Invoker {
     /// Links all of WASI 0.2 (Rust's std imports `wasi:cli` beyond the `wasi:http/proxy` set)
     /// `wasi:http` and `wasi:config` (the function's variables and secrets; also its drafts).
     pub fn new(engine: &Engine, metrics: Metrics, capabilities: Arc<Capabilities>) -> anyhow::Result<Self> {
-        let mut linker = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        wasmtime_wasi_config::add_to_linker(&mut linker, HostState::config)?;
-        super::config_draft::add_to_linker(&mut linker)?;
-        crate::capabilities::add_to_linker(&mut linker, HostState::platform)?;
-        Ok(Self { linker, metrics, capabilities, idle: Arc::default() })
+        let linker = link(engine)?;
+        Ok(Self { linker, baseline_linker: None, metrics, capabilities, idle: Arc::default() })
+    }
+
+    /// Also links the baseline engine, whose components a tiered deploy runs first.
+    pub fn with_baseline(mut self, engine: &Engine) -> anyhow::Result<Self> {
+        self.baseline_linker = Some(link(engine)?);
+        Ok(self)
+    }
+
+    pub fn baseline_linker(&self) -> Option<&Linker<HostState>> {
+        self.baseline_linker.as_ref()
     }
 
     /// The pool of idle instances for a function version deployed with `reuse`.
@@ -394,6 +401,17 @@ impl Invoker {
         }
         Err(failure)
     }
+}
+
+/// Every import a function may have, for `engine`'s components.
+fn link(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    wasmtime_wasi_config::add_to_linker(&mut linker, HostState::config)?;
+    super::config_draft::add_to_linker(&mut linker)?;
+    crate::capabilities::add_to_linker(&mut linker, HostState::platform)?;
+    Ok(linker)
 }
 
 /// The lease's instance: the warm one, or a new one (timed for the metrics). Should the server's
