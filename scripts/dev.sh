@@ -39,6 +39,7 @@ export FAAS_ADMIN_URL="http://$admin"
 "$faas" deploy hello "$wasm/hello.wasm" --route /hello --route '/hello/...' >/dev/null
 "$faas" deploy echo "$wasm/echo.wasm" --route '/echo/...' >/dev/null
 "$faas" deploy raw "$wasm/wasi_raw.wasm" --route /raw >/dev/null
+"$faas" deploy hello-p3 "$wasm/hello_p3.wasm" --route /p3 --route '/p3/...' --reuse 1000 --reuse-concurrency 16 >/dev/null
 "$faas" deploy bank "$wasm/bank_account.wasm" --route '/accounts/...' --subscribe 'account-*' >/dev/null
 for f in payments inventory shipping; do
   "$faas" deploy "$f" "$wasm/$f.wasm" --route "/$f/..." >/dev/null
@@ -74,6 +75,7 @@ cat <<MSG
 
 faas is running (data plane http://$listen, control plane http://$admin).
   curl http://$listen/hello/world?greeting=Hi
+  curl http://$listen/p3/sleep?ms=100          # WASIp3: 16 such requests at once share one instance
   curl -d 'ping' http://$listen/echo/anything
   curl http://$listen/raw
   curl -d '{"owner":"ann"}' http://$listen/accounts/ann/open

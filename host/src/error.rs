@@ -78,6 +78,7 @@ impl From<ValidationError> for ApiError {
             ValidationError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_component"),
             ValidationError::NoHandler(_) => (StatusCode::BAD_REQUEST, "no_handler_export"),
             ValidationError::UnsatisfiedImports(_) => (StatusCode::BAD_REQUEST, "unsatisfied_imports"),
+            ValidationError::ConcurrencyNeedsP3(_) => (StatusCode::BAD_REQUEST, "invalid_spec"),
         };
         Self::new(status, code, error.to_string())
     }

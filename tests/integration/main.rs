@@ -18,6 +18,7 @@ mod limits;
 mod nodes;
 mod observability;
 mod outbound;
+mod p3;
 mod queue;
 mod reuse;
 mod saga_steps;

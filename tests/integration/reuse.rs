@@ -205,7 +205,11 @@ async fn the_cli_sets_reuse() {
     let out = server.cli(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deployed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(deployed["reuse"], json!({"max_uses": 50, "idle_timeout_ms": 10_000}), "{deployed}");
+    assert_eq!(
+        deployed["reuse"],
+        json!({"max_uses": 50, "idle_timeout_ms": 10_000, "max_concurrency": 1}),
+        "{deployed}"
+    );
     assert_eq!((count(&server, "m").await, count(&server, "m").await), (1, 2));
     let out = server.cli(&["deploy", "m", path.to_str().unwrap(), "--reuse-idle", "10s"]);
     assert!(!out.status.success(), "--reuse-idle without --reuse is refused");

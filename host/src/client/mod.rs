@@ -127,6 +127,10 @@ pub struct DeployArgs {
     /// Discard a reusable instance after it was idle this long, e.g. 30s (the default).
     #[arg(long, value_parser = parse_duration, requires = "reuse")]
     pub reuse_idle: Option<std::time::Duration>,
+    /// Let one instance of a WASIp3 HTTP handler (`wasi:http/handler@0.3`) run up to M requests
+    /// at once (default 1); at most --reuse.
+    #[arg(long, value_name = "M", requires = "reuse")]
+    pub reuse_concurrency: Option<u32>,
     #[command(flatten)]
     pub values: config::ValueArgs,
 }
@@ -222,6 +226,7 @@ impl Client {
                     Some(idle) => u64::try_from(idle.as_millis()).context("reuse idle time too large")?,
                     None => ReuseSpec::default().idle_timeout_ms,
                 },
+                max_concurrency: args.reuse_concurrency.unwrap_or(ReuseSpec::default().max_concurrency),
             },
             outbox: args.outbox,
             grants: Grants { read_namespaces: args.read_namespaces, publish_topics: args.publish_topics },

@@ -8,6 +8,8 @@ use std::time::Duration;
 const MAX_USES: u32 = 1_000_000;
 /// The longest an idle instance may be kept.
 const MAX_IDLE_MS: u64 = 60 * 60 * 1000;
+/// The most invocations one (WASIp3) instance runs at once.
+const MAX_CONCURRENCY: u32 = 1_000;
 /// 30 s: long enough to bridge the gaps of steady traffic, short enough that an idle function
 /// gives its pool slots and memory back soon.
 pub const DEFAULT_IDLE_MS: u64 = 30_000;
@@ -21,11 +23,14 @@ pub struct ReuseSpec {
     pub max_uses: u32,
     /// An instance idle this long is discarded.
     pub idle_timeout_ms: u64,
+    /// Invocations one instance runs at the same time. Above 1 only for a WASIp3 HTTP handler
+    /// (`wasi:http/handler@0.3`, an async export); a WASIp2 instance runs one call at a time.
+    pub max_concurrency: u32,
 }
 
 impl Default for ReuseSpec {
     fn default() -> Self {
-        Self { max_uses: 1, idle_timeout_ms: DEFAULT_IDLE_MS }
+        Self { max_uses: 1, idle_timeout_ms: DEFAULT_IDLE_MS, max_concurrency: 1 }
     }
 }
 
@@ -48,6 +53,19 @@ impl ReuseSpec {
                 self.idle_timeout_ms
             ));
         }
+        if !(1..=MAX_CONCURRENCY).contains(&self.max_concurrency) {
+            return Err(format!(
+                "reuse.max_concurrency is {}; it must be between 1 and {MAX_CONCURRENCY}",
+                self.max_concurrency
+            ));
+        }
+        if self.max_concurrency > self.max_uses {
+            return Err(format!(
+                "reuse.max_concurrency is {} but reuse.max_uses is {}: an instance cannot run more \
+                 invocations at once than it serves in all (raise --reuse)",
+                self.max_concurrency, self.max_uses
+            ));
+        }
         Ok(())
     }
 }
@@ -68,8 +86,12 @@ mod tests {
     fn out_of_range_values_name_the_field() {
         let zero = ReuseSpec { max_uses: 0, ..ReuseSpec::default() };
         assert!(zero.validate().unwrap_err().contains("reuse.max_uses"));
-        let idle = ReuseSpec { max_uses: 10, idle_timeout_ms: 0 };
+        let idle = ReuseSpec { max_uses: 10, idle_timeout_ms: 0, max_concurrency: 1 };
         assert!(idle.validate().unwrap_err().contains("reuse.idle_timeout_ms"));
+        let wide = ReuseSpec { max_uses: 4, max_concurrency: 8, ..ReuseSpec::default() };
+        assert!(wide.validate().unwrap_err().contains("reuse.max_concurrency"));
+        let none = ReuseSpec { max_uses: 4, max_concurrency: 0, ..ReuseSpec::default() };
+        assert!(none.validate().unwrap_err().contains("reuse.max_concurrency"));
         assert!(serde_json::from_str::<ReuseSpec>(r#"{"uses": 3}"#).is_err());
     }
 }

@@ -194,6 +194,7 @@ impl Registry {
             Compiler::Optimized => self.invoker.linker(),
         };
         let handlers = validate::check_component(linker, &component)?;
+        handlers.check_reuse(&spec.reuse)?;
         check_triggers(&spec, &handlers, self.kafka_enabled).map_err(RegistryError::InvalidSpec)?;
 
         let mut active = self.active.lock().await;
@@ -447,6 +448,7 @@ impl LoadedFunction {
             config,
             instances: invoker.instance_pool(version.spec.reuse),
             compiler,
+            http_p3: std::sync::OnceLock::new(),
         })
     }
 }

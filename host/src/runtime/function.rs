@@ -4,6 +4,7 @@
 //! registry builds these; the invoker and the triggers consume them.
 
 use super::concurrency::ConcurrencyLimiter;
+use super::http_p3::P3Http;
 use super::instance_pool::InstancePool;
 use super::outbound::Outbound;
 use super::state::{FunctionConfig, HostState};
@@ -11,7 +12,7 @@ use super::validate::Handlers;
 use crate::capabilities::Access;
 use crate::model::routes::RoutePattern;
 use crate::model::spec::DeploySpec;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// One function's active version, ready to instantiate.
 pub struct LoadedFunction {
@@ -35,6 +36,8 @@ pub struct LoadedFunction {
     pub instances: Arc<InstancePool>,
     /// Which compiler built the code it runs.
     pub compiler: Compiler,
+    /// The instances of a WASIp3 HTTP handler, made on its first request (never for WASIp2).
+    pub http_p3: OnceLock<P3Http>,
 }
 
 /// Which of wasmtime's compilers built a function's code: a tiered deploy runs on the baseline

@@ -6,9 +6,11 @@
 use super::concurrency::Overloaded;
 use super::function::LoadedFunction;
 use super::guest_io::InvocationTags;
+use super::http_p3::{P3Http, RequestTags};
 use super::instance_pool::{IdleInstances, InstancePool, Lease};
 use super::outbound::OutboundHooks;
 use super::state::HostState;
+use super::validate::HttpExport;
 use crate::bindings::exports::faas::platform::event_handler::RecordedEvent;
 use crate::bindings::message::KafkaBatch;
 use crate::bindings::participant::Vote;
@@ -28,8 +30,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::{Instance, Linker};
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store};
-use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
 
 /// Why an invocation produced no response of the guest's own. Mapped to HTTP in `error.rs`.
@@ -45,8 +48,8 @@ pub enum InvokeError {
     Timeout { timeout_ms: u64 },
     #[error("the function failed: {0}")]
     Trap(String),
-    #[error("the function returned an error instead of a response: {0:?}")]
-    GuestError(ErrorCode),
+    #[error("the function returned an error instead of a response: {0}")]
+    GuestError(String),
     #[error("the event handler failed: {0}")]
     HandlerFailed(String),
     #[error("the function finished without sending a response")]
@@ -115,8 +118,8 @@ pub struct Invoker {
 }
 
 impl Invoker {
-    /// Links all of WASI 0.2 (Rust's std imports `wasi:cli` beyond the `wasi:http/proxy` set)
-    /// `wasi:http` and `wasi:config` (the function's variables and secrets; also its drafts).
+    /// Links all of WASI 0.2 (Rust's std imports `wasi:cli` beyond the `wasi:http/proxy` set),
+    /// all of WASI 0.3, `wasi:http` of both, and `wasi:config` (the function's variables and secrets; also its drafts).
     pub fn new(engine: &Engine, metrics: Metrics, capabilities: Arc<Capabilities>) -> anyhow::Result<Self> {
         let linker = link(engine)?;
         Ok(Self { linker, baseline_linker: None, metrics, capabilities, idle: Arc::default() })
@@ -153,14 +156,31 @@ impl Invoker {
             lease.store.set_epoch_deadline(1);
             return lease;
         }
-        let platform = PlatformCtx { caps: self.capabilities.clone(), access: function.access.clone(), fence };
-        let hooks = OutboundHooks::new(function.outbound.clone(), self.metrics.clone(), &tags.request_id, deadline);
-        let state = HostState::new(tags, function.spec.limits.memory_bytes, platform, hooks, function.config.clone());
-        let mut store = Store::new(function.handlers.pre.engine(), state);
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
-        Lease::fresh(store)
+        Lease::fresh(fresh_store(&self.capabilities, &self.metrics, function, tags, fence, deadline))
+    }
+
+    /// The WASIp3 instances of `function`, made on its first request. They build their stores as
+    /// [`Self::lease`] does; holding the function only weakly, they never keep an old version
+    /// alive.
+    fn p3_http<'f>(&self, function: &'f Arc<LoadedFunction>, pre: &ServicePre<HostState>) -> &'f P3Http {
+        function.http_p3.get_or_init(|| {
+            let (weak, caps, metrics) = (Arc::downgrade(function), self.capabilities.clone(), self.metrics.clone());
+            let new_store = Arc::new(move || {
+                let function = weak.upgrade()?;
+                let deadline = tokio::time::Instant::now() + function.spec.limits.timeout();
+                let tags = InvocationTags::of(&function, "");
+                Some(fresh_store(&caps, &metrics, &function, tags, None, deadline))
+            });
+            let limits = function.spec.limits;
+            P3Http::new(
+                function.name.clone(),
+                pre.clone(),
+                new_store,
+                function.spec.reuse,
+                limits.timeout(),
+                self.metrics.clone(),
+            )
+        })
     }
 
     /// Runs one batch of events through the function's `event-handler` export.
@@ -321,7 +341,7 @@ impl Invoker {
         function: &Arc<LoadedFunction>,
         request: http::Request<axum::body::Body>,
         request_id: &str,
-    ) -> Result<http::Response<HyperOutgoingBody>, InvokeError> {
+    ) -> Result<http::Response<axum::body::Body>, InvokeError> {
         let limits = function.spec.limits;
         let declared_length = request
             .headers()
@@ -335,10 +355,43 @@ impl Invoker {
         let permit = admit(function, deadline).await?;
 
         let tags = InvocationTags::of(function, request_id);
-        let mut lease = self.lease(function, tags.clone(), None, deadline);
-
         let body_too_large = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| LimitedBody::new(body, limits.max_body_bytes, body_too_large.clone()));
+        let result = match &function.handlers.http {
+            Some(HttpExport::P2(_)) => self.serve_http_p2(function, request, tags, deadline, permit).await,
+            Some(HttpExport::P3(pre)) => {
+                let p3 = self.p3_http(function, pre);
+                let request = request.map(http_body_util::BodyExt::boxed_unsync);
+                match p3.handle(RequestTags { tags, deadline }, request).await {
+                    // The permit goes with the body: the instance is busy until it is sent.
+                    Ok(response) => {
+                        Ok(response.map(|body| axum::body::Body::new(WithPermit { body, _permit: permit })))
+                    }
+                    Err(error) => Err(p3_failure(error, limits.timeout_ms)),
+                }
+            }
+            None => Err(InvokeError::Internal(format!("function `{}` exports no HTTP handler", function.name))),
+        };
+        match result {
+            Err(_) if body_too_large.load(Ordering::Acquire) => {
+                Err(InvokeError::BodyTooLarge { limit: limits.max_body_bytes })
+            }
+            result => result,
+        }
+    }
+
+    /// A WASIp2 `incoming-handler` call in its own task (which keeps the instance, and `permit`,
+    /// until the body is sent).
+    async fn serve_http_p2(
+        &self,
+        function: &Arc<LoadedFunction>,
+        request: http::Request<LimitedBody>,
+        tags: Arc<InvocationTags>,
+        deadline: tokio::time::Instant,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<http::Response<axum::body::Body>, InvokeError> {
+        let limits = function.spec.limits;
+        let mut lease = self.lease(function, tags.clone(), None, deadline);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (req, out) = {
             let mut http = lease.store.data_mut().http();
@@ -349,9 +402,6 @@ impl Invoker {
             (req, out)
         };
 
-        if function.handlers.http.is_none() {
-            return Err(InvokeError::Internal(format!("function `{}` exports no HTTP handler", function.name)));
-        }
         let (metrics, idle) = (self.metrics.clone(), self.idle.clone());
         let function = function.clone();
         let task = tokio::spawn(async move {
@@ -360,7 +410,7 @@ impl Invoker {
             active.inc();
             let run = async {
                 let instance = instantiate(&metrics, &idle, &function, &mut lease).await?;
-                let exports = function.handlers.http.as_ref().expect("checked above");
+                let Some(HttpExport::P2(exports)) = &function.handlers.http else { unreachable!("a p2 handler") };
                 let proxy = exports.load(&mut lease.store, &instance)?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut lease.store, req, out).await
             };
@@ -385,22 +435,83 @@ impl Invoker {
             outcome
         });
 
-        let failure = match receiver.await {
-            Ok(Ok(response)) => return Ok(response),
-            Ok(Err(code)) => InvokeError::GuestError(code),
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response.map(axum::body::Body::new)),
+            Ok(Err(code)) => Err(InvokeError::GuestError(format!("{code:?}"))),
             // The guest dropped the response outparam: its task says why.
-            Err(_) => match task.await {
+            Err(_) => Err(match task.await {
                 Ok(Outcome::Finished) => InvokeError::NoResponse,
                 Ok(Outcome::Trapped(message)) => InvokeError::Trap(message),
                 Ok(Outcome::TimedOut) => InvokeError::Timeout { timeout_ms: limits.timeout_ms },
                 Err(join) => InvokeError::Internal(format!("invocation task failed: {join}")),
-            },
-        };
-        if body_too_large.load(Ordering::Acquire) {
-            return Err(InvokeError::BodyTooLarge { limit: limits.max_body_bytes });
+            }),
         }
-        Err(failure)
     }
+}
+
+/// Why a WASIp3 request produced no response, from wasmtime-wasi-http's error types.
+fn p3_failure(error: wasmtime::Error, timeout_ms: u64) -> InvokeError {
+    use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode as P3ErrorCode;
+    if error.downcast_ref::<ExpirationError>().is_some() {
+        return InvokeError::Timeout { timeout_ms };
+    }
+    if error.downcast_ref::<TrapOrPanicError>().is_some() {
+        return InvokeError::Trap("the instance trapped (its error is in the server log)".into());
+    }
+    if let Some(failed) = error.downcast_ref::<InstantiationError<RequestTags>>() {
+        if failed.error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+            return InvokeError::Overloaded;
+        }
+        return InvokeError::Internal(format!("instantiating the function: {:#}", failed.error));
+    }
+    if let Some(code) = error.downcast_ref::<P3ErrorCode>() {
+        return InvokeError::GuestError(format!("{code:?}"));
+    }
+    InvokeError::Trap(trap_message(&error))
+}
+
+/// A response body that holds the invocation's concurrency permit until it is sent.
+struct WithPermit<B> {
+    body: B,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<B: Body + Unpin> Body for WithPermit<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A new store for one instance of `function`: its memory limit, an epoch deadline that yields
+/// at every tick (so a spinning guest neither starves other work nor escapes its timeout), and
+/// the sandbox (nothing granted but the function's own capabilities and outbound allow-list).
+fn fresh_store(
+    caps: &Arc<Capabilities>,
+    metrics: &Metrics,
+    function: &LoadedFunction,
+    tags: Arc<InvocationTags>,
+    fence: Option<StepFence>,
+    deadline: tokio::time::Instant,
+) -> Store<HostState> {
+    let platform = PlatformCtx { caps: caps.clone(), access: function.access.clone(), fence };
+    let hooks = OutboundHooks::new(function.outbound.clone(), metrics.clone(), &tags.request_id, deadline);
+    let state = HostState::new(tags, function.spec.limits.memory_bytes, platform, hooks, function.config.clone());
+    let mut store = Store::new(function.handlers.pre.engine(), state);
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    store
 }
 
 /// Every import a function may have, for `engine`'s components.
@@ -408,6 +519,8 @@ fn link(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_config::add_to_linker(&mut linker, HostState::config)?;
     super::config_draft::add_to_linker(&mut linker)?;
     crate::capabilities::add_to_linker(&mut linker, HostState::platform)?;

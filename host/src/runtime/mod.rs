@@ -3,7 +3,7 @@
 //! ready to run ([`function`]), the per-instance [`state`] (config also through the pre-release
 //! `wasi:config` interfaces, [`config_draft`]), what a guest may touch of the host
 //! ([`guest_io`], and the network through [`outbound`]), per-function [`concurrency`] limits, the [`instance_pool`] of
-//! a function whose deploy allows reuse, and the [`invoker`] that runs one invocation under its
+//! a function whose deploy allows reuse, WASIp3 HTTP handlers' instances ([`http_p3`]), and the [`invoker`] that runs one invocation under its
 //! limits.
 
 pub mod concurrency;
@@ -11,6 +11,7 @@ pub mod config_draft;
 pub mod engine;
 pub mod function;
 pub mod guest_io;
+pub mod http_p3;
 pub mod instance_pool;
 pub mod invoker;
 pub mod outbound;

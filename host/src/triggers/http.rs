@@ -101,7 +101,7 @@ async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Respon
     }
     let started = Instant::now();
     let response = match plane.invoker.serve_http(&function, request, &request_id).await {
-        Ok(response) => response.map(axum::body::Body::new),
+        Ok(response) => response,
         Err(error) => ApiError::from(error).with_request_id(&request_id).into_response(),
     };
     let metrics = &plane.metrics;
