@@ -355,7 +355,12 @@ async fn three_nodes_share_the_work_and_survive_kills_pauses_and_stops() {
         assert_eq!(seen["out_of_order"], false, "{projector}");
         let events = seen["seen"].as_array().unwrap().len() as u64;
         let delivered = seen["delivered"].as_u64().unwrap();
-        println!("{projector}: {events} events, {delivered} deliveries ({} duplicates)", delivered - events);
+        // `delivered` is the projector's own read-modify-write counter: two nodes delivering
+        // during a lease handover can lose an increment of it, so it is reported, not asserted.
+        println!(
+            "{projector}: {events} events, {delivered} deliveries ({:+} vs events)",
+            delivered as i64 - events as i64
+        );
     }
     // Bank: each read model equals the fold of its stream; every acknowledged deposit is in it;
     // the outbox's topic has every event of every stream, in order.
