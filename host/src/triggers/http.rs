@@ -13,6 +13,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt as _;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
@@ -50,6 +51,14 @@ impl Http {
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
+        // No Nagle: a response whose body the guest streams after its headers (every WASIp3
+        // handler, and a p2 one that writes its body late) would otherwise wait for the client's
+        // delayed ACK (~40 ms on Linux) before its body leaves.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "setting TCP_NODELAY failed");
+            }
+        });
         let server = axum::serve(listener, router(plane)).with_graceful_shutdown(shutdown);
         let server = tokio::spawn(server.into_future());
         Arc::new(Self { stop, server: tokio::sync::Mutex::new(Some(server)) })
