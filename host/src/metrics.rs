@@ -1,13 +1,27 @@
 //! [`Metrics`]: the Prometheus series the platform exports on the admin listener's `/metrics`.
 
+use std::sync::Arc;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every series, registered in one private registry (not the global default, so tests can run
-/// several servers in one process).
+/// several servers in one process). Shared: a clone is one reference count, not one per series
+/// (the invoker clones it per request).
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<Series>);
+
+impl std::ops::Deref for Metrics {
+    type Target = Series;
+
+    fn deref(&self) -> &Series {
+        &self.0
+    }
+}
+
+/// The series themselves.
+pub struct Series {
     registry: Registry,
     /// `faas_invocations_total{function,version,status}`; status is the HTTP status returned.
     pub invocations: IntCounterVec,
@@ -65,6 +79,38 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self(Arc::new(Series::new()))
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to a Vec cannot fail");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+
+    /// The per-invocation series of one function, looked up once (a labelled lookup hashes and
+    /// locks on every call).
+    pub fn function(&self, name: &str) -> FunctionMetrics {
+        FunctionMetrics {
+            duration: self.duration.with_label_values(&[name]),
+            active_instances: self.active_instances.with_label_values(&[name]),
+            instantiation: self.instantiation.with_label_values(&[name]),
+        }
+    }
+}
+
+/// `faas_invocation_duration_seconds`, `faas_active_instances` and
+/// `faas_instantiation_duration_seconds` of one function.
+#[derive(Clone)]
+pub struct FunctionMetrics {
+    pub duration: Histogram,
+    pub active_instances: IntGauge,
+    pub instantiation: Histogram,
+}
+
+impl Series {
+    fn new() -> Self {
         let registry = Registry::new();
         let invocations = IntCounterVec::new(
             Opts::new("faas_invocations_total", "Function invocations by outcome (HTTP status)."),
@@ -247,13 +293,6 @@ impl Metrics {
             schedule_delay,
             schedule_duration,
         }
-    }
-
-    /// The Prometheus text exposition of every series.
-    pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to a Vec cannot fail");
-        String::from_utf8(out).expect("prometheus text is UTF-8")
     }
 }
 

@@ -214,3 +214,26 @@ async fn the_cli_sets_reuse() {
     let out = server.cli(&["deploy", "m", path.to_str().unwrap(), "--reuse-idle", "10s"]);
     assert!(!out.status.success(), "--reuse-idle without --reuse is refused");
 }
+
+/// A client that hangs up does not cancel the function: the run finishes and hands its instance
+/// back (the next request reuses it: still one instantiation) and nothing stays counted as active.
+#[tokio::test]
+async fn a_client_hanging_up_does_not_cancel_the_invocation() {
+    let server = Server::start(Backend::Sqlite).await;
+    deploy_misbehave(&server, "m", json!({}), json!({"max_uses": 1000})).await;
+    // The Cranelift build replaces the Winch one (and its idle instances) shortly after a
+    // deploy: wait for it, so that the instances counted below are all of one build.
+    eventually("the Cranelift build is swapped in", Duration::from_secs(20), async || {
+        let (_, body) = server.get_json("/v1/functions/m").await;
+        if body["compiler"] == "cranelift" { Ok(()) } else { Err(body) }
+    })
+    .await;
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(100)).build().unwrap();
+    let gave_up = impatient.get(format!("{}/m/sleep?ms=500", server.data)).send().await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()), "the client was to give up first");
+    server.wait_for_metric("faas_active_instances{function=\"m\"} 0").await;
+    assert_eq!(count(&server, "m").await, 1);
+    assert_eq!(instantiations(&server, "m").await, 1, "the abandoned run finished and handed its instance back");
+    let logs = server.logs();
+    assert!(!logs.contains("timed out") && !logs.contains("trapped"), "{logs}");
+}

@@ -100,3 +100,25 @@ async fn without_tiering_a_deploy_compiles_with_cranelift() {
     assert_eq!(compiler(&server, "h").await, (json!("cranelift"), json!(1)));
     assert_eq!(server.call("/h/y").await, (200, "Hello, h/y!".into()));
 }
+
+/// The swap replaces the build, not the version's limits: a request still running on the Winch
+/// build holds its concurrency slot across the swap, so a second one is refused.
+#[tokio::test]
+async fn the_concurrency_limit_holds_across_the_swap() {
+    let server = start("500ms").await;
+    let limits = json!({"max_concurrency": 1, "max_queue": 0, "timeout_ms": 10_000});
+    server.deploy_ok("m", components().bytes("misbehave"), spec(&["/m/..."], limits)).await;
+    assert_eq!(compiler(&server, "m").await.0, "winch");
+    let (http, url) = (server.http.clone(), format!("{}/m/sleep?ms=2500", server.data));
+    let running = tokio::spawn(async move { http.get(url).send().await.unwrap().status().as_u16() });
+    server.wait_for_metric(r#"faas_active_instances{function="m"} 1"#).await;
+    eventually("the Cranelift build is swapped in", Duration::from_secs(20), async || {
+        let (compiler, _) = compiler(&server, "m").await;
+        if compiler == "cranelift" { Ok(()) } else { Err(compiler) }
+    })
+    .await;
+    let response = server.http.get(format!("{}/m/ok", server.data)).send().await.unwrap();
+    assert_eq!(response.status(), 503, "the running request's slot was forgotten by the swap");
+    assert_eq!(running.await.unwrap(), 200);
+    assert_eq!(server.call("/m/ok").await, (200, "ok".into()));
+}

@@ -294,7 +294,10 @@ impl Registry {
             return Ok(());
         }
         let (routes, config) = (baseline.routes.clone(), current.expect("checked").config.clone());
-        let loaded = LoadedFunction::new(name, version, handlers, routes, config, &self.invoker, Compiler::Optimized)?;
+        let mut loaded =
+            LoadedFunction::new(name, version, handlers, routes, config, &self.invoker, Compiler::Optimized)?;
+        // Same version, same limit: requests running on the Winch build still count against it.
+        loaded.limiter = baseline.limiter.clone();
         active.insert(name.to_owned(), Arc::new(loaded));
         self.publish(&active);
         tracing::info!(function = name, version = version.version, compile_ms, "Cranelift build swapped in");
@@ -442,13 +445,14 @@ impl LoadedFunction {
                 read_namespaces: version.spec.grants.read_namespaces.clone(),
                 publish_topics: version.spec.grants.clone(),
             }),
-            limiter: ConcurrencyLimiter::new(limits.max_concurrency, limits.max_queue),
+            limiter: Arc::new(ConcurrencyLimiter::new(limits.max_concurrency, limits.max_queue)),
             outbound: Arc::new(outbound),
             routes,
             config,
             instances: invoker.instance_pool(version.spec.reuse),
             compiler,
             http_p3: std::sync::OnceLock::new(),
+            metrics: invoker.metrics().function(name),
         })
     }
 }

@@ -46,10 +46,10 @@ pub fn build_engine(pool: PoolSize) -> anyhow::Result<Engine> {
         // Resetting a slot with memset is cheaper than madvise + page faults for the first
         // pages every instance touches; measured here, decommits dominated per-request cost.
         .linear_memory_keep_resident(2 << 20)
-        .table_keep_resident(64 << 10)
-        .async_stack_keep_resident(1 << 20)
-        .decommit_batch_size(32)
-        .pagemap_scan(Enabled::Auto);
+        .table_keep_resident(64 << 10);
+    if std::env::var("XP").as_deref() != Ok("tuned") {
+        pooling.async_stack_keep_resident(1 << 20).decommit_batch_size(32).pagemap_scan(Enabled::Auto);
+    }
 
     let mut config = Config::new();
     config

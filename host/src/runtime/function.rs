@@ -25,7 +25,9 @@ pub struct LoadedFunction {
     pub handlers: Handlers<HostState>,
     /// The namespaces its capabilities may touch.
     pub access: Arc<Access>,
-    pub limiter: ConcurrencyLimiter,
+    /// Shared with the build it replaces when a tiered deploy's Cranelift build is swapped in:
+    /// the version's limit holds across the swap.
+    pub limiter: Arc<ConcurrencyLimiter>,
     /// Its outgoing HTTP: allow-list, pooled connections, in-flight cap.
     pub outbound: Arc<Outbound>,
     pub routes: Vec<RoutePattern>,
@@ -36,6 +38,8 @@ pub struct LoadedFunction {
     pub instances: Arc<InstancePool>,
     /// Which compiler built the code it runs.
     pub compiler: Compiler,
+    /// Its per-invocation metric series, looked up once.
+    pub metrics: crate::metrics::FunctionMetrics,
     /// The instances of a WASIp3 HTTP handler, made on its first request (never for WASIp2).
     pub http_p3: OnceLock<P3Http>,
 }

@@ -13,7 +13,7 @@
 
 use super::guest_io::InvocationTags;
 use super::state::HostState;
-use crate::metrics::Metrics;
+use crate::metrics::FunctionMetrics;
 use crate::model::reuse::ReuseSpec;
 use std::future::Future;
 use std::pin::Pin;
@@ -51,7 +51,7 @@ impl P3Http {
         new_store: NewStore,
         reuse: ReuseSpec,
         timeout: Duration,
-        metrics: Metrics,
+        metrics: FunctionMetrics,
     ) -> Self {
         Self { handler: ProxyHandler::new(Instances { name, pre, new_store, reuse, timeout, metrics }) }
     }
@@ -71,7 +71,7 @@ struct Instances {
     new_store: NewStore,
     reuse: ReuseSpec,
     timeout: Duration,
-    metrics: Metrics,
+    metrics: FunctionMetrics,
 }
 
 impl HandlerState for Instances {
@@ -86,9 +86,8 @@ impl HandlerState for Instances {
         let service = tokio::time::timeout(self.timeout, self.pre.instantiate_async(&mut store))
             .await
             .map_err(|_| format_err!("instantiating took longer than the function's timeout"))??;
-        let labels = [&*self.name];
-        self.metrics.instantiation.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
-        self.metrics.active_instances.with_label_values(&labels).inc();
+        self.metrics.instantiation.observe(started.elapsed().as_secs_f64());
+        self.metrics.active_instances.inc();
         Ok(Instance {
             store,
             proxy: Proxy::P3(service),
@@ -140,7 +139,7 @@ struct Worker {
     name: Arc<str>,
     max_uses: usize,
     max_concurrency: usize,
-    metrics: Metrics,
+    metrics: FunctionMetrics,
 }
 
 impl WorkerState for Worker {
@@ -168,7 +167,7 @@ impl WorkerState for Worker {
     }
 
     fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
-        self.metrics.active_instances.with_label_values(&[&*self.name]).dec();
+        self.metrics.active_instances.dec();
         if let Err(error) = result {
             let message = format!("{error:#}");
             let first = message.lines().next().unwrap_or("unknown error");

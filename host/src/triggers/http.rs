@@ -114,7 +114,7 @@ async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Respon
         Err(error) => ApiError::from(error).with_request_id(&request_id).into_response(),
     };
     let metrics = &plane.metrics;
-    metrics.duration.with_label_values(&[&*function.name]).observe(started.elapsed().as_secs_f64());
+    function.metrics.duration.observe(started.elapsed().as_secs_f64());
     metrics
         .invocations
         .with_label_values(&[&*function.name, &function.version_label, response.status().as_str()])
