@@ -17,18 +17,6 @@ async fn deploy(server: &Server, name: &str, limits: Value, reuse: Value) -> Val
     server.deploy_ok(name, components().bytes("hello_p3"), spec).await
 }
 
-async fn count(server: &Server, name: &str) -> u64 {
-    let (status, body) = server.call(&format!("/{name}/count")).await;
-    assert_eq!(status, 200, "{body}");
-    body.strip_prefix("count ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not a count: {body}"))
-}
-
-async fn instantiations(server: &Server, function: &str) -> u64 {
-    let metrics = server.metrics().await;
-    let prefix = format!("faas_instantiation_duration_seconds_count{{function=\"{function}\"}} ");
-    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0, |n| n.parse().expect("a count"))
-}
-
 #[tokio::test]
 async fn a_p3_component_deploys_answers_and_streams_bodies() {
     let server = Server::start(Backend::Sqlite).await;
@@ -52,7 +40,7 @@ async fn a_p3_component_deploys_answers_and_streams_bodies() {
 
     // Without reuse (the default), every request gets a fresh instance.
     for _ in 0..3 {
-        assert_eq!(count(&server, "p3").await, 1);
+        assert_eq!(server.served_count("p3").await, 1);
     }
 }
 
@@ -62,23 +50,23 @@ async fn reuse_keeps_state_per_function_and_a_trap_or_timeout_discards_the_insta
     deploy(&server, "kept", json!({"timeout_ms": 1000}), json!({"max_uses": 1000})).await;
     deploy(&server, "other", json!({}), json!({"max_uses": 1000})).await;
     for expected in 1..=4 {
-        assert_eq!(count(&server, "kept").await, expected);
+        assert_eq!(server.served_count("kept").await, expected);
     }
-    assert_eq!(count(&server, "other").await, 1, "same component, other function: its own instance");
-    assert_eq!(instantiations(&server, "kept").await, 1);
+    assert_eq!(server.served_count("other").await, 1, "same component, other function: its own instance");
+    assert_eq!(server.instantiations("kept").await, 1);
 
     let response = server.http.get(format!("{}/kept/trap", server.data)).send().await.unwrap();
     assert_eq!(response.status(), 500);
     let body: Value = response.json().await.unwrap();
     assert_eq!(error_of(&body).0, "function_trapped", "{body}");
-    assert_eq!(count(&server, "kept").await, 1, "the request after a trap gets a fresh instance");
+    assert_eq!(server.served_count("kept").await, 1, "the request after a trap gets a fresh instance");
 
     let response = server.http.get(format!("{}/kept/sleep?ms=5000", server.data)).send().await.unwrap();
     assert_eq!(response.status(), 504);
     let body: Value = response.json().await.unwrap();
     assert_eq!(error_of(&body).0, "timeout", "{body}");
     // The timed-out instance stops taking requests; the next one starts from scratch.
-    assert_eq!(count(&server, "kept").await, 1, "the request after a timeout gets a fresh instance");
+    assert_eq!(server.served_count("kept").await, 1, "the request after a timeout gets a fresh instance");
 }
 
 /// With `max_concurrency` 8, eight slow requests share one instance at the same time: they end
@@ -87,7 +75,7 @@ async fn reuse_keeps_state_per_function_and_a_trap_or_timeout_discards_the_insta
 async fn concurrent_reuse_runs_several_requests_in_one_instance() {
     let server = Server::start(Backend::Sqlite).await;
     deploy(&server, "wide", json!({"max_concurrency": 8}), json!({"max_uses": 1000, "max_concurrency": 8})).await;
-    assert_eq!(count(&server, "wide").await, 1);
+    assert_eq!(server.served_count("wide").await, 1);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -103,10 +91,10 @@ async fn concurrent_reuse_runs_several_requests_in_one_instance() {
     let elapsed = started.elapsed();
     // Serially this is 4.8 s; overlapped, a little over 0.6 s. The bound is loose on purpose.
     assert!(elapsed < Duration::from_millis(3000), "8 × 600 ms took {elapsed:?}: not run concurrently");
-    let made = instantiations(&server, "wide").await;
+    let made = server.instantiations("wide").await;
     assert!(made < 8, "{made} instances for 9 requests: the instance was not shared");
     if made == 1 {
-        assert_eq!(count(&server, "wide").await, 10, "one instance served all of them");
+        assert_eq!(server.served_count("wide").await, 10, "one instance served all of them");
     }
 
     // One at a time (max_concurrency 1, the default): the same load queues on an instance or
@@ -123,7 +111,7 @@ async fn concurrent_reuse_runs_several_requests_in_one_instance() {
         assert_eq!(task.await.unwrap(), 200);
     }
     let elapsed = started.elapsed();
-    let instances = instantiations(&server, "narrow").await;
+    let instances = server.instantiations("narrow").await;
     assert!((1..=8).contains(&instances), "{instances}");
     let serial = Duration::from_millis(400) * 8u64.div_ceil(instances) as u32;
     assert!(elapsed >= serial, "8 × 400 ms in {instances} instances took only {elapsed:?}: some ran together");
@@ -197,7 +185,7 @@ async fn concurrency_needs_a_p3_handler_and_bad_values_are_refused() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deployed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(deployed["reuse"]["max_concurrency"], 5, "{deployed}");
-    assert_eq!((count(&server, "x").await, count(&server, "x").await), (1, 2));
+    assert_eq!((server.served_count("x").await, server.served_count("x").await), (1, 2));
     let out = server.cli(&["deploy", "x", path.to_str().unwrap(), "--reuse-concurrency", "5"]);
     assert!(!out.status.success(), "--reuse-concurrency without --reuse is refused");
 }

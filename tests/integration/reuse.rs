@@ -16,18 +16,6 @@ async fn deploy_misbehave(server: &Server, name: &str, limits: Value, reuse: Val
     server.deploy_ok(name, components().bytes("misbehave"), spec).await;
 }
 
-async fn count(server: &Server, name: &str) -> u64 {
-    let (status, body) = server.call(&format!("/{name}/count")).await;
-    assert_eq!(status, 200, "{body}");
-    body.strip_prefix("count ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not a count: {body}"))
-}
-
-async fn instantiations(server: &Server, function: &str) -> u64 {
-    let metrics = server.metrics().await;
-    let prefix = format!("faas_instantiation_duration_seconds_count{{function=\"{function}\"}} ");
-    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0, |n| n.parse().expect("a count"))
-}
-
 #[tokio::test]
 async fn a_reused_instance_keeps_state_for_its_own_function_only() {
     let server = Server::start(Backend::Sqlite).await;
@@ -36,46 +24,46 @@ async fn a_reused_instance_keeps_state_for_its_own_function_only() {
     deploy_misbehave(&server, "fresh", json!({}), Value::Null).await;
 
     for expected in 1..=5 {
-        assert_eq!(count(&server, "kept").await, expected);
+        assert_eq!(server.served_count("kept").await, expected);
     }
     // Same component, other function: its own instance, its own memory.
-    assert_eq!(count(&server, "neighbour").await, 1);
-    assert_eq!(count(&server, "kept").await, 6);
+    assert_eq!(server.served_count("neighbour").await, 1);
+    assert_eq!(server.served_count("kept").await, 6);
     // Without reuse (the default) every request sees a fresh instance.
     for _ in 0..3 {
-        assert_eq!(count(&server, "fresh").await, 1);
+        assert_eq!(server.served_count("fresh").await, 1);
     }
-    assert_eq!(instantiations(&server, "kept").await, 1);
-    assert_eq!(instantiations(&server, "neighbour").await, 1);
-    assert_eq!(instantiations(&server, "fresh").await, 3);
+    assert_eq!(server.instantiations("kept").await, 1);
+    assert_eq!(server.instantiations("neighbour").await, 1);
+    assert_eq!(server.instantiations("fresh").await, 3);
 
     // A new version is a new pool: nothing of the old instances' memory carries over.
     deploy_misbehave(&server, "kept", json!({"timeout_ms": 20_000}), json!({"max_uses": 1000})).await;
-    assert_eq!(count(&server, "kept").await, 1);
+    assert_eq!(server.served_count("kept").await, 1);
 }
 
 #[tokio::test]
 async fn a_trap_discards_the_instance() {
     let server = Server::start(Backend::Sqlite).await;
     deploy_misbehave(&server, "m", json!({}), json!({"max_uses": 1000})).await;
-    assert_eq!((count(&server, "m").await, count(&server, "m").await), (1, 2));
+    assert_eq!((server.served_count("m").await, server.served_count("m").await), (1, 2));
     let response = server.http.get(format!("{}/m/panic", server.data)).send().await.unwrap();
     assert_eq!(response.status(), 500);
     let body: Value = response.json().await.unwrap();
     assert_eq!(error_of(&body).0, "function_trapped");
-    assert_eq!(count(&server, "m").await, 1, "the request after a trap must get a fresh instance");
-    assert_eq!(count(&server, "m").await, 2);
+    assert_eq!(server.served_count("m").await, 1, "the request after a trap must get a fresh instance");
+    assert_eq!(server.served_count("m").await, 2);
 }
 
 #[tokio::test]
 async fn a_timeout_discards_the_instance() {
     let server = Server::start(Backend::Sqlite).await;
     deploy_misbehave(&server, "m", json!({"timeout_ms": 1000}), json!({"max_uses": 1000})).await;
-    assert_eq!((count(&server, "m").await, count(&server, "m").await), (1, 2));
+    assert_eq!((server.served_count("m").await, server.served_count("m").await), (1, 2));
     for path in ["/m/loop", "/m/sleep?ms=3000"] {
         let response = server.http.get(format!("{}{path}", server.data)).send().await.unwrap();
         assert_eq!(response.status(), 504, "{path}");
-        assert_eq!(count(&server, "m").await, 1, "the request after a timeout ({path}) must get a fresh instance");
+        assert_eq!(server.served_count("m").await, 1, "the request after a timeout ({path}) must get a fresh instance");
     }
 }
 
@@ -107,14 +95,14 @@ async fn max_uses_and_the_idle_timeout_end_an_instance() {
     deploy_misbehave(&server, "three", json!({}), json!({"max_uses": 3})).await;
     let mut counts = Vec::new();
     for _ in 0..7 {
-        counts.push(count(&server, "three").await);
+        counts.push(server.served_count("three").await);
     }
     assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1]);
 
     deploy_misbehave(&server, "idle", json!({}), json!({"max_uses": 1000, "idle_timeout_ms": 300})).await;
-    assert_eq!((count(&server, "idle").await, count(&server, "idle").await), (1, 2));
+    assert_eq!((server.served_count("idle").await, server.served_count("idle").await), (1, 2));
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(count(&server, "idle").await, 1, "an instance idle past its timeout is dropped");
+    assert_eq!(server.served_count("idle").await, 1, "an instance idle past its timeout is dropped");
 }
 
 /// Concurrent requests each get an instance of their own (never one in use); every instance
@@ -146,7 +134,7 @@ async fn concurrent_requests_never_share_an_instance() {
         previous = *n;
     }
     assert_eq!(histogram.values().sum::<u64>(), 120);
-    assert_eq!(instantiations(&server, "m").await, runs);
+    assert_eq!(server.instantiations("m").await, runs);
 }
 
 /// The event path reuses too: a projector's HTTP calls and its subscription's batches share
@@ -172,7 +160,7 @@ async fn event_handlers_reuse_instances_too() {
     }
     // 10 appends, at least 10 `seen` calls and 10 batches ran in at most a few instances (an
     // HTTP call and a batch can overlap); without reuse it would be 30 or more.
-    let made = instantiations(&server, "projector").await;
+    let made = server.instantiations("projector").await;
     assert!((1..=3).contains(&made), "{made} instantiations");
 }
 
@@ -210,7 +198,7 @@ async fn the_cli_sets_reuse() {
         json!({"max_uses": 50, "idle_timeout_ms": 10_000, "max_concurrency": 1}),
         "{deployed}"
     );
-    assert_eq!((count(&server, "m").await, count(&server, "m").await), (1, 2));
+    assert_eq!((server.served_count("m").await, server.served_count("m").await), (1, 2));
     let out = server.cli(&["deploy", "m", path.to_str().unwrap(), "--reuse-idle", "10s"]);
     assert!(!out.status.success(), "--reuse-idle without --reuse is refused");
 }
@@ -232,8 +220,8 @@ async fn a_client_hanging_up_does_not_cancel_the_invocation() {
     let gave_up = impatient.get(format!("{}/m/sleep?ms=500", server.data)).send().await;
     assert!(gave_up.is_err_and(|e| e.is_timeout()), "the client was to give up first");
     server.wait_for_metric("faas_active_instances{function=\"m\"} 0").await;
-    assert_eq!(count(&server, "m").await, 1);
-    assert_eq!(instantiations(&server, "m").await, 1, "the abandoned run finished and handed its instance back");
+    assert_eq!(server.served_count("m").await, 1);
+    assert_eq!(server.instantiations("m").await, 1, "the abandoned run finished and handed its instance back");
     let logs = server.logs();
     assert!(!logs.contains("timed out") && !logs.contains("trapped"), "{logs}");
 }

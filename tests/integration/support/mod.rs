@@ -305,6 +305,21 @@ impl Server {
         response.text().await.expect("metrics body")
     }
 
+    /// How many instances of `function` were created (`faas_instantiation_duration_seconds_count`).
+    pub async fn instantiations(&self, function: &str) -> u64 {
+        let metrics = self.metrics().await;
+        let prefix = format!("faas_instantiation_duration_seconds_count{{function=\"{function}\"}} ");
+        metrics.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0, |n| n.parse().expect("a count"))
+    }
+
+    /// `GET /{route}/count` of a function answering `count N` (misbehave, hello-p3): N, how many
+    /// requests the instance that answered has served.
+    pub async fn served_count(&self, route: &str) -> u64 {
+        let (status, body) = self.call(&format!("/{route}/count")).await;
+        assert_eq!(status, 200, "{body}");
+        body.strip_prefix("count ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not a count: {body}"))
+    }
+
     /// Waits until one line of `/metrics` is exactly `series` (`name{labels} value`).
     pub async fn wait_for_metric(&self, series: &str) {
         eventually(&format!("/metrics has {series:?}"), Duration::from_secs(10), async || {
