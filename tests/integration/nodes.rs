@@ -299,7 +299,7 @@ async fn three_nodes_share_the_work_and_survive_kills_pauses_and_stops() {
     tokio::time::sleep(LEASE).await;
     nodes[2].up().resume();
     if !paused_owned.is_empty() {
-        nodes[2].up().wait_for_log("lease lost").await;
+        nodes[2].up().wait_for_log_within("lease lost", Duration::from_secs(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(8)).await;
 

@@ -467,8 +467,10 @@ async fn start_orders_at(data: &str, orders: &[Value], clients: usize) -> HashMa
                 let mut ids = HashMap::new();
                 for order in chunk {
                     // A 503 says "retry" (a node frozen mid-start had its database session ended
-                    // under it): a client sends the same order again, which the order id (the
-                    // saga's idempotency key) makes safe.
+                    // under it), and so does giving up on a node frozen longer than the client's
+                    // 10 s timeout (a loaded machine may take that long to hand its sagas over):
+                    // a client sends the same order again, which the order id (the saga's
+                    // idempotency key) makes safe.
                     for attempt in 1..=20 {
                         match server_post(&data, &order).await {
                             Ok((202, body)) => {
@@ -477,7 +479,7 @@ async fn start_orders_at(data: &str, orders: &[Value], clients: usize) -> HashMa
                                     body["saga_id"].as_str().unwrap().to_owned(),
                                 );
                             }
-                            Ok((503, _)) if attempt < 20 => {
+                            Ok((503, _)) | Err(()) if attempt < 20 => {
                                 tokio::time::sleep(Duration::from_millis(200)).await;
                                 continue;
                             }

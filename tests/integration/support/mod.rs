@@ -292,7 +292,13 @@ impl Server {
 
     /// Waits until the server's log contains `needle` (logs are written asynchronously).
     pub async fn wait_for_log(&self, needle: &str) -> String {
-        eventually(&format!("the log contains {needle:?}"), Duration::from_secs(5), async || {
+        self.wait_for_log_within(needle, Duration::from_secs(5)).await
+    }
+
+    /// The same, for what the server writes only after some work (on a loaded machine, a node
+    /// woken from SIGSTOP takes seconds to notice what happened meanwhile).
+    pub async fn wait_for_log_within(&self, needle: &str, patience: Duration) -> String {
+        eventually(&format!("the log contains {needle:?}"), patience, async || {
             let logs = self.logs();
             if logs.contains(needle) { Ok(logs) } else { Err(logs) }
         })
