@@ -4,7 +4,7 @@
 //! function: a trap or a timeout discards the instance, the memory limit holds, outgoing HTTP
 //! follows the allow-list, and two functions never share an instance.
 
-use crate::support::{Backend, Server, components, error_of};
+use crate::support::{Server, components, error_of};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ async fn deploy(server: &Server, name: &str, limits: Value, reuse: Value) -> Val
 
 #[tokio::test]
 async fn a_p3_component_deploys_answers_and_streams_bodies() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     let deployed = deploy(&server, "p3", json!({}), Value::Null).await;
     assert_eq!(deployed["version"], 1, "{deployed}");
     assert_eq!(server.call("/p3").await, (200, "Hello, world!".into()));
@@ -46,7 +46,7 @@ async fn a_p3_component_deploys_answers_and_streams_bodies() {
 
 #[tokio::test]
 async fn reuse_keeps_state_per_function_and_a_trap_or_timeout_discards_the_instance() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     deploy(&server, "kept", json!({"timeout_ms": 1000}), json!({"max_uses": 1000})).await;
     deploy(&server, "other", json!({}), json!({"max_uses": 1000})).await;
     for expected in 1..=4 {
@@ -73,7 +73,7 @@ async fn reuse_keeps_state_per_function_and_a_trap_or_timeout_discards_the_insta
 /// together (not one after another) and the instance counts all of them.
 #[tokio::test]
 async fn concurrent_reuse_runs_several_requests_in_one_instance() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     deploy(&server, "wide", json!({"max_concurrency": 8}), json!({"max_uses": 1000, "max_concurrency": 8})).await;
     assert_eq!(server.served_count("wide").await, 1);
     let started = Instant::now();
@@ -119,28 +119,15 @@ async fn concurrent_reuse_runs_several_requests_in_one_instance() {
 
 #[tokio::test]
 async fn the_memory_limit_holds_across_reused_requests() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     deploy(&server, "m", json!({"memory_bytes": 32 << 20}), json!({"max_uses": 1000})).await;
-    let mut held = Vec::new();
-    let failed = loop {
-        let (status, body) = server.call("/m/hold?mib=8").await;
-        if status != 200 {
-            break (status, body);
-        }
-        held.push(body);
-        assert!(held.len() <= 4, "held {held:?} within a 32 MiB limit");
-    };
-    assert!(held.len() >= 2, "{held:?}");
-    assert_eq!(held, ["holding 8 MiB", "holding 16 MiB", "holding 24 MiB"][..held.len()].to_vec());
-    let body: Value = serde_json::from_str(&failed.1).unwrap();
-    assert_eq!((failed.0, error_of(&body).0.as_str()), (500, "function_trapped"), "{body}");
-    assert_eq!(server.call("/m/hold?mib=8").await, (200, "holding 8 MiB".into()));
+    crate::reuse::assert_memory_limit_holds(&server, "m").await;
 }
 
 /// `wasi:http/client@0.3` goes through the same allow-list as p2's outgoing handler.
 #[tokio::test]
 async fn outgoing_requests_follow_the_allow_list() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     deploy(&server, "target", json!({}), Value::Null).await;
     let authority = server.data.trim_start_matches("http://").to_owned();
     let fetch = format!("/p3/fetch?authority={authority}&path=/target/bob");
@@ -161,7 +148,7 @@ async fn outgoing_requests_follow_the_allow_list() {
 
 #[tokio::test]
 async fn concurrency_needs_a_p3_handler_and_bad_values_are_refused() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     for (wasm, reuse, needle) in [
         ("hello", json!({"max_uses": 10, "max_concurrency": 2}), "only a WASIp3 HTTP handler"),
         ("hello_p3", json!({"max_uses": 2, "max_concurrency": 4}), "reuse.max_concurrency"),

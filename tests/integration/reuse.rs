@@ -2,7 +2,7 @@
 //! invocations of its own function, never another's; a trap, a timeout or the memory limit end
 //! it, and the next invocation starts fresh; `max_uses` and the idle timeout bound its life.
 
-use crate::support::{Backend, Server, components, error_of, eventually, spec};
+use crate::support::{Server, components, error_of, eventually, spec};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,7 +18,7 @@ async fn deploy_misbehave(server: &Server, name: &str, limits: Value, reuse: Val
 
 #[tokio::test]
 async fn a_reused_instance_keeps_state_for_its_own_function_only() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     deploy_misbehave(&server, "kept", json!({}), json!({"max_uses": 1000})).await;
     deploy_misbehave(&server, "neighbour", json!({}), json!({"max_uses": 1000})).await;
     deploy_misbehave(&server, "fresh", json!({}), Value::Null).await;
@@ -44,7 +44,7 @@ async fn a_reused_instance_keeps_state_for_its_own_function_only() {
 
 #[tokio::test]
 async fn a_trap_discards_the_instance() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     deploy_misbehave(&server, "m", json!({}), json!({"max_uses": 1000})).await;
     assert_eq!((server.served_count("m").await, server.served_count("m").await), (1, 2));
     let response = server.http.get(format!("{}/m/panic", server.data)).send().await.unwrap();
@@ -57,7 +57,7 @@ async fn a_trap_discards_the_instance() {
 
 #[tokio::test]
 async fn a_timeout_discards_the_instance() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     deploy_misbehave(&server, "m", json!({"timeout_ms": 1000}), json!({"max_uses": 1000})).await;
     assert_eq!((server.served_count("m").await, server.served_count("m").await), (1, 2));
     for path in ["/m/loop", "/m/sleep?ms=3000"] {
@@ -69,29 +69,36 @@ async fn a_timeout_discards_the_instance() {
 
 #[tokio::test]
 async fn the_memory_limit_holds_across_reused_requests() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     deploy_misbehave(&server, "m", json!({"memory_bytes": 32 << 20}), json!({"max_uses": 1000})).await;
-    // What one request keeps counts against the next one's limit: the instance's memory is one.
+    assert_memory_limit_holds(&server, "m").await;
+}
+
+/// `route` is a function deployed with a 32 MiB limit and reuse whose `/hold?mib=8` keeps 8 MiB
+/// more each time (misbehave, hello-p3): what one request keeps counts against the next one's
+/// limit (the instance's memory is one), the request that crosses it traps, and a fresh instance
+/// starts with nothing held.
+pub(crate) async fn assert_memory_limit_holds(server: &Server, route: &str) {
+    let hold = format!("/{route}/hold?mib=8");
     let mut held = Vec::new();
     let failed = loop {
-        let (status, body) = server.call("/m/hold?mib=8").await;
+        let (status, body) = server.call(&hold).await;
         if status != 200 {
             break (status, body);
         }
         held.push(body);
         assert!(held.len() <= 4, "held {held:?} within a 32 MiB limit");
     };
-    assert_eq!(held, ["holding 8 MiB", "holding 16 MiB", "holding 24 MiB"][..held.len()].to_vec());
     assert!(held.len() >= 2, "{held:?}");
+    assert_eq!(held, ["holding 8 MiB", "holding 16 MiB", "holding 24 MiB"][..held.len()].to_vec());
     let body: Value = serde_json::from_str(&failed.1).unwrap();
-    assert_eq!((failed.0, error_of(&body).0.as_str()), (500, "function_trapped"));
-    // The instance that hit the limit is gone; a fresh one starts with nothing held.
-    assert_eq!(server.call("/m/hold?mib=8").await, (200, "holding 8 MiB".into()));
+    assert_eq!((failed.0, error_of(&body).0.as_str()), (500, "function_trapped"), "{body}");
+    assert_eq!(server.call(&hold).await, (200, "holding 8 MiB".into()));
 }
 
 #[tokio::test]
 async fn max_uses_and_the_idle_timeout_end_an_instance() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     deploy_misbehave(&server, "three", json!({}), json!({"max_uses": 3})).await;
     let mut counts = Vec::new();
     for _ in 0..7 {
@@ -109,7 +116,7 @@ async fn max_uses_and_the_idle_timeout_end_an_instance() {
 /// counts 1, 2, 3, … so the answers are a union of such runs, one run per instantiation.
 #[tokio::test]
 async fn concurrent_requests_never_share_an_instance() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     deploy_misbehave(&server, "m", json!({"max_concurrency": 4, "max_queue": 200}), json!({"max_uses": 1000})).await;
     let mut tasks = Vec::new();
     for _ in 0..120 {
@@ -141,7 +148,7 @@ async fn concurrent_requests_never_share_an_instance() {
 /// the function's instances.
 #[tokio::test]
 async fn event_handlers_reuse_instances_too() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     let spec = json!({
         "triggers": { "http": ["/projector/..."], "subscriptions": [{ "stream": "*", "batch_size": 10 }] },
         "reuse": { "max_uses": 1000 },
@@ -166,7 +173,7 @@ async fn event_handlers_reuse_instances_too() {
 
 #[tokio::test]
 async fn bad_reuse_settings_are_rejected_with_the_field_named() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     for (reuse, needle) in [
         (json!({"max_uses": 0}), "reuse.max_uses"),
         (json!({"max_uses": 10, "idle_timeout_ms": 0}), "reuse.idle_timeout_ms"),
@@ -187,7 +194,7 @@ async fn bad_reuse_settings_are_rejected_with_the_field_named() {
 
 #[tokio::test]
 async fn the_cli_sets_reuse() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     let path = components().path("misbehave");
     let args = ["deploy", "m", path.to_str().unwrap(), "--route", "/m/...", "--reuse", "50", "--reuse-idle", "10s"];
     let out = server.cli(&args);
@@ -207,15 +214,8 @@ async fn the_cli_sets_reuse() {
 /// back (the next request reuses it: still one instantiation) and nothing stays counted as active.
 #[tokio::test]
 async fn a_client_hanging_up_does_not_cancel_the_invocation() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_untiered().await;
     deploy_misbehave(&server, "m", json!({}), json!({"max_uses": 1000})).await;
-    // The Cranelift build replaces the Winch one (and its idle instances) shortly after a
-    // deploy: wait for it, so that the instances counted below are all of one build.
-    eventually("the Cranelift build is swapped in", Duration::from_secs(20), async || {
-        let (_, body) = server.get_json("/v1/functions/m").await;
-        if body["compiler"] == "cranelift" { Ok(()) } else { Err(body) }
-    })
-    .await;
     let impatient = reqwest::Client::builder().timeout(Duration::from_millis(100)).build().unwrap();
     let gave_up = impatient.get(format!("{}/m/sleep?ms=500", server.data)).send().await;
     assert!(gave_up.is_err_and(|e| e.is_timeout()), "the client was to give up first");

@@ -210,6 +210,14 @@ pub struct Server {
 }
 
 impl Server {
+    /// A SQLite server that compiles every deploy with Cranelift at once (no Winch phase): for
+    /// tests that follow one instance across requests, which the tier-up swap (a new build, so
+    /// new instances) would interrupt at a random request. The swap has its own tests.
+    pub async fn start_untiered() -> Self {
+        let extra_args = vec!["--tiered-compilation".into(), "false".into()];
+        Self::start_with(Options { extra_args, ..Default::default() }).await
+    }
+
     pub async fn start(backend: Backend) -> Self {
         let db = Database::create(backend).await;
         Self::start_with(Options { database_url: db.url, ..Default::default() }).await
