@@ -97,12 +97,7 @@ impl HandlerState for Instances {
                 busy: self.timeout,
                 sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
             },
-            state: Worker {
-                name: self.name.clone(),
-                max_uses: self.reuse.max_uses as usize,
-                max_concurrency: self.reuse.max_concurrency as usize,
-                metrics: self.metrics.clone(),
-            },
+            state: Worker { name: self.name.clone(), reuse: self.reuse, metrics: self.metrics.clone() },
         })
     }
 }
@@ -137,8 +132,7 @@ impl WorkerExpiration for Expiration {
 /// One instance's worker: how many requests it takes, and what it does with each.
 struct Worker {
     name: Arc<str>,
-    max_uses: usize,
-    max_concurrency: usize,
+    reuse: ReuseSpec,
     metrics: FunctionMetrics,
 }
 
@@ -147,9 +141,9 @@ impl WorkerState for Worker {
     type RequestData = RequestTags;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.max_uses {
+        if total >= self.reuse.max_uses as usize {
             ShouldAccept::Never
-        } else if concurrent >= self.max_concurrency {
+        } else if concurrent >= self.reuse.max_concurrency as usize {
             ShouldAccept::No
         } else {
             ShouldAccept::Yes

@@ -173,15 +173,8 @@ impl Invoker {
                 let tags = InvocationTags::of(&function, "");
                 Some(fresh_store(&caps, &metrics, &function, tags, None, deadline))
             });
-            let limits = function.spec.limits;
-            P3Http::new(
-                function.name.clone(),
-                pre.clone(),
-                new_store,
-                function.spec.reuse,
-                limits.timeout(),
-                function.metrics.clone(),
-            )
+            let (reuse, timeout) = (function.spec.reuse, function.spec.limits.timeout());
+            P3Http::new(function.name.clone(), pre.clone(), new_store, reuse, timeout, function.metrics.clone())
         })
     }
 
