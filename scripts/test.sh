@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: adds the wasm target, installs and starts a
-# private PostgreSQL for the run, fetches Apache Kafka's jars (the Kafka tests start their own
-# brokers from them), checks formatting and module layering, builds the example components, then
-# runs `cargo test` (compiled through clippy) and the SDK's doc tests.
+# Runs the whole test suite on a fresh machine: adds the wasm target, installs PostgreSQL and
+# Chromium (the dashboard's browser tests) if missing, starts a private PostgreSQL for the run,
+# fetches Apache Kafka's jars (the Kafka tests start their own brokers from them), checks
+# formatting and module layering, builds the example components, then runs `cargo test`
+# (compiled through clippy) and the SDK's doc tests.
 # Extra arguments go to `cargo test` (e.g. a test-name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,14 +20,25 @@ export RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}"
 
 ensure_toolchain
 
-# --- PostgreSQL: a private cluster on a free port, removed when the run ends -----------------
+# --- Debian packages the tests need: PostgreSQL, and Chromium for the dashboard's browser tests -
+if [ "$(id -u)" = 0 ]; then sudo_=""; else sudo_="sudo"; fi
+apt_updated=""
+apt_install() {
+  [ -n "$apt_updated" ] || { $sudo_ apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "$@"
+}
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 if [ -z "$(pg_bin)" ]; then
   step "installing PostgreSQL from Debian's packages"
-  if [ "$(id -u)" = 0 ]; then sudo_=""; else sudo_="sudo"; fi
-  $sudo_ apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq postgresql
+  apt_install postgresql
 fi
+if ! command -v chromium >/dev/null; then
+  step "installing Chromium from Debian's packages"
+  apt_install chromium
+fi
+export FAAS_TEST_CHROMIUM="${FAAS_TEST_CHROMIUM:-$(command -v chromium)}"
+
+# --- PostgreSQL: a private cluster on a free port, removed when the run ends -----------------
 PG_BIN=$(pg_bin)
 PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/faas-test-pg.XXXXXX")
 PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

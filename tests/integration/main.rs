@@ -8,6 +8,7 @@ mod support;
 mod compat;
 mod config;
 mod cqrs;
+mod dashboard;
 mod event_store;
 mod failures;
 mod graphql;

@@ -358,6 +358,7 @@ async fn sagas_survive_a_node_paused_past_its_timeout() {
         })
     };
     let node_a = std::fs::read_to_string(a.data_dir.join("node-id")).unwrap();
+    let node_b = std::fs::read_to_string(b.data_dir.join("node-id")).unwrap();
     for round in 0..2 {
         tokio::time::sleep(Duration::from_millis(300 + rng.below(500))).await;
         if round == 0 {
@@ -365,31 +366,33 @@ async fn sagas_survive_a_node_paused_past_its_timeout() {
             // before a pause lands: freeze A, then ask B whether a saga of A's is in flight (a
             // frozen node finishes nothing), and thaw and try again if not, so there is always
             // something for B to take over.
-            eventually("node A frozen with a saga of its own in flight", Duration::from_secs(30), async || {
-                a.pause();
-                let (_, list) = b.get_json("/v1/sagas?status=running&limit=1000").await;
-                for saga in list["sagas"].as_array().into_iter().flatten() {
-                    let (_, view) = b.get_json(&format!("/v1/sagas/{}", saga["id"].as_str().unwrap())).await;
-                    if view["owner"] == node_a.trim() {
-                        return Ok(());
+            let saga =
+                eventually("node A frozen with a saga of its own in flight", Duration::from_secs(30), async || {
+                    a.pause();
+                    let (_, list) = b.get_json("/v1/sagas?status=running&limit=1000").await;
+                    for saga in list["sagas"].as_array().into_iter().flatten() {
+                        let id = saga["id"].as_str().unwrap();
+                        let (_, view) = b.get_json(&format!("/v1/sagas/{id}")).await;
+                        if view["owner"] == node_a.trim() {
+                            return Ok(id.to_owned());
+                        }
                     }
-                }
-                a.resume();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                Err(list.to_string())
+                    a.resume();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err(list.to_string())
+                })
+                .await;
+            // Frozen until B took that saga over (a loaded machine may sweep late), so the
+            // wake-up below always finds it moved on. Watched in the saga's row, not in B's log:
+            // a saga A had itself taken from B (B's heartbeat late on a loaded machine) goes
+            // back to the runner B still has, without a new one.
+            eventually("node B takes over a saga of node A", Duration::from_secs(30), async || {
+                let (_, view) = b.get_json(&format!("/v1/sagas/{saga}")).await;
+                if view["owner"] == node_b.trim() { Ok(()) } else { Err(format!("{view}\n{}", b.logs())) }
             })
             .await;
         } else {
             a.pause();
-        }
-        if round == 0 {
-            // Frozen until B took over (a loaded machine may sweep late), so the wake-up below
-            // always finds its sagas moved on.
-            eventually("node B takes over a saga of node A", Duration::from_secs(30), async || {
-                b.logs().contains("resumed in-flight sagas").then_some(()).ok_or_else(|| "not yet".to_owned())
-            })
-            .await;
-        } else {
             tokio::time::sleep(Duration::from_millis(2500)).await;
         }
         a.resume();

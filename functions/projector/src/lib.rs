@@ -3,7 +3,8 @@
 //! - Event handler: records each delivered event as `seen/{position:020}` = event type, and flags
 //!   `out-of-order` if a new event's position is not above the last one it recorded (redeliveries
 //!   of already-seen positions are skipped, as at-least-once delivery allows). An event of type
-//!   `Poison` makes it return an error; `Trap` makes it panic.
+//!   `Poison` makes it return an error; `Trap` makes it panic; `Pending` fails until
+//!   `POST /<route>/heal` (a dependency that came back: its parked events replay fine then).
 //!   It counts the events handed to it (`delivered`, redeliveries included), so tests can tell
 //!   one delivery per event from several.
 //! - `POST /<route>/append?stream=S&type=T` appends one event to its own namespace (any route
@@ -18,7 +19,11 @@ use serde_json::json as j;
 fn handle(events: Vec<RecordedEvent>) -> Result<(), String> {
     let attempts = kv::get_json::<u64>("attempts").map_err(|e| e.to_string())?.unwrap_or(0);
     kv::set_json("attempts", &(attempts + 1)).map_err(|e| e.to_string())?;
-    if events.iter().any(|e| matches!(e.event_type.as_str(), "Poison" | "Trap")) {
+    let healed = kv::get("healed").map_err(|e| e.to_string())?.is_some();
+    let fails = |e: &RecordedEvent| {
+        matches!(e.event_type.as_str(), "Poison" | "Trap") || (e.event_type == "Pending" && !healed)
+    };
+    if events.iter().any(fails) {
         // Counted once it gets through; a poison batch is retried one event at a time.
     } else {
         let delivered = kv::get_json::<u64>("delivered").map_err(|e| e.to_string())?.unwrap_or(0);
@@ -29,6 +34,9 @@ fn handle(events: Vec<RecordedEvent>) -> Result<(), String> {
         match event.event_type.as_str() {
             "Poison" => return Err(format!("poison event at position {}", event.position)),
             "Trap" => panic!("trap event at position {}", event.position),
+            "Pending" if !healed => {
+                return Err(format!("pending event at position {}: not healed yet", event.position));
+            }
             _ => {}
         }
         if event.position <= last {
@@ -57,6 +65,10 @@ fn serve(req: Request) -> impl IntoResponse {
                 Err(error) => json(StatusCode::OK, &j!({ "error": error.to_string() })),
             }
         }
+        "heal" => match kv::set("healed", b"1") {
+            Ok(()) => json(StatusCode::OK, &j!({ "healed": true })),
+            Err(error) => json(StatusCode::INTERNAL_SERVER_ERROR, &j!({ "error": error.to_string() })),
+        },
         "seen" => {
             let entries = match kv::list_all("seen/") {
                 Ok(entries) => entries,

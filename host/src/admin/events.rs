@@ -166,3 +166,42 @@ pub fn event_json(event: &RecordedEvent) -> Value {
         "recorded_at": crate::store::format_time(event.recorded_at_ms),
     })
 }
+
+/// `GET /v1/namespaces`: every namespace holding a stream, with its number of streams.
+pub async fn namespaces(State(admin): State<Arc<Admin>>) -> Result<impl IntoResponse, ApiError> {
+    let namespaces: Vec<Value> = admin
+        .stores
+        .events
+        .namespaces()
+        .await?
+        .into_iter()
+        .map(|(namespace, streams)| json!({ "namespace": namespace, "streams": streams }))
+        .collect();
+    Ok(Json(json!({ "namespaces": namespaces })))
+}
+
+/// `?limit=&after=<stream name>` page the streams of a namespace (by name).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsParams {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+/// `GET /v1/namespaces/{namespace}/streams`: its streams by name, each with its version.
+pub async fn streams(
+    State(admin): State<Arc<Admin>>,
+    Path(namespace): Path<String>,
+    Query(params): Query<StreamsParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    crate::model::names::validate_namespace(&namespace).map_err(|m| ApiError::bad_request("invalid_request", m))?;
+    let limit = paging::limit(params.limit)?;
+    let after = params.after.unwrap_or_default();
+    let mut streams = admin.stores.events.streams(&namespace, &after, limit + 1).await?;
+    let more = streams.len() > limit as usize;
+    streams.truncate(limit as usize);
+    let next = if more { streams.last().map(|(stream, _)| stream.clone()) } else { None };
+    let streams: Vec<Value> =
+        streams.into_iter().map(|(stream, version)| json!({ "stream": stream, "version": version })).collect();
+    Ok(Json(json!({ "namespace": namespace, "streams": streams, "next": next })))
+}

@@ -1,7 +1,7 @@
-//! The GraphQL query side (`/graphql`, GraphiQL on GET): functions and their versions, streams
-//! (paged events with metadata), subscriptions (checkpoint, lag, parked events), sagas (steps,
-//! attempts, errors, journal) and two-phase-commit transactions. Read-only; the same token as the
-//! REST API.
+//! The GraphQL query side (`POST /graphql`; the GraphiQL page on GET is `dashboard`'s):
+//! functions and their versions, streams (paged events with metadata), subscriptions
+//! (checkpoint, lag, parked events), sagas (steps, attempts, errors, journal) and two-phase-commit
+//! transactions. Read-only; the same token as the REST API.
 
 use super::Admin;
 use super::extract::Json;
@@ -18,7 +18,7 @@ use async_graphql::{
     Schema, ServerError, SimpleObject, Value,
 };
 use axum::extract::State;
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use std::sync::Arc;
 
 pub type FaasSchema = Schema<Query, EmptyMutation, EmptySubscription>;
@@ -89,10 +89,6 @@ fn list_query<S>(
         None => None,
     };
     Ok(ListQuery { status, namespace, idempotency_key: key, after, limit: first.clamp(1, MAX_LIMIT) })
-}
-
-pub async fn graphiql() -> impl IntoResponse {
-    Html(async_graphql::http::GraphiQLSource::build().endpoint("/graphql").finish())
 }
 
 fn admin<'a>(ctx: &Context<'a>) -> &'a Arc<Admin> {

@@ -1,7 +1,9 @@
 //! The control plane ([`router`]): the REST API under `/v1`, its OpenAPI document, Prometheus
-//! `/metrics` and `/healthz`. Everything but `/healthz` needs the admin token when one is set.
+//! `/metrics`, `/healthz`, and the dashboard's pages (`dashboard`). Everything but `/healthz` and
+//! the pages needs the admin token when one is set (`auth`).
 
 mod auth;
+mod dashboard;
 mod events;
 mod extract;
 mod functions;
@@ -62,6 +64,8 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/v1/invocations/{id}/replay", post(invocations::replay))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/functions/{name}/parked/{id}/replay", post(events::replay))
+        .route("/v1/namespaces", get(events::namespaces))
+        .route("/v1/namespaces/{namespace}/streams", get(events::streams))
         .route("/v1/namespaces/{namespace}/streams/{stream}", get(events::read_stream))
         .route("/v1/sagas", get(workflows::list_sagas))
         .route("/v1/sagas/{id}", get(workflows::get_saga))
@@ -74,8 +78,8 @@ pub fn router(state: Arc<Admin>) -> Router {
         .fallback(|| async { ApiError::not_found("no such control-plane endpoint; see /v1/openapi.json") })
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .route("/healthz", get(healthz))
-        // The GraphiQL page holds no data; its queries POST with the token like everything else.
-        .route("/graphql", get(graphql::graphiql))
+        // The dashboard's and GraphiQL's pages hold no data; they call the API above.
+        .merge(dashboard::routes())
         // After every route: it applies to those registered before it.
         .method_not_allowed_fallback(|| async {
             ApiError::new(

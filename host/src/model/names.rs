@@ -23,6 +23,10 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 /// the REST API, GraphQL).
 pub fn validate_address(namespace: &str, stream: &str) -> Result<(), String> {
     validate_stream_name(stream)?;
+    validate_namespace(namespace)
+}
+
+pub fn validate_namespace(namespace: &str) -> Result<(), String> {
     validate_name(namespace).map_err(|_| {
         format!("invalid namespace `{namespace}`: a namespace is a function name (1-63 lowercase letters, digits and dashes)")
     })

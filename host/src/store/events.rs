@@ -139,6 +139,11 @@ pub trait EventStore: Send + Sync + 'static {
     async fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError>;
     /// The last position handed out.
     async fn head(&self) -> Result<u64, StoreError>;
+    /// Every namespace holding a stream, by name, with how many streams it holds.
+    async fn namespaces(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Streams of `namespace` named after `after`, by name, at most `limit`, each with its
+    /// current version.
+    async fn streams(&self, namespace: &str, after: &str, limit: u32) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// Key-value entries per namespace. Writes take a step's fence as [`EventStore::append`] does.

@@ -172,6 +172,33 @@ macro_rules! impl_event_stores {
                     .await?;
                 Ok(head as u64)
             }
+
+            async fn namespaces(&self) -> Result<Vec<(String, u64)>, $crate::store::StoreError> {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT namespace, CAST(COUNT(*) AS BIGINT) FROM streams GROUP BY namespace ORDER BY namespace",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(namespace, n)| (namespace, n as u64)).collect())
+            }
+
+            async fn streams(
+                &self,
+                namespace: &str,
+                after: &str,
+                limit: u32,
+            ) -> Result<Vec<(String, u64)>, $crate::store::StoreError> {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT stream, CAST(version AS BIGINT) FROM streams WHERE namespace = $1 AND stream > $2
+                     ORDER BY stream LIMIT $3",
+                )
+                .bind(namespace)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(stream, version)| (stream, version as u64)).collect())
+            }
         }
 
         #[async_trait::async_trait]

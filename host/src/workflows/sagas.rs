@@ -176,14 +176,14 @@ impl Sagas {
     /// (once, at start-up), this node's own from before a restart; runs each.
     pub async fn recover(self: &Arc<Self>, stale_before_ms: i64, own: bool) -> Result<usize, StoreError> {
         let claimed = self.store.claim_sagas(&self.node, stale_before_ms, own).await?;
-        let mut started = 0;
+        let resumed = claimed.len();
         for (id, fence) in claimed {
-            // One already running here adopts the new epoch at its next write (see `run`).
-            if self.spawn(id, fence) {
-                started += 1;
-            }
+            // One already running here (a saga a node that thought this one dead had taken,
+            // and lost again) adopts the new epoch at its next write (see `run`): it counts as
+            // resumed all the same.
+            self.spawn(id, fence);
         }
-        Ok(started)
+        Ok(resumed)
     }
 
     fn active(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<SagaStatus>>> {
@@ -221,11 +221,11 @@ impl Sagas {
     }
 
     /// Starts a runner for `id` unless one is running here already (or the node drains).
-    fn spawn(self: &Arc<Self>, id: String, fence: Fence) -> bool {
+    fn spawn(self: &Arc<Self>, id: String, fence: Fence) {
         let status = {
             let mut active = self.active();
             if active.contains_key(&id) || self.stopping() {
-                return false;
+                return;
             }
             let (status, _) = watch::channel(SagaStatus::Running);
             active.insert(id.clone(), status.clone());
@@ -236,7 +236,6 @@ impl Sagas {
             sagas.run(&id, fence, &status).await;
             sagas.active().remove(&id);
         });
-        true
     }
 
     /// Drives the saga until it settles or another node owns it. A store failure does not end
