@@ -74,6 +74,7 @@ fi
 cat <<MSG
 
 faas is running (data plane http://$listen, control plane http://$admin).
+  Dashboard: http://$admin/   (no admin token set here; with FAAS_ADMIN_TOKEN it asks for it)
   curl http://$listen/hello/world?greeting=Hi
   curl http://$listen/p3/sleep?ms=100          # WASIp3: 16 such requests at once share one instance
   curl -d 'ping' http://$listen/echo/anything
