@@ -29,6 +29,7 @@ pub mod capabilities;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod function_logs;
 pub mod kafka;
 pub mod metrics;
 pub mod model;

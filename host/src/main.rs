@@ -80,6 +80,15 @@ enum Command {
     },
     /// Seal every stored secret under a new master key (run with every node stopped).
     RotateSecretKey(faas_host::secret_rotation::RotateArgs),
+    /// A function's guest output, invocation records and host warnings (`-f` to follow).
+    Logs {
+        #[command(flatten)]
+        args: client::logs::LogsArgs,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Write a new function crate from a template (`faas new --list` shows them).
+    New(faas_host::client::scaffold::NewArgs),
     /// Delete a function and all its versions.
     Delete {
         name: String,
@@ -113,6 +122,12 @@ async fn main() -> ExitCode {
         }
         Command::Schedule { function, remote } => Client::new(remote).schedule(&function).await.map(|v| print_json(&v)),
         Command::Nodes { remote } => Client::new(remote).nodes().await.map(|v| print_json(&v)),
+        Command::Logs { args, remote } => Client::new(remote).logs(&args).await,
+        Command::New(args) if args.list => {
+            print!("{}", faas_host::client::scaffold::list());
+            Ok(())
+        }
+        Command::New(args) => faas_host::client::scaffold::create(&args).map(|next| print!("{next}")),
         Command::RotateSecretKey(args) => faas_host::secret_rotation::rotate(args).await.map(|m| println!("{m}")),
         Command::Delete { name, remote } => {
             Client::new(remote).delete(&name).await.map(|()| println!("deleted {name}"))
@@ -132,12 +147,18 @@ fn print_json(value: &serde_json::Value) {
 }
 
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_env("FAAS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal; log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+    };
+    // Each layer its own filter: what `faas logs` keeps does not depend on what the log prints.
+    let capture = faas_host::function_logs::CaptureLayer.with_filter(faas_host::function_logs::CaptureLayer::targets());
+    tracing_subscriber::registry().with(fmt).with(capture).init();
 }

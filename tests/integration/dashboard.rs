@@ -132,6 +132,7 @@ async fn the_dashboard_works_in_a_real_browser_without_leaving_the_machine() {
     server.deploy_ok("hello", c.bytes("hello"), spec(&["/hello"], json!({}))).await;
     server.deploy_ok("hello", c.bytes("hello"), spec(&["/hello", "/hello/..."], json!({}))).await;
     server.deploy_ok("echo", c.bytes("echo"), spec(&["/echo"], json!({}))).await;
+    assert_eq!(server.call("/hello/browser").await.0, 200);
     // A saga (the order shop), and a parked event that replays fine once its cause is fixed.
     for name in ["payments", "inventory", "shipping"] {
         server.deploy_ok(name, c.bytes(name), spec(&[&format!("/{name}/...")], json!({}))).await;
@@ -176,6 +177,21 @@ async fn the_dashboard_works_in_a_real_browser_without_leaving_the_machine() {
     page.wait_view("function").await;
     assert_eq!(page.text("[data-active-version]").await, "2");
     page.shot("function").await;
+    // Its logs: what this node kept, then followed live.
+    assert!(page.exists("tr[data-log]").await, "the function's invocation records are shown");
+    let rows = page.eval("document.querySelectorAll('tr[data-log]').length").await;
+    page.click("#follow-logs").await;
+    page.wait_until(
+        "the follower is connected",
+        "document.querySelector('#follow-logs').textContent === 'Stop following'",
+    )
+    .await;
+    eventually("a new request shows up in the followed logs", Duration::from_secs(20), async || {
+        assert_eq!(server.call("/hello/again").await.0, 200);
+        let now = page.eval("document.querySelectorAll('tr[data-log]').length").await;
+        if now.as_u64() > rows.as_u64() { Ok(()) } else { Err(format!("{now} rows, {rows} before")) }
+    })
+    .await;
     page.click("button[data-activate=\"1\"]").await;
     page.wait_until(
         "the page shows version 1 active",

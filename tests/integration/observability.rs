@@ -74,6 +74,7 @@ async fn unknown_routes_are_json_404s_and_openapi_is_served() {
         "/v1/invocations/{id}/replay",
         "/v1/namespaces",
         "/v1/namespaces/{namespace}/streams",
+        "/v1/functions/{name}/logs",
         "/ui/session",
         "/ui/login",
         "/ui/logout",

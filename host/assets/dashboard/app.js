@@ -439,15 +439,16 @@ async function viewFunctions({ root }) {
     table(["Name", "Active", "Routes", "Triggers", "Limits", "Updated"], body), more);
 }
 
-async function viewFunction({ root }, name) {
+async function viewFunction({ root, onLeave }, name) {
   const path = `/v1/functions/${enc(name)}`;
   const f = await api(path);
   const active = activeVersion(f);
   const triggers = active?.spec?.triggers ?? {};
-  const [config, subs, schedule] = await Promise.all([
+  const [config, subs, schedule, logs] = await Promise.all([
     optional(api(`${path}/config`)),
     triggers.subscriptions?.length ? optional(api(`${path}/subscriptions`, { query: { limit: 1000 } })) : null,
     triggers.schedules?.length ? optional(api(`${path}/schedule`)) : null,
+    optional(api(`${path}/logs`, { query: { limit: 100 } })),
   ]);
   mount(root, 
     crumbs(["Functions", "#/functions"], name),
@@ -468,8 +469,44 @@ async function viewFunction({ root }, name) {
       ["Secrets", list([...(config.secrets ?? [])].sort())],
     ])),
     section("Versions", versionsTable(f)),
+    logs && section("Logs", logsTable(path, logs, onLeave)),
     section("Deploy a new version", deployForm(name, active)),
     section("Delete", deleteForm(name)));
+}
+
+// This node's last records of the function (guest output, invocations, host warnings), newest
+// last; "Follow" streams new ones (server-sent events; the session cookie goes with them).
+function logsTable(path, report, onLeave) {
+  const body = h("tbody", {}, report.logs.map(logRow));
+  if (!report.logs.length) body.append(emptyRow(5, "Nothing logged on this node yet."));
+  let source = null;
+  const stop = () => {
+    source?.close();
+    source = null;
+    button.textContent = "Follow";
+  };
+  const button = h("button", { type: "button", id: "follow-logs", onclick: () => {
+    if (source) return stop();
+    const last = report.logs.at(-1)?.seq ?? 0;
+    source = new EventSource(`${path}/logs?follow=true&limit=1`);
+    source.addEventListener("log", (e) => {
+      const record = JSON.parse(e.data);
+      if (record.seq <= last) return;
+      body.querySelector("tr.empty")?.remove();
+      body.append(logRow(record));
+    });
+    button.textContent = "Stop following";
+  } }, "Follow");
+  onLeave(stop);
+  return [h("p", { class: "muted" }, "Records kept on the node serving this page. ", button),
+    table(["Time", "Version", "Kind", "Request", "Text"], body)];
+}
+
+function logRow(r) {
+  const text = r.kind === "invocation" ? `${r.trigger ?? "invoked"} ${r.status} in ${fmtDur(r.duration_ms)}` : r.line;
+  const kind = r.kind === "stderr" || r.level === "error" ? "err" : r.kind === "host" ? "warn" : "muted";
+  return h("tr", { "data-log": r.seq }, td(time(r.at_ms)), td(r.version ?? "—"), td(badge(r.kind, kind)),
+    td(r.request_id ? short(r.request_id, 12) : "—"), td(h("code", { class: "log-line" }, text ?? "")));
 }
 
 function specSummary(spec) {

@@ -46,6 +46,7 @@ pub async fn get(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> R
 
 pub async fn delete(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
     admin.registry.delete(&name).await?;
+    crate::function_logs::FunctionLogs::global().forget(&name);
     Ok(StatusCode::NO_CONTENT)
 }
 

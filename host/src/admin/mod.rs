@@ -10,6 +10,7 @@ mod functions;
 mod graphql;
 mod graphql_depth;
 mod invocations;
+mod logs;
 mod nodes;
 mod paging;
 mod schedules;
@@ -59,6 +60,7 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/v1/functions/{name}/subscriptions/reset", post(events::reset))
         .route("/v1/functions/{name}/invocations", post(invocations::enqueue))
         .route("/v1/functions/{name}/schedule", get(schedules::get))
+        .route("/v1/functions/{name}/logs", get(logs::logs))
         .route("/v1/invocations", get(invocations::list))
         .route("/v1/invocations/{id}", get(invocations::get))
         .route("/v1/invocations/{id}/replay", post(invocations::replay))

@@ -1,7 +1,10 @@
 //! The CLI side of the control plane: `faas deploy|list|get|rollback|delete` and
-//! [`config`] (`faas config get|set|unset`) as calls to a (possibly remote) server's API.
+//! [`config`] (`faas config get|set|unset`) as calls to a (possibly remote) server's API; and
+//! [`scaffold`] (`faas new`), which writes a function crate locally.
 
 pub mod config;
+pub mod logs;
+pub mod scaffold;
 
 use crate::model::limits::{Limits, parse_bytes, parse_duration};
 use crate::model::outbound::OutboundSpec;
@@ -163,18 +166,25 @@ impl Client {
 
     /// Sends a request; a non-2xx answer becomes an error carrying the server's message.
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = self.send_raw(request).await?;
+        let text = response.text().await.context("reading the response")?;
+        Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    }
+
+    /// Sends a request with the token; a non-2xx answer becomes an error carrying the server's
+    /// message, a 2xx one is handed back unread (for a stream).
+    async fn send_raw(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let request = match &self.remote.token {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
         let response = request.send().await.with_context(|| format!("cannot reach {}", self.remote.admin_url))?;
         let status = response.status();
-        let text = response.text().await.context("reading the response")?;
-        let body: Value =
-            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         if status.is_success() {
-            return Ok(body);
+            return Ok(response);
         }
+        let text = response.text().await.context("reading the response")?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         let message = body["error"]["message"].as_str().map_or_else(|| body.to_string(), str::to_owned);
         Err(anyhow!("{message} (HTTP {status})"))
     }

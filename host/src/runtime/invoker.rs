@@ -642,7 +642,11 @@ impl InvocationTags {
 /// The first line of a trap: what went wrong in the guest, without host backtraces.
 fn trap_message(error: &wasmtime::Error) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("wasm trap: {trap}"),
+        // wasmtime 50 says "wasm trap: ..." itself; older ones did not.
+        Some(trap) => {
+            let text = trap.to_string();
+            if text.starts_with("wasm trap") { text } else { format!("wasm trap: {text}") }
+        }
         None => format!("{error:#}").lines().next().unwrap_or("unknown error").to_owned(),
     }
 }

@@ -114,11 +114,15 @@ async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Respon
         Err(error) => ApiError::from(error).with_request_id(&request_id).into_response(),
     };
     let metrics = &plane.metrics;
-    function.metrics.duration.observe(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
+    function.metrics.duration.observe(elapsed.as_secs_f64());
     metrics
         .invocations
         .with_label_values(&[&*function.name, &function.version_label, response.status().as_str()])
         .inc();
+    tracing::debug!(target: crate::function_logs::INVOCATION_TARGET, function = %function.name, version = function.version,
+        request_id = %request_id, status = response.status().as_u16(), duration_ms = elapsed.as_secs_f64() * 1e3,
+        trigger = "http", "invocation");
     tag(response, &request_id)
 }
 
