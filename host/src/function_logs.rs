@@ -1,26 +1,26 @@
 //! What `faas logs` and the dashboard show: per function, the last lines its guests printed,
 //! its invocation records (status, duration, request id) and the host's warnings about it
-//! (traps, timeouts), in a bounded ring per function on this node, with a live feed for
-//! `faas logs -f`.
+//! (traps, timeouts, refused outbound requests), in a bounded ring per function on this node,
+//! with a live feed for `faas logs -f`.
 //!
-//! Fed by a `tracing` layer ([`CaptureLayer`]) rather than by calls at each place that logs:
-//! guest output and the host's warnings are `tracing` events already (tagged with `function`,
-//! `version`, `request_id`), so whatever the log shows, the ring holds, redacted the same way.
-//! Invocation records are `debug` events of target [`INVOCATION_TARGET`], which the ring takes
-//! and the log prints only when asked (`FAAS_LOG=faas::invocation=debug`).
+//! Guest lines and invocation records are handed in directly by the code that has them
+//! (`runtime::guest_io`, the HTTP trigger), so `faas logs` shows them whatever the process log's
+//! level. The host's warnings come through a `tracing` layer ([`CaptureLayer`]): every warning
+//! that carries a `function` field is that function's too. (One global filter for all layers:
+//! tracing-subscriber's per-layer filters lose events after an `enabled!` check that is not
+//! followed by an event, which sqlx does for every query.)
 
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::sync::broadcast;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 
-/// The target of one event per finished invocation.
-pub const INVOCATION_TARGET: &str = "faas::invocation";
 /// Records kept per function (older ones go first)...
 const RECORDS_PER_FUNCTION: usize = 2000;
 /// ...and bytes of text, so a function printing long lines cannot hold more than this.
@@ -52,6 +52,22 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
+    fn new(function: &str, version: Option<u32>, request_id: Option<&str>, kind: &'static str) -> Self {
+        Self {
+            seq: 0,
+            at_ms: crate::store::now_ms(),
+            function: function.to_owned(),
+            version,
+            request_id: request_id.map(str::to_owned),
+            kind,
+            line: None,
+            status: None,
+            duration_ms: None,
+            trigger: None,
+            level: "info",
+        }
+    }
+
     fn size(&self) -> usize {
         self.line.as_ref().map_or(0, String::len) + self.function.len() + 128
     }
@@ -124,6 +140,33 @@ impl FunctionLogs {
         matching[matching.len().saturating_sub(limit)..].to_vec()
     }
 
+    /// A line the guest printed (already redacted).
+    pub fn guest_line(&self, function: &str, version: u32, request_id: &str, stderr: bool, line: &str) {
+        self.push(LogRecord {
+            line: Some(line.to_owned()),
+            ..LogRecord::new(function, Some(version), Some(request_id), if stderr { "stderr" } else { "stdout" })
+        });
+    }
+
+    /// A finished invocation: its status (HTTP's, or what stands for it) and how long it took.
+    pub fn invocation(
+        &self,
+        function: &str,
+        version: u32,
+        request_id: &str,
+        trigger: &str,
+        status: u16,
+        took: Duration,
+    ) {
+        self.push(LogRecord {
+            status: Some(status),
+            duration_ms: Some(took.as_secs_f64() * 1e3),
+            trigger: Some(trigger.to_owned()),
+            level: "debug",
+            ..LogRecord::new(function, Some(version), Some(request_id), "invocation")
+        });
+    }
+
     /// Every record from now on (of every function: the follower filters).
     pub fn follow(&self) -> broadcast::Receiver<Arc<LogRecord>> {
         self.live.subscribe()
@@ -135,52 +178,26 @@ impl FunctionLogs {
     }
 }
 
-/// The `tracing` layer that fills [`FunctionLogs::global`]: events carrying a `function` field,
-/// of the guest (its output), of [`INVOCATION_TARGET`], or at warning level and above.
+/// The `tracing` layer that adds the host's warnings about a function (events at warning level
+/// or above with a `function` field) to [`FunctionLogs::global`].
 pub struct CaptureLayer;
-
-impl CaptureLayer {
-    /// Which events the layer wants (its own filter, independent of what the log prints).
-    pub fn targets() -> tracing_subscriber::filter::Targets {
-        tracing_subscriber::filter::Targets::new()
-            .with_default(Level::WARN)
-            .with_target("guest", Level::INFO)
-            .with_target(INVOCATION_TARGET, Level::DEBUG)
-    }
-}
 
 impl<S: Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        // Guest output is handed in directly (see the module's doc).
+        if *meta.level() > Level::WARN || meta.target() == "guest" {
+            return;
+        }
         let mut fields = Fields::default();
         event.record(&mut fields);
         let Some(function) = fields.function else { return };
-        let meta = event.metadata();
-        let kind = match meta.target() {
-            "guest" if fields.stream.as_deref() == Some("stderr") => "stderr",
-            "guest" => "stdout",
-            INVOCATION_TARGET => "invocation",
-            _ => "host",
-        };
-        let line = match kind {
-            "invocation" => None,
-            // The host's warning with what it carries (a trap's message, a timeout).
-            "host" => Some(
-                [fields.message.unwrap_or_default()].into_iter().chain(fields.extra).collect::<Vec<_>>().join("; "),
-            ),
-            _ => fields.message,
-        };
+        // The warning with what it carries (a trap's message, the refused origin).
+        let line = [fields.message.unwrap_or_default()].into_iter().chain(fields.extra).collect::<Vec<_>>().join("; ");
         FunctionLogs::global().push(LogRecord {
-            seq: 0,
-            at_ms: crate::store::now_ms(),
-            function,
-            version: fields.version,
-            request_id: fields.request_id,
-            kind,
-            line,
-            status: fields.status,
-            duration_ms: fields.duration_ms,
-            trigger: fields.trigger,
+            line: Some(line),
             level: level_name(*meta.level()),
+            ..LogRecord::new(&function, fields.version, fields.request_id.as_deref(), "host")
         });
     }
 }
@@ -200,11 +217,7 @@ struct Fields {
     function: Option<String>,
     version: Option<u32>,
     request_id: Option<String>,
-    stream: Option<String>,
     message: Option<String>,
-    status: Option<u16>,
-    duration_ms: Option<f64>,
-    trigger: Option<String>,
     /// Other fields of a host warning, as `name=value`.
     extra: Vec<String>,
 }
@@ -218,9 +231,7 @@ impl Visit for Fields {
         match field.name() {
             "function" => self.function = Some(value.to_owned()),
             "request_id" => self.request_id = Some(value.to_owned()),
-            "stream" => self.stream = Some(value.to_owned()),
             "message" => self.message = Some(value.to_owned()),
-            "trigger" => self.trigger = Some(value.to_owned()),
             "version" => self.version = value.parse().ok(),
             name => self.extra.push(format!("{name}={value}")),
         }
@@ -229,7 +240,6 @@ impl Visit for Fields {
     fn record_u64(&mut self, field: &Field, value: u64) {
         match field.name() {
             "version" => self.version = u32::try_from(value).ok(),
-            "status" => self.status = u16::try_from(value).ok(),
             name => self.extra.push(format!("{name}={value}")),
         }
     }
@@ -242,10 +252,7 @@ impl Visit for Fields {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        match field.name() {
-            "duration_ms" => self.duration_ms = Some(value),
-            name => self.extra.push(format!("{name}={value}")),
-        }
+        self.extra.push(format!("{}={value}", field.name()));
     }
 }
 
@@ -254,19 +261,7 @@ mod tests {
     use super::*;
 
     fn record(function: &str, line: &str) -> LogRecord {
-        LogRecord {
-            seq: 0,
-            at_ms: 0,
-            function: function.into(),
-            version: Some(1),
-            request_id: Some("r".into()),
-            kind: "stdout",
-            line: Some(line.into()),
-            status: None,
-            duration_ms: None,
-            trigger: None,
-            level: "info",
-        }
+        LogRecord { line: Some(line.into()), ..LogRecord::new(function, Some(1), Some("r"), "stdout") }
     }
 
     #[test]

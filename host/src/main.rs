@@ -155,10 +155,10 @@ fn init_logging(format: LogFormat) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
     let fmt = match format {
-        LogFormat::Text => fmt.with_filter(filter).boxed(),
-        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
-    // Each layer its own filter: what `faas logs` keeps does not depend on what the log prints.
-    let capture = faas_host::function_logs::CaptureLayer.with_filter(faas_host::function_logs::CaptureLayer::targets());
-    tracing_subscriber::registry().with(fmt).with(capture).init();
+    // The filter is global (see function_logs on why not per layer); the capture layer adds the
+    // host's warnings about a function to what `faas logs` shows.
+    tracing_subscriber::registry().with(filter).with(fmt).with(faas_host::function_logs::CaptureLayer).init();
 }

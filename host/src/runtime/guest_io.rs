@@ -122,6 +122,8 @@ impl LineBuffer {
         let line = String::from_utf8_lossy(line);
         let line = redact(line.trim_end_matches('\r'), &self.tags.secrets);
         let t = &self.tags;
+        let stderr = matches!(self.stream, GuestStream::Stderr);
+        crate::function_logs::FunctionLogs::global().guest_line(&t.function, t.version, &t.request_id, stderr, &line);
         match self.stream {
             GuestStream::Stdout => tracing::info!(target: "guest", function = %t.function, version = t.version,
                 request_id = %t.request_id, stream = "stdout", "{line}"),

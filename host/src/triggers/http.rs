@@ -120,9 +120,14 @@ async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Respon
         .invocations
         .with_label_values(&[&*function.name, &function.version_label, response.status().as_str()])
         .inc();
-    tracing::debug!(target: crate::function_logs::INVOCATION_TARGET, function = %function.name, version = function.version,
-        request_id = %request_id, status = response.status().as_u16(), duration_ms = elapsed.as_secs_f64() * 1e3,
-        trigger = "http", "invocation");
+    crate::function_logs::FunctionLogs::global().invocation(
+        &function.name,
+        function.version,
+        &request_id,
+        "http",
+        response.status().as_u16(),
+        elapsed,
+    );
     tag(response, &request_id)
 }
 
