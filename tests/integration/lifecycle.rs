@@ -179,7 +179,9 @@ async fn in_flight_requests_finish_on_the_version_they_started_on() {
     let c = components();
     server.deploy_ok("app", c.bytes("misbehave"), spec(&["/app/..."], json!({}))).await;
     let slow = {
-        let (http, url) = (server.http.clone(), format!("{}/app/sleep?ms=1500", server.data));
+        // Long enough to outlast the deploy below (it compiles a component: seconds when the
+        // machine is loaded).
+        let (http, url) = (server.http.clone(), format!("{}/app/sleep?ms=6000", server.data));
         tokio::spawn(async move {
             let response = http.get(url).send().await.unwrap();
             (response.status().as_u16(), response.text().await.unwrap())
@@ -192,7 +194,7 @@ async fn in_flight_requests_finish_on_the_version_they_started_on() {
     // New requests run version 2 at once; the request already running finishes on version 1.
     assert_eq!(server.call("/app/sleep?ms=1").await, (200, "raw wasi ok".into()));
     assert!(!slow.is_finished(), "the deploy waited for the in-flight request");
-    assert_eq!(slow.await.unwrap(), (200, "slept 1500".into()));
+    assert_eq!(slow.await.unwrap(), (200, "slept 6000".into()));
 }
 
 /// Two nodes on one PostgreSQL database: a deploy, a rollback and a delete made through one

@@ -113,6 +113,15 @@ async fn a_trial_waits_through_a_crash_then_charges_once(backend: Backend) {
     };
     let upstream = Upstream::start().await;
     deploy(&server, &upstream).await;
+    if let Some(other) = &other {
+        // The takeover needs the function on the other node too (its deploy arrives by
+        // LISTEN/NOTIFY and compiles there; on a loaded machine that takes seconds).
+        eventually("the other node has the function", Duration::from_secs(30), async || {
+            let (_, function) = other.get_json("/v1/functions/trial-signup").await;
+            if function["compiler"].is_string() { Ok(()) } else { Err(function) }
+        })
+        .await;
+    }
 
     let trial = Duration::from_secs(4);
     let started = Instant::now();

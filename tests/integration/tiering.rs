@@ -106,10 +106,11 @@ async fn without_tiering_a_deploy_compiles_with_cranelift() {
 #[tokio::test]
 async fn the_concurrency_limit_holds_across_the_swap() {
     let server = start("500ms").await;
-    let limits = json!({"max_concurrency": 1, "max_queue": 0, "timeout_ms": 10_000});
+    let limits = json!({"max_concurrency": 1, "max_queue": 0, "timeout_ms": 30_000});
     server.deploy_ok("m", components().bytes("misbehave"), spec(&["/m/..."], limits)).await;
     assert_eq!(compiler(&server, "m").await.0, "winch");
-    let (http, url) = (server.http.clone(), format!("{}/m/sleep?ms=2500", server.data));
+    // Held well past the swap, which waits 500 ms and then compiles (seconds on a loaded machine).
+    let (http, url) = (server.http.clone(), format!("{}/m/sleep?ms=10000", server.data));
     let running = tokio::spawn(async move { http.get(url).send().await.unwrap().status().as_u16() });
     server.wait_for_metric(r#"faas_active_instances{function="m"} 1"#).await;
     eventually("the Cranelift build is swapped in", Duration::from_secs(20), async || {
