@@ -55,7 +55,7 @@ impl LogRecord {
     fn new(function: &str, version: Option<u32>, request_id: Option<&str>, kind: &'static str) -> Self {
         Self {
             seq: 0,
-            at_ms: crate::store::now_ms(),
+            at_ms: now_ms(),
             function: function.to_owned(),
             version,
             request_id: request_id.map(str::to_owned),
@@ -200,6 +200,12 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
             ..LogRecord::new(&function, fields.version, fields.request_id.as_deref(), "host")
         });
     }
+}
+
+/// Milliseconds since the Unix epoch (this module is a leaf: it keeps its own clock).
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn level_name(level: Level) -> &'static str {
