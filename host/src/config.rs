@@ -94,6 +94,13 @@ pub struct ServeConfig {
     #[arg(long, env = "FAAS_ASYNC_RETENTION", default_value = "7d", value_parser = crate::model::limits::parse_duration)]
     pub async_retention: std::time::Duration,
 
+    /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g. `http://127.0.0.1:4318`
+    /// (`/v1/traces` is appended). A span per invocation, per append, publish and saga start,
+    /// per saga step and per Kafka batch; W3C `traceparent` is taken from incoming requests and
+    /// records and passed on. `OTEL_SERVICE_NAME` and `OTEL_BSP_*` are honoured. Off by default.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log format on stderr.
     #[arg(long, env = "FAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

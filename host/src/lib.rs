@@ -8,7 +8,7 @@
 //!
 //! | layer | modules | one job |
 //! |---|---|---|
-//! | model | [`model`] (spec, limits, routes, names), [`metrics`], [`backoff`], [`bindings`] | plain configuration and shared vocabulary; imports nothing of the crate |
+//! | model | [`model`] (spec, limits, routes, names), [`metrics`], [`telemetry`] (spans, trace context), [`backoff`], [`bindings`] | plain configuration and shared vocabulary; imports nothing of the crate |
 //! | store | [`store`] | persistence (SQLite or PostgreSQL), the saga fold, LISTEN; SQL lives here and nowhere else |
 //! | capabilities | [`kafka`] (the client), [`capabilities`] | what guests import, on their own `PlatformCtx` view; workflows reached through a handle |
 //! | runtime | [`runtime`] | the sandbox: engine, validation, per-instance state, the invoker (the only code that enters wasm) |
@@ -38,5 +38,6 @@ pub mod runtime;
 pub mod secret_rotation;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod triggers;
 pub mod workflows;

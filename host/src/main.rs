@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use faas_host::client::{self, Client, DeployArgs, Remote};
 use faas_host::config::{LogFormat, ServeConfig};
 use faas_host::server;
+use faas_host::telemetry::Exporter;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -101,10 +102,16 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(config) => {
-            init_logging(config.log_format);
-            server::serve(config, server::shutdown_signal()).await
-        }
+        Command::Serve(config) => match init_logging(&config) {
+            Ok(traces) => {
+                let served = server::serve(config, server::shutdown_signal()).await;
+                if let Some(traces) = traces {
+                    traces.shutdown().await;
+                }
+                served
+            }
+            Err(error) => Err(error.into()),
+        },
         Command::Deploy { args, remote } => Client::new(remote).deploy(*args).await.map(|v| print_json(&v)),
         Command::List { remote } => {
             Client::new(remote).list().await.and_then(|v| client::format_list(&v)).map(|table| print!("{table}"))
@@ -146,7 +153,9 @@ fn print_json(value: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs on stderr, and traces to the OTLP collector when one is configured (its exporter is
+/// returned, to flush at exit).
+fn init_logging(config: &ServeConfig) -> Result<Option<Exporter>, faas_host::telemetry::ExporterError> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -154,11 +163,24 @@ fn init_logging(format: LogFormat) {
     // Colours only for a person at a terminal; log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
-    let fmt = match format {
+    let fmt = match config.log_format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
     };
+    let (exporter, traces) = match config.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        Some(endpoint) => {
+            let (exporter, layer) = Exporter::start(endpoint)?;
+            (Some(exporter), Some(layer))
+        }
+        None => (None, None),
+    };
     // The filter is global (see function_logs on why not per layer); the capture layer adds the
     // host's warnings about a function to what `faas logs` shows.
-    tracing_subscriber::registry().with(filter).with(fmt).with(faas_host::function_logs::CaptureLayer).init();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(faas_host::function_logs::CaptureLayer)
+        .with(traces)
+        .init();
+    Ok(exporter)
 }

@@ -28,5 +28,6 @@ mod schedules;
 mod security;
 mod soak;
 mod tiering;
+mod traces;
 mod transactions;
 mod validation;

@@ -21,8 +21,8 @@ backend_tests!(
     a_completed_order_is_announced_by_a_signed_webhook,
 );
 
-/// Deploys the four order functions; one customer `alice` with 1000, `book` with 5 in stock.
-async fn shop(server: &Server) {
+/// Deploys the four order functions.
+pub(crate) async fn shop(server: &Server) {
     let c = components();
     for name in ["payments", "inventory", "shipping"] {
         server.deploy_ok(name, c.bytes(name), spec(&[&format!("/{name}/...")], json!({}))).await;
@@ -678,7 +678,7 @@ impl Webhook {
 }
 
 /// Sets a function's variables and secrets (`PATCH /v1/functions/{name}/config`).
-async fn configure(server: &Server, name: &str, values: Value) {
+pub(crate) async fn configure(server: &Server, name: &str, values: Value) {
     let response = server
         .admin_request(Method::PATCH, &format!("/v1/functions/{name}/config"))
         .json(&values)

@@ -15,11 +15,16 @@
 //! ```
 //!
 //! and `orders` with `--var NOTIFY_FUNCTION=notifier` to make it the order saga's last step.
+//!
+//! With `--var NOTIFY_TOPIC=<topic>` (and `--grant-publish <topic>`) it also publishes the payload
+//! to that Kafka topic, keyed by the saga id, with the same `x-faas-delivery` header (first, then
+//! the webhook if one is set). A broker away is retried; a topic not granted fails the step.
 //! A 2xx answer completes the step; a 5xx, 408, 429, a timeout or a connection failure is
 //! retried (with the step's backoff); any other answer, or an origin that is not allowed, fails
 //! the step, since retrying cannot fix it. Without `WEBHOOK_URL` the step succeeds and says it
 //! sent nothing. `GET /notifier` shows the settings (never the secret).
 
+use faas_sdk::kafka::{self, PublishError};
 use faas_sdk::outbound::{self, Error};
 use faas_sdk::saga::{StepError, StepKind, StepRequest};
 use faas_sdk::{IntoResponse, Request, StatusCode, config, http_handler, json, step_handler};
@@ -32,20 +37,42 @@ fn step(req: StepRequest) -> Result<Vec<u8>, StepError> {
     if matches!(req.kind, StepKind::Compensation) {
         return Ok(b"nothing to undo: a notification cannot be taken back".to_vec());
     }
-    let Some(url) = config::get("WEBHOOK_URL") else {
-        println!("notifier: WEBHOOK_URL is not set, nothing sent for {}", req.idempotency_key);
+    let (topic, url) = (config::get("NOTIFY_TOPIC"), config::get("WEBHOOK_URL"));
+    if topic.is_none() && url.is_none() {
+        println!("notifier: neither WEBHOOK_URL nor NOTIFY_TOPIC is set, nothing sent for {}", req.idempotency_key);
         return Ok(b"not configured".to_vec());
-    };
+    }
+    let mut said = Vec::new();
+    if let Some(topic) = topic {
+        said.push(publish(&topic, &req)?);
+    }
+    if let Some(url) = url {
+        said.push(webhook(&url, &req)?);
+    }
+    Ok(said.join("; ").into_bytes())
+}
+
+/// The payload as a record of `topic`, keyed by the saga (one saga's records stay in order).
+fn publish(topic: &str, req: &StepRequest) -> Result<String, StepError> {
+    let headers: [(&str, &[u8]); 1] = [("x-faas-delivery", req.idempotency_key.as_bytes())];
+    match kafka::publish(topic, Some(req.saga_id.as_bytes()), &req.payload, &headers) {
+        Ok(delivery) => Ok(format!("published to {topic} at {}/{}", delivery.partition, delivery.offset)),
+        Err(error @ PublishError::Unavailable(_)) => Err(StepError::Retry(error.to_string())),
+        Err(error) => Err(StepError::Fail(error.to_string())),
+    }
+}
+
+fn webhook(url: &str, req: &StepRequest) -> Result<String, StepError> {
     let secret = config::get("WEBHOOK_SECRET").unwrap_or_default();
     let body = req.payload.clone();
-    let request = http::Request::post(url.as_str())
+    let request = http::Request::post(url)
         .header("content-type", "application/json")
         .header("x-faas-signature", signature(&secret, &body))
         .header("x-faas-delivery", &req.idempotency_key)
         .body(body)
         .map_err(|e| StepError::Fail(format!("WEBHOOK_URL `{url}`: {e}")))?;
     match outbound::send(request) {
-        Ok(response) if response.status().is_success() => Ok(format!("delivered: {}", response.status()).into_bytes()),
+        Ok(response) if response.status().is_success() => Ok(format!("delivered: {}", response.status())),
         Ok(response) if retryable(response.status()) => {
             Err(StepError::Retry(format!("webhook answered {} (attempt {})", response.status(), req.attempt)))
         }
@@ -76,6 +103,7 @@ fn serve(_req: Request) -> impl IntoResponse {
         StatusCode::OK,
         &j!({
             "webhook_url": config::get("WEBHOOK_URL"),
+            "topic": config::get("NOTIFY_TOPIC"),
             "signed": config::get("WEBHOOK_SECRET").is_some(),
         }),
     )

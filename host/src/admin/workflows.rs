@@ -26,6 +26,8 @@ pub struct SagaSummary {
     pub error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The trace its steps' spans belong to (32 hex digits), when it was started traced.
+    pub trace_id: Option<String>,
 }
 
 impl From<&SagaRecord> for SagaSummary {
@@ -39,6 +41,8 @@ impl From<&SagaRecord> for SagaSummary {
             error: record.error.clone(),
             created_at: format_time(record.created_at_ms),
             updated_at: format_time(record.updated_at_ms),
+            // `version-traceid-spanid-flags`.
+            trace_id: record.trace_parent.as_deref().and_then(|t| t.split('-').nth(1)).map(str::to_owned),
         }
     }
 }

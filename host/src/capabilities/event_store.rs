@@ -8,7 +8,9 @@ use crate::bindings::event_store::{
 };
 use crate::store::StoreError;
 use crate::store::events::{self as store, Expected};
+use crate::telemetry;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
 /// How metadata is stored (as JSON text next to the event).
 #[derive(Serialize, Deserialize, Default)]
@@ -123,14 +125,20 @@ impl wit::Host for PlatformCtx {
                 metadata: metadata_to_json(e.metadata),
             })
             .collect();
+        let span = telemetry::append(&platform.trace, &platform.access.namespace, stream, events.len());
         let result = platform
             .caps
             .stores
             .events
             .append(&platform.access.namespace, stream, expected_from_wit(expected), &events, platform.fence.as_ref())
+            .instrument(span.clone())
             .await;
+        if let Err(error) = &result {
+            telemetry::failed(&span, &error.to_string());
+        }
         match result {
             Ok(appended) => {
+                span.record("faas.position", appended.last_position);
                 if !appended.duplicate {
                     platform.caps.notifier.appended(appended.last_position);
                 }

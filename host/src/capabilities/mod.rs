@@ -83,6 +83,8 @@ pub struct PlatformCtx {
     pub access: Arc<Access>,
     /// Set for a saga step: its writes count only while its saga attempt is still current.
     pub fence: Option<crate::store::workflows::StepFence>,
+    /// The invocation's place in its trace, the parent of the spans of its calls.
+    pub trace: crate::telemetry::TraceContext,
 }
 
 /// What a guest is told when its step attempt was superseded (see `StepFence`).

@@ -6,7 +6,9 @@ use super::workflow_handle::{SagaError as EngineError, SagaView};
 use crate::bindings::saga::{self as wit, SagaError, SagaState, StepState};
 use crate::store::saga_state::StepStatus;
 use crate::store::workflows::{Invocation, SagaDefinition, SagaStatus, StepDefinition};
+use crate::telemetry::{self, TraceContext};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 const DEFAULT_BACKOFF_MS: u32 = 100;
@@ -94,13 +96,23 @@ impl PlatformCtx {
     async fn start_saga(&mut self, definition: wit::SagaDefinition) -> Result<String, SagaError> {
         let platform = &*self;
         let key = definition.idempotency_key.clone();
-        let record = platform
+        // The saga's steps run later (maybe elsewhere) as children of this span: its context is
+        // stored with the saga.
+        let span = telemetry::saga_start(&platform.trace, &definition.name, &key);
+        let trace = TraceContext::of(&span);
+        let started = platform
             .caps
             .workflows
-            .start_saga(&platform.access.namespace, &key, definition_from_wit(definition))
-            .await
-            .map_err(error_to_wit)?;
-        Ok(record.id)
+            .start_saga(&platform.access.namespace, &key, definition_from_wit(definition), trace.traceparent())
+            .instrument(span.clone())
+            .await;
+        match &started {
+            Ok(record) => {
+                span.record("faas.saga.id", record.id.as_str());
+            }
+            Err(error) => telemetry::failed(&span, &error.to_string()),
+        }
+        Ok(started.map_err(error_to_wit)?.id)
     }
 
     /// The saga's state, if the caller's namespace started it.

@@ -86,6 +86,8 @@ pub enum WorkflowCall {
         namespace: String,
         idempotency_key: String,
         definition: SagaDefinition,
+        /// The W3C `traceparent` of the span that started it.
+        trace_parent: Option<String>,
         reply: oneshot::Sender<Result<SagaRecord, SagaError>>,
     },
     WaitSaga {
@@ -132,17 +134,20 @@ impl WorkflowHandle {
         answer.await.unwrap_or(Err(down))
     }
 
+    /// Starts a saga; `trace_parent` (a W3C `traceparent`) is the span its steps are children of.
     pub async fn start_saga(
         &self,
         namespace: &str,
         idempotency_key: &str,
         definition: SagaDefinition,
+        trace_parent: Option<String>,
     ) -> Result<SagaRecord, SagaError> {
         let (namespace, idempotency_key) = (namespace.to_owned(), idempotency_key.to_owned());
         self.ask(SagaError::Unavailable, |reply| WorkflowCall::StartSaga {
             namespace,
             idempotency_key,
             definition,
+            trace_parent,
             reply,
         })
         .await

@@ -26,6 +26,9 @@ pub struct InvocationTags {
     pub request_id: String,
     /// Secret values to replace with `[redacted]` in what the guest prints.
     pub secrets: Arc<[String]>,
+    /// The invocation's place in its trace: the parent of its host calls' spans, and what its
+    /// outgoing requests carry as `traceparent`.
+    pub trace: crate::telemetry::TraceContext,
 }
 
 /// Which of the guest's two output streams.

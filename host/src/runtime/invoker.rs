@@ -20,6 +20,7 @@ use crate::capabilities::{Capabilities, PlatformCtx};
 use crate::metrics::Metrics;
 use crate::model::reuse::ReuseSpec;
 use crate::store::workflows::StepFence;
+use crate::telemetry::{self, TraceContext};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
@@ -29,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument as _;
 use wasmtime::component::{Instance, Linker};
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store};
 use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, TrapOrPanicError};
@@ -170,7 +172,7 @@ impl Invoker {
             let new_store = Arc::new(move || {
                 let function = weak.upgrade()?;
                 let deadline = tokio::time::Instant::now() + function.spec.limits.timeout();
-                let tags = InvocationTags::of(&function, "");
+                let tags = InvocationTags::of(&function, "", TraceContext::default());
                 Some(fresh_store(&caps, &metrics, &function, tags, None, deadline))
             });
             let (reuse, timeout) = (function.spec.reuse, function.spec.limits.timeout());
@@ -302,8 +304,9 @@ impl Invoker {
         let limits = function.spec.limits;
         let timeout = timeout.unwrap_or_else(|| limits.timeout());
         let deadline = tokio::time::Instant::now() + timeout;
-        let _permit = admit(function, deadline).await?;
-        let tags = InvocationTags::of(function, invocation_id);
+        let span = telemetry::invocation(&function.name, function.version, invocation_id);
+        let _permit = admit(function, deadline).instrument(span.clone()).await?;
+        let tags = InvocationTags::of(function, invocation_id, TraceContext::of(&span));
         let mut lease = self.lease(function, tags, fence, deadline);
         let active = &function.metrics.active_instances;
         active.inc();
@@ -311,6 +314,7 @@ impl Invoker {
             let instance = instantiate(&self.idle, function, &mut lease).await?;
             body(&mut lease.store, instance).await
         })
+        .instrument(span.clone())
         .await;
         let result = match outcome {
             Ok(Ok(result)) => {
@@ -321,6 +325,9 @@ impl Invoker {
             Err(_elapsed) => Err(InvokeError::Timeout { timeout_ms: timeout.as_millis() as u64 }),
         };
         active.dec();
+        if let Err(error) = &result {
+            telemetry::failed(&span, &error.to_string());
+        }
         result
     }
 
@@ -353,7 +360,8 @@ impl Invoker {
         let deadline = tokio::time::Instant::now() + limits.timeout();
         let permit = admit(function, deadline).await?;
 
-        let tags = InvocationTags::of(function, request_id);
+        // The data plane runs this inside the request's span (see `telemetry::http_request`).
+        let tags = InvocationTags::of(function, request_id, TraceContext::of(&tracing::Span::current()));
         let body_too_large = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| LimitedBody::new(body, limits.max_body_bytes, body_too_large.clone()));
         let result = match &function.handlers.http {
@@ -437,7 +445,9 @@ impl Invoker {
             }
             outcome
         };
-        let mut guest = GuestRun(Some(Box::pin(run)));
+        // The run keeps the request's span open until the guest is done (its body may stream on
+        // after the handler has answered), wherever it finishes.
+        let mut guest = GuestRun(Some(Box::pin(run.instrument(tracing::Span::current()))));
 
         // Drive the guest until it answers (or ends without answering).
         let first = std::future::poll_fn(|cx| {
@@ -578,8 +588,9 @@ fn fresh_store(
     fence: Option<StepFence>,
     deadline: tokio::time::Instant,
 ) -> Store<HostState> {
-    let platform = PlatformCtx { caps: caps.clone(), access: function.access.clone(), fence };
-    let hooks = OutboundHooks::new(function.outbound.clone(), metrics.clone(), &tags.request_id, deadline);
+    let platform =
+        PlatformCtx { caps: caps.clone(), access: function.access.clone(), fence, trace: tags.trace.clone() };
+    let hooks = OutboundHooks::new(function.outbound.clone(), metrics.clone(), &tags.request_id, &tags.trace, deadline);
     let state = HostState::new(tags, function.spec.limits.memory_bytes, platform, hooks, function.config.clone());
     let mut store = Store::new(function.handlers.pre.engine(), state);
     store.limiter(|state| &mut state.limits);
@@ -629,12 +640,13 @@ async fn admit(function: &LoadedFunction, deadline: tokio::time::Instant) -> Res
 }
 
 impl InvocationTags {
-    fn of(function: &LoadedFunction, request_id: &str) -> Arc<Self> {
+    fn of(function: &LoadedFunction, request_id: &str, trace: TraceContext) -> Arc<Self> {
         Arc::new(Self {
             function: function.name.clone(),
             version: function.version,
             request_id: request_id.to_owned(),
             secrets: function.config.secrets.clone(),
+            trace,
         })
     }
 }

@@ -22,6 +22,7 @@
 
 use crate::metrics::Metrics;
 use crate::model::outbound::{AllowList, OutboundSpec, is_internal};
+use crate::telemetry::{self, TraceContext};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -36,6 +37,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// The `origin` label of requests to origins off the allow-list.
@@ -92,13 +94,14 @@ impl Outbound {
         &self,
         metrics: &Metrics,
         request_id: &str,
+        trace: &TraceContext,
         timeout: Duration,
         request: http::Request<Bytes>,
     ) -> Result<HostResponse, HttpError> {
         let deadline = Instant::now() + timeout;
         let request =
             request.map(|body| http_body_util::Full::new(body).map_err(|never| match never {}).boxed_unsync());
-        let (response, _) = send(self, metrics, request_id, deadline, request, None).await?;
+        let (response, _) = send(self, metrics, request_id, trace, deadline, request, None).await?;
         let (parts, body) = response.into_parts();
         let body = match tokio::time::timeout_at(deadline, body.collect()).await {
             Ok(Ok(collected)) => collected.to_bytes(),
@@ -120,17 +123,25 @@ pub struct OutboundHooks {
     outbound: Arc<Outbound>,
     metrics: Metrics,
     request_id: String,
+    trace: TraceContext,
     deadline: Instant,
 }
 
 impl OutboundHooks {
-    pub fn new(outbound: Arc<Outbound>, metrics: Metrics, request_id: &str, deadline: Instant) -> Self {
-        Self { outbound, metrics, request_id: request_id.to_owned(), deadline }
+    pub fn new(
+        outbound: Arc<Outbound>,
+        metrics: Metrics,
+        request_id: &str,
+        trace: &TraceContext,
+        deadline: Instant,
+    ) -> Self {
+        Self { outbound, metrics, request_id: request_id.to_owned(), trace: trace.clone(), deadline }
     }
 
     /// A reused instance's next invocation.
-    pub fn begin(&mut self, request_id: &str, deadline: Instant) {
+    pub fn begin(&mut self, request_id: &str, trace: &TraceContext, deadline: Instant) {
         request_id.clone_into(&mut self.request_id);
+        trace.clone_into(&mut self.trace);
         self.deadline = deadline;
     }
 }
@@ -142,9 +153,9 @@ impl WasiHttpHooks for OutboundHooks {
         options: Option<RequestOptions>,
         _response_done: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let (outbound, metrics, request_id, deadline) =
-            (self.outbound.clone(), self.metrics.clone(), self.request_id.clone(), self.deadline);
-        Box::new(async move { send(&outbound, &metrics, &request_id, deadline, request, options).await })
+        let (outbound, metrics, request_id, trace, deadline) =
+            (self.outbound.clone(), self.metrics.clone(), self.request_id.clone(), self.trace.clone(), self.deadline);
+        Box::new(async move { send(&outbound, &metrics, &request_id, &trace, deadline, request, options).await })
     }
 }
 
@@ -164,6 +175,7 @@ async fn send(
     outbound: &Outbound,
     metrics: &Metrics,
     request_id: &str,
+    trace: &TraceContext,
     deadline: Instant,
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
@@ -199,12 +211,26 @@ async fn send(
     if let Ok(value) = http::HeaderValue::from_str(request_id) {
         request.headers_mut().insert("x-request-id", value);
     }
+    // The request's client span; its context goes out as `traceparent` unless the guest set
+    // one itself (it may continue a trace of its own).
+    let span = telemetry::outgoing_http(trace, request.method(), &origin);
+    let headers = request.headers_mut();
+    if !headers.contains_key(telemetry::TRACEPARENT)
+        && let Some(Ok(value)) = TraceContext::of(&span).traceparent().map(|v| http::HeaderValue::from_str(&v))
+    {
+        headers.insert(telemetry::TRACEPARENT, value);
+    }
     let started = std::time::Instant::now();
     // The first-byte clock runs from the send, and so includes opening a connection when none
     // is pooled (which `connect_timeout` bounds on its own): hyper's pooled client does not
     // tell the two apart per request.
-    let response = tokio::time::timeout(first_byte, outbound.client.request(request)).await;
+    let response = tokio::time::timeout(first_byte, outbound.client.request(request)).instrument(span.clone()).await;
     metrics.outbound_duration.with_label_values(&[function]).observe(started.elapsed().as_secs_f64());
+    match &response {
+        Ok(Ok(response)) => telemetry::http_response(&span, response.status()),
+        Ok(Err(error)) => telemetry::failed(&span, &error.to_string()),
+        Err(_elapsed) => telemetry::failed(&span, "no response within the first-byte timeout"),
+    }
     let response = match response {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {

@@ -50,8 +50,9 @@ impl HostState {
     /// request id and deadline of outgoing calls, a saga step's fence) become the new one's.
     /// Everything else (memory, limits, config) belongs to the instance and stays.
     pub(super) fn begin(&mut self, tags: Arc<InvocationTags>, fence: Option<StepFence>, deadline: Instant) {
-        self.hooks.begin(&tags.request_id, deadline);
+        self.hooks.begin(&tags.request_id, &tags.trace, deadline);
         self.platform.fence = fence;
+        self.platform.trace = tags.trace.clone();
         for log in &self.output {
             log.retag(tags.clone());
         }

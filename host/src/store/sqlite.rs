@@ -124,6 +124,7 @@ mod tests {
             epoch,
             created_at_ms: 0,
             updated_at_ms: 0,
+            trace_parent: None,
         }
     }
 

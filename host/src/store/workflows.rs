@@ -84,6 +84,9 @@ pub struct SagaRecord {
     pub epoch: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The W3C `traceparent` of the span that started the saga: its steps' spans are its
+    /// children, on whichever node runs them. None when it was started untraced.
+    pub trace_parent: Option<String>,
 }
 
 /// The right to write a saga's or a transaction's record: its owner and the epoch that owner

@@ -4,11 +4,24 @@
 use super::StoreError;
 use super::workflows::{Cursor, ListQuery, SagaRecord, SagaStatus, TxParticipant, TxRecord, TxStatus};
 
-pub(crate) const SAGA_COLUMNS: &str = "id, namespace, idempotency_key, definition, status, error, owner, CAST(epoch AS BIGINT), CAST(created_at_ms AS BIGINT), CAST(updated_at_ms AS BIGINT)";
-pub(crate) type SagaRow = (String, String, String, String, String, Option<String>, String, i64, i64, i64);
+pub(crate) const SAGA_COLUMNS: &str = "id, namespace, idempotency_key, definition, status, error, owner, CAST(epoch AS BIGINT), CAST(created_at_ms AS BIGINT), CAST(updated_at_ms AS BIGINT), trace_parent";
+pub(crate) type SagaRow =
+    (String, String, String, String, String, Option<String>, String, i64, i64, i64, Option<String>);
 
 pub(crate) fn row_to_saga(row: SagaRow) -> Result<SagaRecord, StoreError> {
-    let (id, namespace, idempotency_key, definition, status, error, owner, epoch, created_at_ms, updated_at_ms) = row;
+    let (
+        id,
+        namespace,
+        idempotency_key,
+        definition,
+        status,
+        error,
+        owner,
+        epoch,
+        created_at_ms,
+        updated_at_ms,
+        trace_parent,
+    ) = row;
     Ok(SagaRecord {
         definition: serde_json::from_str(&definition)
             .map_err(|e| StoreError::Corrupt(format!("definition of saga {id}: {e}")))?,
@@ -22,6 +35,7 @@ pub(crate) fn row_to_saga(row: SagaRow) -> Result<SagaRecord, StoreError> {
         epoch,
         created_at_ms,
         updated_at_ms,
+        trace_parent,
     })
 }
 
@@ -101,8 +115,8 @@ macro_rules! impl_workflow_store {
                     .expect("an entry serializes");
                 let mut tx = self.pool.begin().await?;
                 let inserted = sqlx::query(
-                    "INSERT INTO sagas (id, namespace, idempotency_key, name, definition, status, error, owner, created_at_ms, updated_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $8) ON CONFLICT DO NOTHING",
+                    "INSERT INTO sagas (id, namespace, idempotency_key, name, definition, status, error, owner, created_at_ms, updated_at_ms, trace_parent)
+                     VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $8, $9) ON CONFLICT DO NOTHING",
                 )
                 .bind(&saga.id)
                 .bind(&saga.namespace)
@@ -112,6 +126,7 @@ macro_rules! impl_workflow_store {
                 .bind(saga.status.as_str())
                 .bind(&saga.owner)
                 .bind(saga.created_at_ms)
+                .bind(&saga.trace_parent)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()

@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runtime::invoker::Invoker;
+use crate::telemetry::{TRACEPARENT, TraceContext};
 use crate::triggers::queue::{AsyncQueue, QueuedRequest, read_body};
 use axum::Router;
 use axum::extract::{Request, State};
@@ -19,6 +20,7 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -109,10 +111,24 @@ async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Respon
         return tag(enqueue(&plane, &function, request, &request_id).await, &request_id);
     }
     let started = Instant::now();
-    let response = match plane.invoker.serve_http(&function, request, &request_id).await {
+    // The request's span, a child of the caller's trace context when it sent one.
+    let span = if crate::telemetry::enabled() {
+        let caller = request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(TraceContext::parse);
+        crate::telemetry::http_request(
+            request.method(),
+            request.uri().path(),
+            &function.name,
+            &request_id,
+            &caller.unwrap_or_default(),
+        )
+    } else {
+        tracing::Span::none()
+    };
+    let response = match plane.invoker.serve_http(&function, request, &request_id).instrument(span.clone()).await {
         Ok(response) => response,
         Err(error) => ApiError::from(error).with_request_id(&request_id).into_response(),
     };
+    crate::telemetry::http_response(&span, response.status());
     let metrics = &plane.metrics;
     let elapsed = started.elapsed();
     function.metrics.duration.observe(elapsed.as_secs_f64());

@@ -33,6 +33,7 @@ use sha2::Digest;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
+use tracing::Instrument as _;
 
 /// The largest request body an invocation may queue.
 pub const MAX_QUEUED_BODY_BYTES: usize = 1 << 20;
@@ -429,7 +430,9 @@ impl AsyncQueue {
                 return AttemptOutcome::Done { status: InvocationStatus::Failed, response: None, error: Some(error) };
             }
         };
-        match self.invoker.serve_http(&function, request, &invocation.request_id).await {
+        let span = crate::telemetry::invocation(&function.name, function.version, &invocation.request_id);
+        let served = self.invoker.serve_http(&function, request, &invocation.request_id).instrument(span).await;
+        match served {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
                 let kept = match keep_body(body).await {
@@ -538,7 +541,13 @@ impl AsyncQueue {
             .map_err(|e| format!("callback `{url}`: {e}"))?;
         let response = function
             .outbound
-            .send_host(&self.metrics, &invocation.request_id, CALLBACK_TIMEOUT, request)
+            .send_host(
+                &self.metrics,
+                &invocation.request_id,
+                &crate::telemetry::TraceContext::of(&tracing::Span::current()),
+                CALLBACK_TIMEOUT,
+                request,
+            )
             .await
             .map_err(|e| format!("callback `{url}`: {e}"))?;
         if response.status.is_success() {

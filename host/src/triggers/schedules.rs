@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
 
 /// A tick this late is still on time for `catch_up: none`.
 pub const ON_TIME: Duration = Duration::from_secs(2);
@@ -327,7 +328,8 @@ impl Scheduler {
             .body(axum::body::Body::empty())
             .map_err(|e| InvokeError::BadRequest(e.to_string()))?;
         let request_id = uuid::Uuid::new_v4().simple().to_string();
-        let response = self.invoker.serve_http(function, request, &request_id).await?;
+        let span = crate::telemetry::invocation(&function.name, function.version, &request_id);
+        let response = self.invoker.serve_http(function, request, &request_id).instrument(span).await?;
         let status = response.status();
         // Read to the end: the instance runs until its body is done.
         let _ = response.into_body().collect().await;

@@ -114,8 +114,9 @@ impl Workflows {
                 // A caller that went away (its instance timed out) drops its reply: nothing to do.
                 tokio::spawn(async move {
                     match call {
-                        WorkflowCall::StartSaga { namespace, idempotency_key, definition, reply } => {
-                            let _ = reply.send(sagas.start(&namespace, &idempotency_key, definition).await);
+                        WorkflowCall::StartSaga { namespace, idempotency_key, definition, trace_parent, reply } => {
+                            let started = sagas.start(&namespace, &idempotency_key, definition, trace_parent).await;
+                            let _ = reply.send(started);
                         }
                         WorkflowCall::WaitSaga { id, timeout, reply } => {
                             let _ = reply.send(sagas.wait(&id, timeout).await);

@@ -19,11 +19,13 @@ use crate::store::workflows::{
     Fence, JournalEntry, JournalRecord, ListQuery, Page, SagaDefinition, SagaRecord, SagaStatus, StepFence,
     WorkflowStore,
 };
+use crate::telemetry::{self, TraceContext};
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 /// Limits of a definition.
 const MAX_STEPS: usize = 100;
@@ -31,6 +33,8 @@ const MAX_NAME: usize = 200;
 const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 const MAX_ATTEMPTS: u32 = 100;
 const MAX_STEP_TIMEOUT_MS: u32 = 15 * 60 * 1000;
+/// How long a step waits for its function to be loaded on this node (see [`Sagas::loaded`]).
+const LOAD_PATIENCE: Duration = Duration::from_secs(60);
 
 pub struct Sagas {
     store: Arc<dyn WorkflowStore>,
@@ -63,6 +67,7 @@ impl Sagas {
         namespace: &str,
         idempotency_key: &str,
         definition: SagaDefinition,
+        trace_parent: Option<String>,
     ) -> Result<SagaRecord, SagaError> {
         self.check(namespace, idempotency_key, &definition)?;
         let now = crate::store::now_ms();
@@ -77,6 +82,7 @@ impl Sagas {
             epoch: 0,
             created_at_ms: now,
             updated_at_ms: now,
+            trace_parent,
         };
         let (stored, created) = self.store.create_saga(&record).await?;
         if !created && stored.definition != record.definition {
@@ -271,6 +277,8 @@ impl Sagas {
     async fn drive(&self, id: &str, fence: &Fence, status: &watch::Sender<SagaStatus>) -> Result<(), StoreError> {
         let record = self.store.saga(id).await?.ok_or_else(|| StoreError::Corrupt(format!("saga {id} vanished")))?;
         let definition = &record.definition;
+        // Each attempt's span is a child of the span that started the saga (on whatever node).
+        let trace = record.trace_parent.as_deref().map(TraceContext::parse).unwrap_or_default();
         let mut state = SagaState::fold(definition, &self.store.journal(id).await?);
         loop {
             status.send_replace(state.status);
@@ -293,7 +301,12 @@ impl Sagas {
                     self.write(id, fence, &mut state, JournalEntry::ActionAttempt { step, attempt }).await?;
                     let started_at_ms = state.steps[step].started_at_ms.unwrap_or_else(crate::store::now_ms);
                     let call = Call { kind: StepKind::Action, attempt, started_at_ms };
-                    let entry = match self.invoke(&record, fence, step, call).await {
+                    let span = telemetry::saga_step(&trace, id, &definition.steps[step].name, false, attempt);
+                    let result = self.invoke(&record, fence, step, call).instrument(span.clone()).await;
+                    if let Err(StepFailure::Refused(error) | StepFailure::Transient(error)) = &result {
+                        telemetry::failed(&span, error);
+                    }
+                    let entry = match result {
                         Ok(output) => JournalEntry::ActionSucceeded { step, output },
                         Err(StepFailure::Refused(error)) => {
                             JournalEntry::ActionFailed { step, attempt, error, terminal: true }
@@ -313,7 +326,12 @@ impl Sagas {
                 Next::Compensation { step, attempt } => {
                     self.write(id, fence, &mut state, JournalEntry::CompensationAttempt { step, attempt }).await?;
                     let call = Call { kind: StepKind::Compensation, attempt, started_at_ms: crate::store::now_ms() };
-                    match self.invoke(&record, fence, step, call).await {
+                    let span = telemetry::saga_step(&trace, id, &definition.steps[step].name, true, attempt);
+                    let result = self.invoke(&record, fence, step, call).instrument(span.clone()).await;
+                    if let Err(StepFailure::Refused(error) | StepFailure::Transient(error)) = &result {
+                        telemetry::failed(&span, error);
+                    }
+                    match result {
                         Ok(_) => {
                             self.write(id, fence, &mut state, JournalEntry::CompensationSucceeded { step }).await?
                         }
@@ -362,7 +380,10 @@ impl Sagas {
         if builtin_steps::is_builtin(&invocation.function) {
             return self.builtin(saga, step, invocation, call).await;
         }
-        let Some(function) = self.registry.active(&invocation.function) else {
+        let Some(function) = self.loaded(&invocation.function).await else {
+            if self.stopping() {
+                return Err(StepFailure::Interrupted);
+            }
             return Err(StepFailure::Transient(format!("function `{}` is not deployed", invocation.function)));
         };
         let request = StepRequest {
@@ -400,6 +421,33 @@ impl Sagas {
         let (StepFailure::Refused(error) | StepFailure::Transient(error)) = &failure else { return Err(failure) };
         tracing::warn!(saga = %saga.id, step = %definition.name, kind = ?kind, attempt, %error, "saga step failed");
         Err(failure)
+    }
+
+    /// The active version of the step's function on this node. One the database has but this
+    /// node has not loaded yet (a deploy still compiling here, or a node that has just taken the
+    /// saga over and is still loading its functions) is waited for, up to [`LOAD_PATIENCE`]:
+    /// this node's lag is no failed attempt of the step. None if it is not deployed at all (or
+    /// the node drains meanwhile).
+    async fn loaded(&self, name: &str) -> Option<Arc<crate::runtime::function::LoadedFunction>> {
+        let mut changes = self.registry.watch_changes();
+        let deadline = tokio::time::Instant::now() + LOAD_PATIENCE;
+        let mut waited = false;
+        loop {
+            if let Some(function) = self.registry.active(name) {
+                return Some(function);
+            }
+            if self.stopping() || tokio::time::Instant::now() >= deadline || self.registry.function(name).await.is_err()
+            {
+                return None;
+            }
+            if !waited {
+                tracing::info!(function = name, "saga step waits for its function to be loaded on this node");
+                waited = true;
+            }
+            // A load here bumps the registry's generation; the poll is a backstop.
+            let poll = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
+            let _ = tokio::time::timeout_at(poll, changes.changed()).await;
+        }
     }
 
     /// A built-in step (see `builtin_steps`): a timer, or an HTTP call made for the function
@@ -475,7 +523,7 @@ impl Sagas {
         let request_id = format!("{idempotency_key}#{}", call.attempt);
         let response = starter
             .outbound
-            .send_host(&self.metrics, &request_id, timeout, request)
+            .send_host(&self.metrics, &request_id, &TraceContext::of(&tracing::Span::current()), timeout, request)
             .await
             .map_err(|e| StepFailure::Transient(format!("{} {}: {e}", http.method, http.url)))?;
         match http.verdict(response.status) {

@@ -185,6 +185,8 @@ pub struct Options {
     pub token: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub extra_args: Vec<String>,
+    /// Environment variables of the server process.
+    pub env: Vec<(String, String)>,
     /// Compile into `<data-dir>/cache` instead of the run's shared compile cache (for tests of
     /// the cache itself, and so one test always compiles cold).
     pub own_cache: bool,
@@ -255,6 +257,7 @@ impl Server {
         if let Some(token) = &options.token {
             command.env("FAAS_ADMIN_TOKEN", token);
         }
+        command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT").envs(options.env.iter().map(|(k, v)| (k, v)));
         if !options.own_cache {
             command.env("FAAS_CACHE_DIR", shared_cache());
         }

@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::model::spec::KafkaTrigger;
 use crate::runtime::function::LoadedFunction;
 use crate::runtime::invoker::{BusyWait, InvokeError};
+use crate::telemetry::{self, TraceContext};
 use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 /// At most this much of a handler's error goes into `faas-error`.
 const MAX_ERROR_HEADER_BYTES: usize = 4096;
@@ -196,14 +198,21 @@ impl Delivery {
     /// attempt, so it waits and offers the batch again. None when cancelled meanwhile.
     async fn invoke(&self, version: &Version<'_>, batch: &Batch, stop: &Stop) -> Option<Result<(), InvokeError>> {
         let id = format!("kafka-{}-{}-{}", batch.topic(), batch.partition(), batch.offset(0));
+        let span = batch_span(batch);
         let mut busy = BusyWait::default();
         loop {
             if stop.is_stopped() {
                 return None;
             }
-            match self.shared.invoker.handle_messages(version.function, batch.wit(), &id).await {
+            match self.shared.invoker.handle_messages(version.function, batch.wit(), &id).instrument(span.clone()).await
+            {
                 Err(error) if busy.again(&error).await => continue,
-                result => return Some(result),
+                result => {
+                    if let Err(error) = &result {
+                        telemetry::failed(&span, &error.to_string());
+                    }
+                    return Some(result);
+                }
             }
         }
     }
@@ -391,4 +400,17 @@ async fn next_message(queue: Option<&TriggerQueue>) -> Result<BorrowedMessage<'_
         Some(queue) => queue.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// The span of one handler call on `batch`: a child of its first record's producer, linked to
+/// the other records' (their `traceparent` headers).
+fn batch_span(batch: &Batch) -> tracing::Span {
+    if !telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let producers: Vec<TraceContext> = (0..batch.len())
+        .map(|i| TraceContext::from_headers(batch.headers(i).iter().map(|h| (h.key.as_str(), h.value.as_slice()))))
+        .collect();
+    let partition = batch.partition() as i32;
+    telemetry::kafka_batch(batch.topic(), partition, batch.offset(0) as i64, batch.len(), &producers)
 }
