@@ -148,22 +148,15 @@ impl FunctionLogs {
         });
     }
 
-    /// A finished invocation: its status (HTTP's, or what stands for it) and how long it took.
-    pub fn invocation(
-        &self,
-        function: &str,
-        version: u32,
-        request_id: &str,
-        trigger: &str,
-        status: u16,
-        took: Duration,
-    ) {
+    /// A finished invocation (see [`Finished`]).
+    pub fn invocation(&self, finished: Finished<'_>) {
         self.push(LogRecord {
-            status: Some(status),
-            duration_ms: Some(took.as_secs_f64() * 1e3),
-            trigger: Some(trigger.to_owned()),
-            level: "debug",
-            ..LogRecord::new(function, Some(version), Some(request_id), "invocation")
+            line: finished.error.map(str::to_owned),
+            status: Some(finished.status),
+            duration_ms: Some(finished.took.as_secs_f64() * 1e3),
+            trigger: Some(finished.trigger.to_owned()),
+            level: if finished.error.is_some() { "warn" } else { "debug" },
+            ..LogRecord::new(finished.function, Some(finished.version), Some(finished.request_id), "invocation")
         });
     }
 
@@ -176,6 +169,19 @@ impl FunctionLogs {
     pub fn forget(&self, function: &str) {
         self.rings.lock().remove(function);
     }
+}
+
+/// One finished invocation, as its invocation record says it.
+pub struct Finished<'a> {
+    pub function: &'a str,
+    pub version: u32,
+    pub request_id: &'a str,
+    /// `http`, `events`, `kafka`, `step`, `schedule`, `participant`, `async`.
+    pub trigger: &'a str,
+    /// HTTP's status, or what stands for it: 200 done, 500 failed (`error` says why).
+    pub status: u16,
+    pub took: Duration,
+    pub error: Option<&'a str>,
 }
 
 /// The `tracing` layer that adds the host's warnings about a function (events at warning level

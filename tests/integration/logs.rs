@@ -133,3 +133,53 @@ async fn logs_follow_prints_new_records_as_they_happen() {
     follower.kill().unwrap();
     follower.wait().unwrap();
 }
+
+/// Every trigger leaves an invocation record, not only the data plane: saga steps (a refused
+/// one with its reason) and async invocations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_and_async_invocations_have_invocation_records_too() {
+    let server = Server::start_with(Options::default()).await;
+    crate::sagas::shop(&server).await;
+    server.deploy_ok("hello", components().bytes("hello"), spec(&["/hello/..."], json!({}))).await;
+    assert_eq!(server.post("/payments/accounts/dora/deposit?amount=100").await.0, 200);
+    // Nothing in stock: the payment succeeds, the reservation is refused, the payment refunded.
+    let order =
+        json!({ "order_id": "o-l1", "customer": "dora", "sku": "none", "qty": 1, "amount": 10, "address": "x" });
+    let (status, body) = server.post_json("/orders", &order).await;
+    assert_eq!(status, 409, "{body}");
+    let saga = body["saga_id"].as_str().unwrap().to_owned();
+
+    let records = |function: &'static str| {
+        let server = &server;
+        async move {
+            let (_, body) = server.get_json(&format!("/v1/functions/{function}/logs")).await;
+            let all = body["logs"].as_array().cloned().unwrap_or_default();
+            all.into_iter().filter(|r| r["kind"] == "invocation").collect::<Vec<Value>>()
+        }
+    };
+    let payments = records("payments").await;
+    let triggers: Vec<(&str, &str, u64)> = payments
+        .iter()
+        .map(|r| (r["trigger"].as_str().unwrap(), r["request_id"].as_str().unwrap(), r["status"].as_u64().unwrap()))
+        .filter(|(trigger, ..)| *trigger == "step")
+        .collect();
+    let (deduct, refund) = (format!("{saga}/payment#1"), format!("{saga}/payment/compensation#1"));
+    assert_eq!(triggers, [("step", deduct.as_str(), 200), ("step", refund.as_str(), 200)], "{payments:?}");
+    let inventory = records("inventory").await;
+    let refused = inventory.iter().find(|r| r["trigger"] == "step").unwrap_or_else(|| panic!("{inventory:?}"));
+    assert_eq!((refused["status"].as_u64(), refused["level"].as_str()), (Some(500), Some("warn")), "{refused}");
+    assert!(refused["line"].as_str().unwrap().contains("stock"), "the refusal says why: {refused}");
+
+    let response =
+        server.http.post(format!("{}/hello", server.data)).header("x-faas-invoke", "async").send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let queued = eventually("the async invocation's record", Duration::from_secs(20), async || {
+        let hello = records("hello").await;
+        match hello.iter().find(|r| r["trigger"] == "async") {
+            Some(found) => Ok(found.clone()),
+            None => Err(format!("{hello:?}")),
+        }
+    })
+    .await;
+    assert_eq!(queued["status"], 200, "{queued}");
+}

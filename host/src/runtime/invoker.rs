@@ -190,13 +190,16 @@ impl Invoker {
         let Some(exports) = &function.handlers.events else {
             return Err(InvokeError::Internal(format!("function `{}` exports no event handler", function.name)));
         };
+        let started = Instant::now();
         let result = self
             .call(function, delivery_id, None, None, async |store, instance| {
                 let handler = exports.load(&mut *store, &instance)?;
                 handler.faas_platform_event_handler().call_handle(store, events).await
             })
-            .await?;
-        result.map_err(InvokeError::HandlerFailed)
+            .await
+            .and_then(|handled| handled.map_err(InvokeError::HandlerFailed));
+        record(function, delivery_id, "events", started, &result);
+        result
     }
 
     /// Runs one batch of Kafka records through the function's `message-handler` export.
@@ -209,13 +212,16 @@ impl Invoker {
         let Some(exports) = &function.handlers.messages else {
             return Err(InvokeError::Internal(format!("function `{}` exports no message handler", function.name)));
         };
+        let started = Instant::now();
         let result = self
             .call(function, delivery_id, None, None, async |store, instance| {
                 let handler = exports.load(&mut *store, &instance)?;
                 handler.faas_platform_message_handler().call_handle(store, batch).await
             })
-            .await?;
-        result.map_err(InvokeError::HandlerFailed)
+            .await
+            .and_then(|handled| handled.map_err(InvokeError::HandlerFailed));
+        record(function, delivery_id, "kafka", started, &result);
+        result
     }
 
     /// Runs one attempt of a saga step through the function's `step-handler` export. The inner
@@ -230,12 +236,22 @@ impl Invoker {
         let Some(exports) = &function.handlers.step else {
             return Err(InvokeError::Internal(format!("function `{}` exports no step-handler", function.name)));
         };
-        let id = format!("{}#{}", request.idempotency_key, request.attempt);
-        self.call(function, &id, timeout, Some(fence.clone()), async |store, instance| {
-            let handler = exports.load(&mut *store, &instance)?;
-            handler.faas_platform_step_handler().call_handle(store, request).await
-        })
-        .await
+        // Like the built-in HTTP step's keys: a compensation's attempts are told apart.
+        let id = match request.kind {
+            crate::bindings::step::StepKind::Action => format!("{}#{}", request.idempotency_key, request.attempt),
+            crate::bindings::step::StepKind::Compensation => {
+                format!("{}/compensation#{}", request.idempotency_key, request.attempt)
+            }
+        };
+        let started = Instant::now();
+        let result = self
+            .call(function, &id, timeout, Some(fence.clone()), async |store, instance| {
+                let handler = exports.load(&mut *store, &instance)?;
+                handler.faas_platform_step_handler().call_handle(store, request).await
+            })
+            .await;
+        record(function, &id, "step", started, &result);
+        result
     }
 
     /// Runs one schedule tick through the function's `scheduled-handler` export. The inner
@@ -249,11 +265,15 @@ impl Invoker {
         let Some(exports) = &function.handlers.scheduled else {
             return Err(InvokeError::Internal(format!("function `{}` exports no scheduled-handler", function.name)));
         };
-        self.call(function, invocation_id, None, None, async |store, instance| {
-            let handler = exports.load(&mut *store, &instance)?;
-            handler.faas_platform_scheduled_handler().call_handle(store, tick).await
-        })
-        .await
+        let started = Instant::now();
+        let result = self
+            .call(function, invocation_id, None, None, async |store, instance| {
+                let handler = exports.load(&mut *store, &instance)?;
+                handler.faas_platform_scheduled_handler().call_handle(store, tick).await
+            })
+            .await;
+        record(function, invocation_id, "schedule", started, &result);
+        result
     }
 
     /// One call of the function's two-phase-commit `participant` export.
@@ -272,21 +292,25 @@ impl Invoker {
             ParticipantCall::Abort { tx_id } => ("abort", tx_id),
         };
         let id = format!("{tx_id}/{phase}");
-        self.call(function, &id, timeout, None, async |store, instance| {
-            let handler = exports.load(&mut *store, &instance)?;
-            let participant = handler.faas_platform_participant();
-            Ok(match call {
-                ParticipantCall::Prepare { tx_id, payload } => {
-                    match participant.call_prepare(store, tx_id, payload).await? {
-                        Vote::Commit => Ok(()),
-                        Vote::Abort(reason) => Err(reason),
+        let started = Instant::now();
+        let result = self
+            .call(function, &id, timeout, None, async |store, instance| {
+                let handler = exports.load(&mut *store, &instance)?;
+                let participant = handler.faas_platform_participant();
+                Ok(match call {
+                    ParticipantCall::Prepare { tx_id, payload } => {
+                        match participant.call_prepare(store, tx_id, payload).await? {
+                            Vote::Commit => Ok(()),
+                            Vote::Abort(reason) => Err(reason),
+                        }
                     }
-                }
-                ParticipantCall::Commit { tx_id } => participant.call_commit(store, tx_id).await?,
-                ParticipantCall::Abort { tx_id } => participant.call_abort(store, tx_id).await?,
+                    ParticipantCall::Commit { tx_id } => participant.call_commit(store, tx_id).await?,
+                    ParticipantCall::Abort { tx_id } => participant.call_abort(store, tx_id).await?,
+                })
             })
-        })
-        .await
+            .await;
+        record(function, &id, "participant", started, &result);
+        result
     }
 
     /// The skeleton of every non-HTTP invocation: a concurrency permit, an instance (fresh, or
@@ -649,6 +673,57 @@ impl InvocationTags {
             trace,
         })
     }
+}
+
+/// What an invocation's outcome says for its record in `faas logs`: why it failed, if it did.
+trait Recorded {
+    fn failure(&self) -> Option<String>;
+}
+
+impl Recorded for Result<(), InvokeError> {
+    fn failure(&self) -> Option<String> {
+        self.as_ref().err().map(ToString::to_string)
+    }
+}
+
+/// The guest's own answer inside: a step's, a tick's or a participant's error is a failure too.
+impl<T, E: std::fmt::Debug> Recorded for Result<Result<T, E>, InvokeError> {
+    fn failure(&self) -> Option<String> {
+        match self {
+            Ok(Ok(_)) => None,
+            Ok(Err(answer)) => Some(format!("the function answered {answer:?}")),
+            Err(error) => Some(error.to_string()),
+        }
+    }
+}
+
+/// The invocation record of a non-HTTP invocation (the data plane records its own).
+fn record(function: &LoadedFunction, id: &str, trigger: &str, started: Instant, outcome: &impl Recorded) {
+    let error = outcome.failure();
+    let status = if error.is_some() { 500 } else { 200 };
+    record_invocation(function, id, trigger, started, status, error.as_deref());
+}
+
+/// Adds a finished invocation of `function` to what `faas logs` shows: for the triggers that
+/// run HTTP handlers themselves (async invocations, schedules calling a route) with the
+/// status the handler answered, and for every other invocation from here.
+pub fn record_invocation(
+    function: &LoadedFunction,
+    id: &str,
+    trigger: &str,
+    started: Instant,
+    status: u16,
+    error: Option<&str>,
+) {
+    crate::function_logs::FunctionLogs::global().invocation(crate::function_logs::Finished {
+        function: &function.name,
+        version: function.version,
+        request_id: id,
+        trigger,
+        status,
+        took: started.elapsed(),
+        error,
+    });
 }
 
 /// The first line of a trap: what went wrong in the guest, without host backtraces.

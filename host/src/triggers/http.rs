@@ -5,6 +5,7 @@
 
 use super::Trigger;
 use crate::error::ApiError;
+use crate::function_logs::Finished;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runtime::invoker::Invoker;
@@ -136,14 +137,15 @@ async fn handle(State(plane): State<Arc<DataPlane>>, request: Request) -> Respon
         .invocations
         .with_label_values(&[&*function.name, &function.version_label, response.status().as_str()])
         .inc();
-    crate::function_logs::FunctionLogs::global().invocation(
-        &function.name,
-        function.version,
-        &request_id,
-        "http",
-        response.status().as_u16(),
-        elapsed,
-    );
+    crate::function_logs::FunctionLogs::global().invocation(Finished {
+        function: &function.name,
+        version: function.version,
+        request_id: &request_id,
+        trigger: "http",
+        status: response.status().as_u16(),
+        took: elapsed,
+        error: None,
+    });
     tag(response, &request_id)
 }
 

@@ -21,7 +21,7 @@ use crate::backoff;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runtime::function::LoadedFunction;
-use crate::runtime::invoker::{InvokeError, Invoker};
+use crate::runtime::invoker::{InvokeError, Invoker, record_invocation};
 use crate::store::StoreError;
 use crate::store::invocations::{
     AttemptOutcome, InvocationRecord, InvocationStatus, InvocationStore, NewInvocation, StoredResponse,
@@ -431,7 +431,25 @@ impl AsyncQueue {
             }
         };
         let span = crate::telemetry::invocation(&function.name, function.version, &invocation.request_id);
+        let started = std::time::Instant::now();
         let served = self.invoker.serve_http(&function, request, &invocation.request_id).instrument(span).await;
+        let outcome = self.outcome(invocation, served).await;
+        let (response, error) = match &outcome {
+            AttemptOutcome::Done { response, error, .. } => (response, error.as_deref()),
+            AttemptOutcome::Retry { response, error, .. } => (response, Some(error.as_str())),
+            AttemptOutcome::Busy { .. } => return outcome,
+        };
+        let status = response.as_ref().map_or(500, |r| r.status);
+        record_invocation(&function, &invocation.request_id, "async", started, status, error);
+        outcome
+    }
+
+    /// What the handler's answer (or its failure) makes of the attempt.
+    async fn outcome(
+        &self,
+        invocation: &InvocationRecord,
+        served: Result<http::Response<axum::body::Body>, InvokeError>,
+    ) -> AttemptOutcome {
         match served {
             Ok(response) => {
                 let (parts, body) = response.into_parts();

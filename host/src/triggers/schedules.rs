@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::model::schedule::{CatchUp, MAX_CATCH_UP, Schedule, ScheduleSpec};
 use crate::registry::Registry;
 use crate::runtime::function::LoadedFunction;
-use crate::runtime::invoker::{BusyWait, InvokeError, Invoker};
+use crate::runtime::invoker::{BusyWait, InvokeError, Invoker, record_invocation};
 use crate::store::schedules::{ScheduleStore, TickRecord};
 use crate::store::{StoreError, format_time, now_ms};
 use http_body_util::BodyExt;
@@ -329,15 +329,31 @@ impl Scheduler {
             .map_err(|e| InvokeError::BadRequest(e.to_string()))?;
         let request_id = uuid::Uuid::new_v4().simple().to_string();
         let span = crate::telemetry::invocation(&function.name, function.version, &request_id);
-        let response = self.invoker.serve_http(function, request, &request_id).instrument(span).await?;
+        let started = std::time::Instant::now();
+        let response = match self.invoker.serve_http(function, request, &request_id).instrument(span).await {
+            Ok(response) => response,
+            Err(error) => {
+                record_invocation(function, &request_id, "schedule", started, 500, Some(&error.to_string()));
+                return Err(error);
+            }
+        };
         let status = response.status();
         // Read to the end: the instance runs until its body is done.
         let _ = response.into_body().collect().await;
-        Ok(if status.is_success() || status.is_redirection() {
+        let answer = if status.is_success() || status.is_redirection() {
             Ok(())
         } else {
             Err(format!("GET {route} answered {status}"))
-        })
+        };
+        record_invocation(
+            function,
+            &request_id,
+            "schedule",
+            started,
+            status.as_u16(),
+            answer.as_ref().err().map(String::as_str),
+        );
+        Ok(answer)
     }
 
     /// For `GET /v1/functions/{name}/schedule`: the schedules, their next ticks and history.
