@@ -94,6 +94,12 @@ pub struct ServeConfig {
     #[arg(long, env = "FAAS_ASYNC_RETENTION", default_value = "7d", value_parser = crate::model::limits::parse_duration)]
     pub async_retention: std::time::Duration,
 
+    /// The URL other nodes reach this node's control plane at, e.g. `http://10.0.0.5:8081`
+    /// (they gather its logs for `faas logs`). Default: the admin listener's address, unless it
+    /// listens on all interfaces (`0.0.0.0`), which names no address to reach.
+    #[arg(long, env = "FAAS_ADVERTISE_ADMIN_URL")]
+    pub advertise_admin_url: Option<String>,
+
     /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g. `http://127.0.0.1:4318`
     /// (`/v1/traces` is appended). A span per invocation, per append, publish and saga start,
     /// per saga step and per Kafka batch; W3C `traceparent` is taken from incoming requests and

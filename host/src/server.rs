@@ -149,14 +149,10 @@ pub async fn run(
     let scheduler =
         Scheduler::new(stores.schedules.clone(), registry.clone(), invoker.clone(), metrics.clone(), node.clone());
     let liveness = Liveness { node_timeout: config.node_timeout, sweep_every: config.recovery_interval };
-    let workflows = Arc::new(Workflows::new(
-        stores.workflows.clone(),
-        registry.clone(),
-        invoker.clone(),
-        metrics.clone(),
-        node,
-        liveness,
-    ));
+    let workflows = Arc::new(
+        Workflows::new(stores.workflows.clone(), registry.clone(), invoker.clone(), metrics.clone(), node, liveness)
+            .advertising(advertised_admin_url(&config, admin_addr)?),
+    );
     // Before any trigger takes work: what this node owned before a restart is resumed first,
     // so it is never confused with work started by this process.
     let workflow_tasks = workflows.start(workflow_calls).await.context("resuming sagas and transactions")?;
@@ -229,6 +225,25 @@ const WORKFLOW_DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// The master key for secrets (`FAAS_SECRET_KEY`, else the data dir's key file, created on first
 /// start), checked against the token the database's first node stored: a node with another key
 /// refuses to start rather than fail on every secret.
+/// Where the other nodes reach this one's control plane: `--advertise-admin-url`, or the admin
+/// listener's own address when it names one (not `0.0.0.0` or `::`).
+fn advertised_admin_url(config: &ServeConfig, admin: std::net::SocketAddr) -> anyhow::Result<Option<String>> {
+    Ok(match &config.advertise_admin_url {
+        Some(url) => {
+            let parsed: Result<http::Uri, _> = url.parse();
+            if !parsed.is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()) {
+                bail!("--advertise-admin-url `{url}` is not an http:// or https:// URL");
+            }
+            Some(url.trim_end_matches('/').to_owned())
+        }
+        None if admin.ip().is_unspecified() => {
+            tracing::info!(%admin, "the admin listener names no address: other nodes cannot gather this node's logs (set --advertise-admin-url)");
+            None
+        }
+        None => Some(format!("http://{admin}")),
+    })
+}
+
 async fn open_secret_key(config: &ServeConfig, stores: &store::Stores) -> anyhow::Result<SecretKey> {
     let (key, source) = SecretKey::load(config.secret_key.as_deref(), &config.data_dir)?;
     match &source {

@@ -2,7 +2,7 @@
 //! records and the host's warnings about it (a trap), filtered by request id, version and age,
 //! and followed live (`-f`, server-sent events); bad filters get the one error shape.
 
-use crate::support::{FAAS, Options, Server, components, eventually, spec};
+use crate::support::{Backend, Database, FAAS, Options, Server, components, eventually, spec};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -97,23 +97,7 @@ async fn logs_follow_prints_new_records_as_they_happen() {
     let server = Server::start_with(Options { token: Some("logs-token".into()), ..Default::default() }).await;
     server.deploy_ok("misbehave", components().bytes("misbehave"), spec(&["/misbehave/..."], json!({}))).await;
     assert_eq!(call(&server, "/misbehave/print?tag=before", "req-a").await, 200);
-    let mut follower = Command::new(FAAS)
-        .args(["logs", "misbehave", "-f", "--json"])
-        .env("FAAS_ADMIN_URL", &server.admin)
-        .env("FAAS_ADMIN_TOKEN", "logs-token")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (lines, received) = std::sync::mpsc::channel::<Value>();
-    let stdout = follower.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(serde_json::from_str(&line).unwrap_or(Value::String(line))).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follower, received) = follow(&server, "logs-token");
     let next_line = |what: &str| -> Value {
         received.recv_timeout(Duration::from_secs(15)).unwrap_or_else(|_| panic!("no line for {what}"))
     };
@@ -132,6 +116,86 @@ async fn logs_follow_prints_new_records_as_they_happen() {
     assert_eq!(seen[2]["status"], 200);
     follower.kill().unwrap();
     follower.wait().unwrap();
+}
+
+/// `faas logs misbehave -f --json` against `server`: the process, and its lines as they come.
+fn follow(server: &Server, token: &str) -> (std::process::Child, std::sync::mpsc::Receiver<Value>) {
+    let mut follower = Command::new(FAAS)
+        .args(["logs", "misbehave", "-f", "--json"])
+        .env("FAAS_ADMIN_URL", &server.admin)
+        .env("FAAS_ADMIN_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<Value>();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(serde_json::from_str(&line).unwrap_or(Value::String(line))).is_err() {
+                break;
+            }
+        }
+    });
+    (follower, received)
+}
+
+/// Two nodes on one PostgreSQL: either one shows the records of both, each naming its node, and
+/// follows both; a node that stopped answering is named, not fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_database_each_node_shows_and_follows_the_logs_of_all() {
+    let db = Database::create(Backend::Postgres).await;
+    let options = Options { database_url: db.url.clone(), token: Some("shared-token".into()), ..Default::default() };
+    let a = Server::start_with(options.clone()).await;
+    let mut b = Server::start_with(options).await;
+    let node = async |server: &Server| server.get_json("/healthz").await.1["node"].as_str().unwrap().to_owned();
+    let (a_id, b_id) = (node(&a).await, node(&b).await);
+    a.deploy_ok("misbehave", components().bytes("misbehave"), spec(&["/misbehave/..."], json!({}))).await;
+    eventually("the other node serves the function", Duration::from_secs(30), async || {
+        let status = call(&b, "/misbehave/print?tag=warm-up", "req-warm").await;
+        if status == 200 { Ok(()) } else { Err(status) }
+    })
+    .await;
+    assert_eq!(call(&a, "/misbehave/print?tag=on-a", "req-on-a").await, 200);
+    assert_eq!(call(&b, "/misbehave/print?tag=on-b", "req-on-b").await, 200);
+
+    let (_, body) = a.get_json("/v1/functions/misbehave/logs").await;
+    let logs = body["logs"].as_array().unwrap();
+    let line = |text: &str| logs.iter().find(|r| r["line"] == text).unwrap_or_else(|| panic!("no `{text}`: {body}"));
+    assert_eq!(line("stdout line on-a")["node"], a_id.as_str());
+    assert_eq!(line("stdout line on-b")["node"], b_id.as_str(), "the other node's record, through this one");
+    let times: Vec<i64> = logs.iter().map(|r| r["at_ms"].as_i64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first across nodes: {times:?}");
+    let nodes: Vec<(&str, bool)> =
+        body["nodes"].as_array().unwrap().iter().map(|n| (n["node"].as_str().unwrap(), n["ok"] == true)).collect();
+    assert_eq!(nodes, [(a_id.as_str(), true), (b_id.as_str(), true)], "{body}");
+    let (_, local) = a.get_json("/v1/functions/misbehave/logs?local=true").await;
+    assert!(local["logs"].as_array().unwrap().iter().all(|r| r["node"] == a_id.as_str()), "{local}");
+    // The CLI through the other node shows the same.
+    let out = b.cli(&["logs", "misbehave", "--request-id", "req-on-a"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stdout line on-a"));
+
+    // Following through A: what happens on B arrives too.
+    let (mut follower, received) = follow(&a, "shared-token");
+    assert_eq!(call(&b, "/misbehave/print?tag=live", "req-live").await, 200);
+    let live = loop {
+        let record = received.recv_timeout(Duration::from_secs(20)).expect("B's live record through A");
+        if record["line"] == "stdout line live" {
+            break record;
+        }
+    };
+    assert_eq!(live["node"], b_id.as_str());
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
+    // B is gone but its heartbeat is still recent: A says so and shows its own records.
+    b.kill();
+    let (status, body) = a.get_json("/v1/functions/misbehave/logs").await;
+    assert_eq!(status, 200, "{body}");
+    let missing = body["nodes"].as_array().unwrap().iter().find(|n| n["node"] == b_id.as_str()).cloned();
+    assert_eq!(missing.as_ref().map(|n| n["ok"] == false), Some(true), "{body}");
+    assert!(body["logs"].as_array().unwrap().iter().any(|r| r["line"] == "stdout line on-a"), "{body}");
 }
 
 /// Every trigger leaves an invocation record, not only the data plane: saga steps (a refused

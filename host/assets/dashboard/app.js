@@ -478,7 +478,7 @@ async function viewFunction({ root, onLeave }, name) {
 // last; "Follow" streams new ones (server-sent events; the session cookie goes with them).
 function logsTable(path, report, onLeave) {
   const body = h("tbody", {}, report.logs.map(logRow));
-  if (!report.logs.length) body.append(emptyRow(5, "Nothing logged on this node yet."));
+  if (!report.logs.length) body.append(emptyRow(5, "Nothing logged yet."));
   let source = null;
   const stop = () => {
     source?.close();
@@ -487,25 +487,31 @@ function logsTable(path, report, onLeave) {
   };
   const button = h("button", { type: "button", id: "follow-logs", onclick: () => {
     if (source) return stop();
-    const last = report.logs.at(-1)?.seq ?? 0;
+    // Records are numbered per node: one seen already (the stream starts with the newest) is
+    // known by both.
+    const seen = new Set(report.logs.map((r) => `${r.node}/${r.seq}`));
     source = new EventSource(`${path}/logs?follow=true&limit=1`);
     source.addEventListener("log", (e) => {
       const record = JSON.parse(e.data);
-      if (record.seq <= last) return;
+      const key = `${record.node}/${record.seq}`;
+      if (seen.has(key)) return;
+      seen.add(key);
       body.querySelector("tr.empty")?.remove();
       body.append(logRow(record));
     });
     button.textContent = "Stop following";
   } }, "Follow");
   onLeave(stop);
-  return [h("p", { class: "muted" }, "Records kept on the node serving this page. ", button),
+  const missing = (report.nodes ?? []).filter((n) => !n.ok).map((n) => `${n.node} (${n.error})`);
+  const note = missing.length ? `Not reached: ${missing.join(", ")}. ` : "";
+  return [h("p", { class: "muted" }, `Records of every node, newest last. ${note}`, button),
     table(["Time", "Version", "Kind", "Request", "Text"], body)];
 }
 
 function logRow(r) {
   const text = r.kind === "invocation" ? `${r.trigger ?? "invoked"} ${r.status} in ${fmtDur(r.duration_ms)}` : r.line;
   const kind = r.kind === "stderr" || r.level === "error" ? "err" : r.kind === "host" ? "warn" : "muted";
-  return h("tr", { "data-log": r.seq }, td(time(r.at_ms)), td(r.version ?? "—"), td(badge(r.kind, kind)),
+  return h("tr", { "data-log": r.seq, title: r.node ? `node ${r.node}` : "" }, td(time(r.at_ms)), td(r.version ?? "—"), td(badge(r.kind, kind)),
     td(r.request_id ? short(r.request_id, 12) : "—"), td(h("code", { class: "log-line" }, text ?? "")));
 }
 

@@ -60,24 +60,19 @@ impl Client {
         }
         let response = self.send_raw(request.query(&[("follow", "true")])).await?;
         let mut body = response.bytes_stream();
-        let mut pending = Vec::new();
+        let mut reader = crate::model::sse::SseReader::default();
         while let Some(chunk) = body.next().await {
-            pending.extend_from_slice(&chunk.context("the log stream broke off")?);
-            // Server-sent events: `field: value` lines, an empty line ends an event.
-            while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
-                let event: Vec<u8> = pending.drain(..end + 2).collect();
-                let event = String::from_utf8_lossy(&event);
-                let kind = event.lines().find_map(|l| l.strip_prefix("event:")).map(str::trim);
-                let data: String = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
-                match kind {
+            for event in reader.push(&chunk.context("the log stream broke off")?) {
+                match event.event.as_deref() {
                     Some("log") => {
-                        let record: Value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                        let record: Value = serde_json::from_str(&event.data).unwrap_or(Value::String(event.data));
                         if !print(&record) {
                             return Ok(());
                         }
                     }
-                    Some("lagged") => eprintln!("(fell behind: {data} records not shown)"),
-                    _ => {} // keep-alive comments
+                    Some("lagged") => eprintln!("(fell behind: {} records not shown)", event.data),
+                    Some("unreachable") => eprintln!("(a node's records are missing: {})", event.data),
+                    _ => {}
                 }
             }
         }

@@ -13,4 +13,5 @@ pub mod routes;
 pub mod schedule;
 pub mod secrets;
 pub mod spec;
+pub mod sse;
 pub mod variables;

@@ -33,6 +33,8 @@ pub struct NodeRecord {
     pub heartbeat_ms: i64,
     /// Stopping cleanly: it handed its leases back and takes no new ones.
     pub leaving: bool,
+    /// Where its control plane answers (`--advertise-admin-url`), if it said.
+    pub admin_url: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -149,18 +151,19 @@ macro_rules! impl_lease_store {
             }
 
             async fn nodes(&self) -> Result<Vec<$crate::store::leases::NodeRecord>, $crate::store::StoreError> {
-                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-                    "SELECT id, CAST(heartbeat_ms AS BIGINT), CAST(leaving AS BIGINT) FROM nodes
+                let rows: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as(
+                    "SELECT id, CAST(heartbeat_ms AS BIGINT), CAST(leaving AS BIGINT), admin_url FROM nodes
                      ORDER BY heartbeat_ms DESC, id",
                 )
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows
                     .into_iter()
-                    .map(|(id, heartbeat_ms, leaving)| $crate::store::leases::NodeRecord {
+                    .map(|(id, heartbeat_ms, leaving, admin_url)| $crate::store::leases::NodeRecord {
                         id,
                         heartbeat_ms,
                         leaving: leaving != 0,
+                        admin_url,
                     })
                     .collect())
             }

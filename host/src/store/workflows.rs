@@ -323,7 +323,8 @@ pub trait WorkflowStore: Send + Sync + 'static {
     /// claimed (new owner and epoch).
     async fn claim_txs(&self, node: &str, stale_before_ms: i64, own: bool) -> Result<Vec<TxRecord>, StoreError>;
 
-    async fn heartbeat(&self, node: &str) -> Result<(), StoreError>;
+    /// Records that `node` is alive, and where its control plane answers (if it says).
+    async fn heartbeat(&self, node: &str, admin_url: Option<&str>) -> Result<(), StoreError>;
 }
 
 /// Payload bytes in the stored JSON: UTF-8 text when they are (they usually are JSON), else hex

@@ -418,13 +418,14 @@ macro_rules! impl_workflow_store {
                 rows.into_iter().map(row_to_tx).collect()
             }
 
-            async fn heartbeat(&self, node: &str) -> Result<(), $crate::store::StoreError> {
+            async fn heartbeat(&self, node: &str, admin_url: Option<&str>) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
-                    "INSERT INTO nodes (id, heartbeat_ms) VALUES ($1, $2)
-                     ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms",
+                    "INSERT INTO nodes (id, heartbeat_ms, admin_url) VALUES ($1, $2, $3)
+                     ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, admin_url = excluded.admin_url",
                 )
                 .bind(node)
                 .bind($crate::store::now_ms())
+                .bind(admin_url)
                 .execute(&self.pool)
                 .await?;
                 Ok(())

@@ -48,6 +48,8 @@ pub struct Workflows {
     pub transactions: Arc<Transactions>,
     store: Arc<dyn WorkflowStore>,
     node: String,
+    /// Where this node's control plane answers, as heartbeats tell the other nodes.
+    admin_url: Option<String>,
     liveness: Liveness,
 }
 
@@ -65,24 +67,32 @@ impl Workflows {
             transactions: Transactions::new(store.clone(), registry, invoker, metrics, node.clone()),
             store,
             node,
+            admin_url: None,
             liveness,
         }
+    }
+
+    /// Heartbeats also say where this node's control plane answers.
+    pub fn advertising(mut self, admin_url: Option<String>) -> Self {
+        self.admin_url = admin_url;
+        self
     }
 
     /// Announces this node, resumes what it owned before a restart (before it starts any new
     /// work, so nothing it runs itself is mistaken for leftovers), then answers the guests'
     /// `calls`, sends heartbeats and sweeps for the work of dead nodes in the background.
     pub async fn start(&self, calls: WorkflowCalls) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
-        self.store.heartbeat(&self.node).await?;
+        self.store.heartbeat(&self.node, self.admin_url.as_deref()).await?;
         sweep(&self.sagas, &self.transactions, self.stale_before(), true).await;
         let server = self.serve(calls);
         let heartbeat = {
             let (store, node, every) = (self.store.clone(), self.node.clone(), self.liveness.heartbeat_every());
+            let admin_url = self.admin_url.clone();
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(every);
                 loop {
                     ticks.tick().await;
-                    if let Err(error) = store.heartbeat(&node).await {
+                    if let Err(error) = store.heartbeat(&node, admin_url.as_deref()).await {
                         tracing::error!(%error, "node heartbeat failed");
                     }
                 }
