@@ -6,7 +6,7 @@
 //! grants.
 
 use crate::support::kafka::{self as k, Broker};
-use crate::support::{Backend, Database, Options, Server, components, error_of};
+use crate::support::{Backend, Database, Options, Server, components, error_of, eventually};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -383,6 +383,34 @@ async fn a_second_host_takes_over_the_partitions_of_a_killed_one() {
         })
     };
     wait_for_events(&b, 500, Duration::from_secs(60)).await;
+    // Either node reports the trigger as both run it: every partition once, with its lag, and
+    // the records each node handled (their sum is what was recorded).
+    let (a_id, b_id) = (a.get_json("/healthz").await.1["node"].clone(), b.get_json("/healthz").await.1["node"].clone());
+    let cluster = eventually("both nodes' partitions and counts", Duration::from_secs(30), async || {
+        let (status, body) = b.get_json("/v1/kafka").await;
+        let handled: i64 = body["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| n["triggers"][0]["records"][&topic]["handled"].as_i64().unwrap_or(0))
+            .sum();
+        if status == 200 && handled >= 500 { Ok(body) } else { Err(format!("{status} {body}")) }
+    })
+    .await;
+    let nodes = cluster["nodes"].as_array().unwrap();
+    assert_eq!((&nodes[0]["node"], &nodes[1]["node"]), (&b_id, &a_id), "the node asked first: {cluster}");
+    let mut partitions: Vec<i64> = nodes
+        .iter()
+        .flat_map(|n| n["triggers"][0]["assigned"].as_array().cloned().unwrap_or_default())
+        .map(|p| {
+            assert!(p["lag"].is_i64(), "a lag for each assigned partition: {cluster}");
+            p["partition"].as_i64().unwrap()
+        })
+        .collect();
+    partitions.sort_unstable();
+    assert_eq!(partitions, [0, 1, 2, 3], "each partition on exactly one node: {cluster}");
+    let (_, local) = b.get_json("/v1/kafka?local=true").await;
+    assert_eq!(local["nodes"].as_array().map(Vec::len), Some(1), "{local}");
     a.kill();
     let killed = Instant::now();
     loop {

@@ -1104,45 +1104,40 @@ async function viewTransaction({ root }, id) {
 // ---------------------------------------------------------------- Kafka
 
 async function viewKafka({ root }) {
-  const [health, text] = await Promise.all([api("/healthz"), optional(api("/metrics", { text: true }))]);
-  const k = health.kafka;
-  if (!k) {
+  // Every node's view: each consumes only the partitions its group gave it.
+  const { nodes } = await api("/v1/kafka");
+  const here = nodes[0];
+  if (!here.configured) {
     mount(root, h("h1", {}, "Kafka"), h("p", { class: "empty", id: "kafka-status" }, "Kafka not configured"));
     return;
   }
-  // Lag and record counts are in /metrics only, for the partitions this node owns.
-  const lag = new Map();
-  const records = new Map();
-  for (const { name, labels, value } of parseMetrics(text ?? "")) {
-    if (name === "faas_kafka_consumer_lag") lag.set(`${labels.function}/${labels.topic}/${labels.partition}`, value);
-    if (name === "faas_kafka_records_total") {
-      const key = `${labels.function}/${labels.topic}`;
-      records.set(key, { ...records.get(key), [labels.outcome]: value });
-    }
-  }
-  const brokers = Array.isArray(k.brokers) ? k.brokers : String(k.brokers ?? "").split(",").filter(Boolean);
-  mount(root, h("h1", {}, "Kafka ", badge(k.connected ? "connected" : "disconnected")),
-    dl([["Brokers", list(brokers)], ["This node", health.node], k.last_error && ["Last error", h("span", { class: "error-text" }, k.last_error)]]),
-    (k.triggers ?? []).length ? k.triggers.map((t) => kafkaTrigger(t, lag, records)) : h("p", { class: "empty" }, "No Kafka triggers run on this node."));
+  const brokers = Array.isArray(here.brokers) ? here.brokers : String(here.brokers ?? "").split(",").filter(Boolean);
+  mount(root, h("h1", {}, "Kafka ", badge(here.connected ? "connected" : "disconnected")),
+    dl([["Brokers", list(brokers)], ["Nodes", nodes.length]]),
+    nodes.map((n, i) => h("section", { "data-kafka-node": n.node },
+      h("h2", {}, "Node ", h("code", {}, n.node), i === 0 ? [" ", badge("this node", "ok")] : null,
+        n.ok ? [" ", badge(n.connected ? "connected" : "disconnected")] : [" ", badge("not reached", "err")]),
+      !n.ok ? h("p", { class: "error-text" }, n.error)
+        : [n.last_error ? h("p", { class: "error-text" }, n.last_error) : null,
+          (n.triggers ?? []).length ? n.triggers.map(kafkaTrigger) : h("p", { class: "empty" }, "No Kafka triggers run on this node.")])));
 }
 
-function kafkaTrigger(t, lag, records) {
+function kafkaTrigger(t) {
   const outcomes = ["handled", "failed", "dead_lettered", "dropped"];
   const blocked = t.dead_letter_blocked ?? [];
   return h("section", { "data-trigger": t.function },
-    h("h2", {}, h("a", { href: `#/functions/${enc(t.function)}` }, t.function)),
+    h("h3", {}, h("a", { href: `#/functions/${enc(t.function)}` }, t.function)),
     dl([["Group", t.group], ["Topics", list(t.topics)]]),
-    h("h3", {}, "Assigned partitions (this node)"),
+    h("h4", {}, "Assigned partitions"),
     table(["Topic", "Partition", "Lag"], h("tbody", {}, t.assigned?.length
-      ? t.assigned.map((a) => h("tr", { "data-partition": `${a.topic}/${a.partition}` }, td(a.topic), td(a.partition),
-          td(lag.get(`${t.function}/${a.topic}/${a.partition}`) ?? "—")))
+      ? t.assigned.map((a) => h("tr", { "data-partition": `${a.topic}/${a.partition}` }, td(a.topic), td(a.partition), td(a.lag ?? "—")))
       : emptyRow(3, "None assigned to this node."))),
-    h("h3", {}, "Records since this node started"),
+    h("h4", {}, "Records since the node started"),
     table(["Topic", ...outcomes], h("tbody", {}, (t.topics ?? []).map((topic) => {
-      const counts = records.get(`${t.function}/${topic}`) ?? {};
+      const counts = t.records?.[topic] ?? {};
       return h("tr", {}, td(topic), outcomes.map((o) => td(counts[o] ?? 0)));
     }))),
-    blocked.length ? [h("h3", {}, "Blocked on the dead-letter topic"),
+    blocked.length ? [h("h4", {}, "Blocked on the dead-letter topic"),
       table(["Topic", "Partition", "Offset", "DLQ", "Error", "Since"], h("tbody", {}, blocked.map((b) =>
         h("tr", {}, td(b.topic), td(b.partition), td(b.offset), td(b.dead_letter_topic), td(h("span", { class: "error-text" }, b.error)), td(time(b.since))))))]
       : null);

@@ -2,16 +2,15 @@
 //! host warnings (`function_logs`), filtered; with `follow=true`, a server-sent event stream of
 //! the same, then of every new record as it happens (`faas logs -f`).
 //!
-//! Each node keeps its own records. On a shared database the node asked gathers the others' too:
-//! every live node's heartbeat says where its control plane answers (`--advertise-admin-url`),
-//! and this node asks each for its own (`local=true`), with its admin token, and merges them in
-//! time order; every record names its `node`. A node that does not answer is listed with its
-//! error under `nodes` (and as an `unreachable` event when following) rather than failing the
-//! call: the logs of the nodes that answered are still worth showing.
+//! Each node keeps its own records. On a shared database the node asked gathers the others' too
+//! (see `peers`): each for its own (`local=true`), merged in time order; every record names its
+//! `node`. A node that does not answer is listed with its error under `nodes` (and as an
+//! `unreachable` event when following).
 
 use super::Admin;
 use super::extract::{Path, Query};
 use super::paging;
+use super::peers::{self, Peer};
 use crate::error::ApiError;
 use crate::function_logs::{FunctionLogs, LogQuery, LogRecord};
 use crate::model::sse::SseReader;
@@ -23,12 +22,9 @@ use futures::stream::{BoxStream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::convert::Infallible;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
-
-/// How long a node waits for another's records.
-const PEER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `?since=10m&version=N&request_id=ID&limit=N&follow=true&local=true`.
 #[derive(Deserialize, Serialize, Clone, Default)]
@@ -47,12 +43,6 @@ pub struct LogParams {
     /// This node's records only (what nodes ask each other for).
     #[serde(default)]
     local: bool,
-}
-
-/// Another live node, and where its control plane answers.
-struct Peer {
-    id: String,
-    admin_url: String,
 }
 
 pub async fn logs(
@@ -74,7 +64,7 @@ pub async fn logs(
     let query = LogQuery { since_ms, version: params.version, request_id: params.request_id.clone(), after_seq: None };
     let logs = FunctionLogs::global();
     let node = admin.leases.node().to_owned();
-    let peers = if params.local { Vec::new() } else { peers(&admin).await };
+    let peers = if params.local { Vec::new() } else { peers::peers(&admin).await };
     // Subscribed before the backlog is read, so nothing logged in between is missed (a record
     // in both is skipped by its sequence number).
     let live = params.follow.then(|| logs.follow());
@@ -128,56 +118,9 @@ pub async fn logs(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
-/// The other nodes alive now that say where their control plane answers.
-async fn peers(admin: &Admin) -> Vec<Peer> {
-    let timeout = admin.workflows.node_timeout().as_millis() as i64;
-    let now = crate::store::now_ms();
-    match admin.stores.leases.nodes().await {
-        Ok(nodes) => nodes
-            .into_iter()
-            .filter(|n| n.id != admin.leases.node() && !n.leaving && now - n.heartbeat_ms <= timeout)
-            .filter_map(|n| Some(Peer { admin_url: n.admin_url?, id: n.id }))
-            .collect(),
-        Err(error) => {
-            tracing::warn!(%error, "listing the nodes failed; showing this node's logs only");
-            Vec::new()
-        }
-    }
-}
-
-/// The client nodes ask each other with (no redirects: a peer answers itself or not at all).
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(PEER_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("a plain HTTP client builds")
-    })
-}
-
-fn request(token: Option<&str>, peer: &Peer, function: &str, params: &LogParams) -> reqwest::RequestBuilder {
-    let url = format!("{}/v1/functions/{function}/logs", peer.admin_url);
-    let request = client().get(url).query(params);
-    match token {
-        Some(token) => request.bearer_auth(token),
-        None => request,
-    }
-}
-
 /// `peer`'s own records of `function`; why not, as the error.
 async fn gather(admin: &Admin, peer: &Peer, function: &str, params: &LogParams) -> Result<Vec<Value>, String> {
-    let response = request(admin.token.as_deref(), peer, function, params)
-        .timeout(PEER_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| format!("{}: {e}", peer.admin_url))?;
-    let status = response.status();
-    let body: Value = response.json().await.map_err(|e| format!("{}: {e}", peer.admin_url))?;
-    if !status.is_success() {
-        return Err(format!("{} answered {status}: {}", peer.admin_url, body["error"]["message"]));
-    }
+    let body = peers::get_json(admin, peer, &format!("/v1/functions/{function}/logs"), params).await?;
     Ok(body["logs"].as_array().cloned().unwrap_or_default())
 }
 
@@ -192,7 +135,8 @@ fn follow_peer(
         Event::default().event("unreachable").data(json!({ "node": peer.id, "error": why }).to_string())
     };
     futures::stream::once(async move {
-        let response = match request(token.as_deref(), &peer, &function, &params).send().await {
+        let path = format!("/v1/functions/{function}/logs");
+        let response = match peers::request(token.as_deref(), &peer, &path, &params).send().await {
             Ok(response) if response.status().is_success() => response,
             Ok(response) => {
                 let why = format!("{} answered {}", peer.admin_url, response.status());

@@ -10,9 +10,11 @@ mod functions;
 mod graphql;
 mod graphql_depth;
 mod invocations;
+mod kafka;
 mod logs;
 mod nodes;
 mod paging;
+mod peers;
 mod schedules;
 mod workflows;
 
@@ -65,6 +67,7 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/v1/invocations/{id}", get(invocations::get))
         .route("/v1/invocations/{id}/replay", post(invocations::replay))
         .route("/v1/nodes", get(nodes::list))
+        .route("/v1/kafka", get(kafka::status))
         .route("/v1/functions/{name}/parked/{id}/replay", post(events::replay))
         .route("/v1/namespaces", get(events::namespaces))
         .route("/v1/namespaces/{namespace}/streams", get(events::streams))
