@@ -121,8 +121,17 @@ async fn main() {
         "{:>8} {:>10} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | ratio",
         "writers", "streams", "appends/s", "p50 ms", "p99 ms", "raw INSERT/s", "p50 ms", "p99 ms"
     );
-    for hot in [false, true] {
-        for writers in WRITERS {
+    // BENCH_WRITERS=64 BENCH_HOT=false: one row of the table (for quick A/B runs).
+    let writer_counts: Vec<usize> = std::env::var("BENCH_WRITERS")
+        .map(|v| v.split(',').map(|n| n.trim().parse().expect("BENCH_WRITERS: numbers")).collect())
+        .unwrap_or_else(|_| WRITERS.to_vec());
+    let hot_modes: Vec<bool> = match std::env::var("BENCH_HOT").as_deref() {
+        Ok("true") => vec![true],
+        Ok("false") => vec![false],
+        _ => vec![false, true],
+    };
+    for &hot in &hot_modes {
+        for &writers in &writer_counts {
             let events = stores.events.clone();
             let (rate, p50, p99) = measure(writers, run, move |w, n| {
                 let events = events.clone();

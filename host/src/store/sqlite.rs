@@ -20,6 +20,40 @@ pub struct SqliteStore {
     group: GroupCommit,
     /// Held while the store is open: SQLite is single-node (see [`single_node`]).
     _lock: Option<std::fs::File>,
+    /// The background checkpointer (see [`checkpoints`]), stopped with the store.
+    checkpointer: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(task) = &self.checkpointer {
+            task.abort();
+        }
+    }
+}
+
+/// How often the background checkpointer runs, and the WAL size (pages) at which a committing
+/// connection checkpoints itself (SQLite's default is 1,000), should the background one fall behind.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+const AUTOCHECKPOINT_PAGES: &str = "10000";
+
+/// Copies the WAL into the database file in the background. SQLite does it on the connection
+/// that commits past `wal_autocheckpoint` pages, which here is the group commit's writer: every
+/// few thousand appends one batch would also pay for a checkpoint (the writes and the fsync of
+/// the database file) while every other append waits behind it. A PASSIVE checkpoint never
+/// waits for or blocks a writer; whatever a reader still needs is simply left for the next one.
+fn checkpoints(pool: SqlitePool) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                tracing::warn!(%error, "background WAL checkpoint failed; SQLite's own will do");
+            }
+        }
+    })
+    .abort_handle()
 }
 
 /// Takes the exclusive lock of `<database file>.lock`, or says which process holds it. Two nodes on
@@ -66,13 +100,15 @@ impl SqliteStore {
             // loss can drop the last commits. FULL would fsync on every commit.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("wal_autocheckpoint", AUTOCHECKPOINT_PAGES);
         let in_memory = options.get_filename() == Path::new(":memory:");
         let lock = if in_memory { None } else { Some(single_node(options.get_filename())?) };
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         let group = GroupCommit::start(SqliteBatch { pool: pool.clone() });
-        Ok(Self { pool, group, _lock: lock })
+        let checkpointer = (!in_memory).then(|| checkpoints(pool.clone()));
+        Ok(Self { pool, group, _lock: lock, checkpointer })
     }
 }
 
@@ -130,6 +166,29 @@ mod tests {
 
     fn event(id: &str) -> NewEvent {
         NewEvent { id: id.into(), event_type: "Deducted".into(), data: b"{}".to_vec(), metadata: "{}".into() }
+    }
+
+    /// Appends reach the database file without a writer ever passing the automatic checkpoint's
+    /// 10,000 pages: the background checkpointer copies the WAL over (the file only grows when a
+    /// checkpoint writes to it).
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        let before = std::fs::metadata(&path).unwrap().len();
+        let big = NewEvent { data: vec![b'x'; 2000], ..event("e") };
+        for i in 0..300 {
+            let event = NewEvent { id: format!("e-{i}"), ..big.clone() };
+            store.append("ns", &format!("s-{i}"), Expected::Any, &[event], None).await.unwrap();
+        }
+        let grown = async {
+            while std::fs::metadata(&path).unwrap().len() < before + 300 * 2000 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(CHECKPOINT_EVERY * 20, grown).await.expect("the database file never took the appends");
     }
 
     /// A step attempt whose fence no longer owns its saga writes nothing: no event, no kv entry.
