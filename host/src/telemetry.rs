@@ -341,6 +341,7 @@ mod export_client {
     use hyper_util::rt::TokioExecutor;
     use opentelemetry_http::{HttpClient, HttpError, Request, Response};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
 
     type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -377,9 +378,38 @@ mod export_client {
         }
     }
 
+    /// When the last failed export was reported (ms since the epoch): at most one warning a
+    /// minute, however often the batches fail while the collector is away.
+    static LAST_WARNING_MS: AtomicI64 = AtomicI64::new(0);
+
+    fn warn_export_failed(endpoint: &http::Uri, why: &str) {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let last = LAST_WARNING_MS.load(Ordering::Relaxed);
+        if now - last >= 60_000
+            && LAST_WARNING_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(%endpoint, error = why, "exporting spans failed; they are dropped (warned at most once a minute)");
+        }
+    }
+
     #[async_trait::async_trait]
     impl HttpClient for ExportClient {
         async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+            let endpoint = request.uri().clone();
+            let answer = self.send(request).await;
+            match &answer {
+                Ok(response) if !response.status().is_success() => {
+                    warn_export_failed(&endpoint, &format!("the collector answered {}", response.status()));
+                }
+                Ok(_) => {}
+                Err(error) => warn_export_failed(&endpoint, &error.to_string()),
+            }
+            answer
+        }
+    }
+
+    impl ExportClient {
+        async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
             let client = self.client.clone();
             // The exporter's timeout bounds the whole call (it wraps this future).
             let send = async move {

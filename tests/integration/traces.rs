@@ -312,3 +312,20 @@ fn an_endpoint_that_is_no_url_stops_the_server_with_a_clear_error() {
         assert!(stderr.contains("--otlp-endpoint") && stderr.contains(endpoint), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_away_gets_one_warning_and_serving_goes_on() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let extra_args = vec!["--otlp-endpoint".to_owned(), format!("http://127.0.0.1:{port}")];
+    let env = vec![("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned())];
+    let server = Server::start_with(Options { extra_args, env, ..Default::default() }).await;
+    server.deploy_ok("hello", components().bytes("hello"), crate::support::spec(&["/hello"], json!({}))).await;
+    for _ in 0..20 {
+        assert_eq!(server.call("/hello").await.0, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.wait_for_log("exporting spans failed").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.logs().matches("exporting spans failed").count(), 1, "one warning, not one per batch");
+}

@@ -349,7 +349,10 @@ impl Invoker {
             Err(_elapsed) => Err(InvokeError::Timeout { timeout_ms: timeout.as_millis() as u64 }),
         };
         active.dec();
-        if let Err(error) = &result {
+        // A call the function was too busy to take is offered again; it did not fail.
+        if let Err(error) = &result
+            && !matches!(error, InvokeError::Overloaded | InvokeError::QueueTimeout)
+        {
             telemetry::failed(&span, &error.to_string());
         }
         result
@@ -678,11 +681,16 @@ impl InvocationTags {
 /// What an invocation's outcome says for its record in `faas logs`: why it failed, if it did.
 trait Recorded {
     fn failure(&self) -> Option<String>;
+    fn error(&self) -> Option<&InvokeError>;
 }
 
 impl Recorded for Result<(), InvokeError> {
     fn failure(&self) -> Option<String> {
         self.as_ref().err().map(ToString::to_string)
+    }
+
+    fn error(&self) -> Option<&InvokeError> {
+        self.as_ref().err()
     }
 }
 
@@ -695,10 +703,19 @@ impl<T, E: std::fmt::Debug> Recorded for Result<Result<T, E>, InvokeError> {
             Err(error) => Some(error.to_string()),
         }
     }
+
+    fn error(&self) -> Option<&InvokeError> {
+        self.as_ref().err()
+    }
 }
 
-/// The invocation record of a non-HTTP invocation (the data plane records its own).
+/// The invocation record of a non-HTTP invocation (the data plane records its own). A call the
+/// function was too busy to take never ran, and its trigger offers it again (see [`BusyWait`]):
+/// no record, or an overload would fill the log with one per retry.
 fn record(function: &LoadedFunction, id: &str, trigger: &str, started: Instant, outcome: &impl Recorded) {
+    if matches!(outcome.error(), Some(InvokeError::Overloaded | InvokeError::QueueTimeout)) {
+        return;
+    }
     let error = outcome.failure();
     let status = if error.is_some() { 500 } else { 200 };
     record_invocation(function, id, trigger, started, status, error.as_deref());

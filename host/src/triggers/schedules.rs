@@ -332,6 +332,8 @@ impl Scheduler {
         let started = std::time::Instant::now();
         let response = match self.invoker.serve_http(function, request, &request_id).instrument(span).await {
             Ok(response) => response,
+            // Too busy to take it: it never ran, and the tick offers it again.
+            Err(error @ (InvokeError::Overloaded | InvokeError::QueueTimeout)) => return Err(error),
             Err(error) => {
                 record_invocation(function, &request_id, "schedule", started, 500, Some(&error.to_string()));
                 return Err(error);
