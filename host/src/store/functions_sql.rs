@@ -110,13 +110,20 @@ macro_rules! impl_function_store {
 
             async fn activate(&self, name: &str, version: u32) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                let exists: Option<(i64,)> =
-                    sqlx::query_as("SELECT CAST(version AS BIGINT) FROM function_versions WHERE function_name = $1 AND version = $2")
-                        .bind(name)
-                        .bind(version as i32)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if exists.is_none() {
+                // Written first, so SQLite takes its write lock before any read: a transaction that
+                // reads and then writes fails at once ("database is locked", no busy wait) when
+                // another connection committed in between.
+                let updated = sqlx::query(
+                    "UPDATE functions SET active_version = $2, updated_at_ms = $3 WHERE name = $1
+                     AND EXISTS (SELECT 1 FROM function_versions WHERE function_name = $1 AND version = $2)",
+                )
+                .bind(name)
+                .bind(version as i32)
+                .bind($crate::store::now_ms())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
                     let function: Option<(String,)> = sqlx::query_as("SELECT name FROM functions WHERE name = $1")
                         .bind(name)
                         .fetch_optional(&mut *tx)
@@ -126,12 +133,6 @@ macro_rules! impl_function_store {
                         Some(_) => $crate::store::StoreError::VersionNotFound { function: name.to_owned(), version },
                     });
                 }
-                sqlx::query("UPDATE functions SET active_version = $2, updated_at_ms = $3 WHERE name = $1")
-                    .bind(name)
-                    .bind(version as i32)
-                    .bind($crate::store::now_ms())
-                    .execute(&mut *tx)
-                    .await?;
                 if !$notify.is_empty() {
                     sqlx::query($notify).bind(name).execute(&mut *tx).await?;
                 }

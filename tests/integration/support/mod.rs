@@ -445,6 +445,13 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // A failing test's servers say what they logged (their data dirs go with the test).
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!("--- the last lines of {} (a server of the failed test) ---\n{}", self.admin, tail.join("\n"));
+        }
     }
 }
 
